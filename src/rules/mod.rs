@@ -1,5 +1,11 @@
+//! The rules of a TRE container job, free of Slurm and of the filesystem: options,
+//! config, project resolution, the job's directories and mounts, runtime command lines.
+//! Everything here is unit-tested without root.
+
 pub mod config;
 pub mod image;
 pub mod job_number;
 pub mod options;
+pub mod plan;
 pub mod project;
+pub mod runtime;

@@ -1,0 +1,70 @@
+//! The job's user as the password and group databases see them (never the job's
+//! environment, which the user controls).
+
+use std::path::PathBuf;
+
+use nix::unistd::{Gid, Group, Uid, User};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+    pub primary_group: String,
+    pub supplementary_groups: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("cannot look up uid {uid}: {source}")]
+    Lookup { uid: u32, source: nix::Error },
+    #[error("uid {0} is not in the password database")]
+    Unknown(u32),
+    #[error("the home directory of {0} is not an absolute path")]
+    BadHome(String),
+}
+
+fn group_name(gid: u32) -> String {
+    match Group::from_gid(Gid::from_raw(gid)) {
+        Ok(Some(g)) => g.name,
+        // An unnamed group cannot name a project; keep it visible in messages.
+        _ => gid.to_string(),
+    }
+}
+
+/// `supplementary_gids` are the job's, as Slurm's credential gives them.
+pub fn lookup(uid: u32, gid: u32, supplementary_gids: &[u32]) -> Result<Account, AccountError> {
+    let user = User::from_uid(Uid::from_raw(uid))
+        .map_err(|source| AccountError::Lookup { uid, source })?
+        .ok_or(AccountError::Unknown(uid))?;
+    if !user.dir.is_absolute() {
+        return Err(AccountError::BadHome(user.name));
+    }
+    Ok(Account {
+        name: user.name,
+        uid,
+        gid,
+        home: user.dir,
+        primary_group: group_name(gid),
+        supplementary_groups: supplementary_gids.iter().filter(|g| **g != gid).map(|g| group_name(*g)).collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_is_found_with_its_home() {
+        let a = lookup(0, 0, &[0]).unwrap();
+        assert_eq!(a.name, "root");
+        assert!(a.home.is_absolute());
+        assert!(a.supplementary_groups.is_empty());
+    }
+
+    #[test]
+    fn unknown_uid_is_an_error() {
+        assert!(matches!(lookup(3_999_999_999, 0, &[]), Err(AccountError::Unknown(_))));
+    }
+}

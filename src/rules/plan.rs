@@ -1,0 +1,165 @@
+//! What a container job gets: its directories, mounts and environment.
+//!
+//! This is the one place that decides the mounts; the runtime modules only spell them.
+
+use std::path::{Path, PathBuf};
+
+use super::image::ImageRef;
+use super::options::Runtime;
+use super::project::{Resolution, SafeData};
+
+pub const CONTAINER_SAFE_DATA: &str = "/safe_data";
+pub const CONTAINER_OUTPUTS: &str = "/safe_outputs";
+pub const CONTAINER_SCRATCH: &str = "/scratch";
+
+/// Set inside the container so that a step started from inside is not wrapped again.
+pub const IN_CONTAINER_VAR: &str = "TRE_IN_CONTAINER";
+
+/// The per-job directories under the user's home.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobDirs {
+    pub number: u32,
+    pub outputs: PathBuf,
+    pub scratch: PathBuf,
+}
+
+impl JobDirs {
+    pub fn new(home: &Path, number: u32) -> JobDirs {
+        JobDirs { number, outputs: home.join(outputs_name(number)), scratch: home.join(scratch_name(number)) }
+    }
+}
+
+pub fn outputs_name(number: u32) -> String {
+    format!("outputs-{number}")
+}
+
+pub fn scratch_name(number: u32) -> String {
+    format!("scratch-{number}")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub host: PathBuf,
+    pub container: PathBuf,
+    pub read_only: bool,
+}
+
+/// Everything about one container run that does not depend on the task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerPlan {
+    pub image: ImageRef,
+    pub runtime: Runtime,
+    pub mounts: Vec<Mount>,
+    /// Variables set to fixed values inside the container.
+    pub env: Vec<(String, String)>,
+    pub workdir: PathBuf,
+}
+
+fn safe_data_host(resolution: &Resolution) -> Option<&Path> {
+    match &resolution.safe_data {
+        SafeData::Disabled => None,
+        SafeData::Home(p) | SafeData::ProjectDir(p) => Some(p),
+    }
+}
+
+pub fn container_plan(image: &ImageRef, runtime: Runtime, resolution: &Resolution, dirs: &JobDirs) -> ContainerPlan {
+    let mut mounts = Vec::new();
+    if let Some(host) = safe_data_host(resolution) {
+        mounts.push(Mount { host: host.to_path_buf(), container: CONTAINER_SAFE_DATA.into(), read_only: false });
+    }
+    mounts.push(Mount { host: dirs.outputs.clone(), container: CONTAINER_OUTPUTS.into(), read_only: false });
+    mounts.push(Mount { host: dirs.scratch.clone(), container: CONTAINER_SCRATCH.into(), read_only: false });
+    let project = resolution.project.as_ref().map(|p| p.name.clone()).unwrap_or_default();
+    let safe_data = if safe_data_host(resolution).is_some() { CONTAINER_SAFE_DATA } else { "" };
+    let env = vec![
+        ("TRE_OUTPUTS_DIR".to_string(), CONTAINER_OUTPUTS.to_string()),
+        ("TRE_SCRATCH_DIR".to_string(), CONTAINER_SCRATCH.to_string()),
+        ("TRE_SAFE_DATA".to_string(), safe_data.to_string()),
+        ("TRE_PROJECT".to_string(), project),
+        ("TRE_CONTAINER".to_string(), image.to_string()),
+        (IN_CONTAINER_VAR.to_string(), "1".to_string()),
+    ];
+    ContainerPlan { image: image.clone(), runtime, mounts, env, workdir: CONTAINER_SCRATCH.into() }
+}
+
+/// The host-side view, exported to the job and printed in its output.
+pub fn host_env(resolution: &Resolution, dirs: &JobDirs) -> Vec<(String, String)> {
+    let show = |p: &Path| p.to_string_lossy().into_owned();
+    vec![
+        ("TRE_OUTPUTS_DIR".to_string(), show(&dirs.outputs)),
+        ("TRE_SCRATCH_DIR".to_string(), show(&dirs.scratch)),
+        ("TRE_SAFE_DATA".to_string(), safe_data_host(resolution).map(show).unwrap_or_default()),
+        ("TRE_PROJECT".to_string(), resolution.project.as_ref().map(|p| p.name.clone()).unwrap_or_default()),
+    ]
+}
+
+/// The lines printed at the top of the job output.
+pub fn summary_lines(resolution: &Resolution, dirs: &JobDirs) -> Vec<String> {
+    let mut lines = Vec::new();
+    match safe_data_host(resolution) {
+        Some(p) => lines.push(format!("tre-spank: safe data: {} -> {CONTAINER_SAFE_DATA} ({})", p.display(), resolution.reason)),
+        None => lines.push(format!("tre-spank: safe data: none ({})", resolution.reason)),
+    }
+    if let Some(p) = &resolution.project {
+        lines.push(format!("tre-spank: project: {}", p.name));
+    }
+    lines.push(format!("tre-spank: outputs: {} -> {CONTAINER_OUTPUTS} (kept after the job)", dirs.outputs.display()));
+    lines.push(format!("tre-spank: scratch: {} -> {CONTAINER_SCRATCH} (deleted when the job ends)", dirs.scratch.display()));
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::project::Project;
+
+    fn resolution(safe: SafeData) -> Resolution {
+        Resolution { safe_data: safe, project: Some(Project { name: "proj1".into(), group: "proj1".into() }), reason: "r".into() }
+    }
+
+    #[test]
+    fn dirs_share_one_number() {
+        let d = JobDirs::new(Path::new("/home/alice"), 3320888);
+        assert_eq!(d.outputs, PathBuf::from("/home/alice/outputs-3320888"));
+        assert_eq!(d.scratch, PathBuf::from("/home/alice/scratch-3320888"));
+    }
+
+    #[test]
+    fn three_mounts_with_project_data() {
+        let image = ImageRef::parse("ghcr.io/a/b:1").unwrap();
+        let dirs = JobDirs::new(Path::new("/home/alice"), 1234567);
+        let plan = container_plan(&image, Runtime::Podman, &resolution(SafeData::ProjectDir("/safe_data/proj1".into())), &dirs);
+        let pairs: Vec<(String, String)> =
+            plan.mounts.iter().map(|m| (m.host.display().to_string(), m.container.display().to_string())).collect();
+        assert_eq!(
+            pairs,
+            vec![
+                ("/safe_data/proj1".to_string(), "/safe_data".to_string()),
+                ("/home/alice/outputs-1234567".to_string(), "/safe_outputs".to_string()),
+                ("/home/alice/scratch-1234567".to_string(), "/scratch".to_string()),
+            ]
+        );
+        assert!(plan.env.contains(&("TRE_OUTPUTS_DIR".into(), "/safe_outputs".into())));
+        assert!(plan.env.contains(&("TRE_PROJECT".into(), "proj1".into())));
+        assert_eq!(plan.workdir, PathBuf::from("/scratch"));
+    }
+
+    #[test]
+    fn no_safe_data_mount_where_the_node_has_none() {
+        let image = ImageRef::parse("ghcr.io/a/b:1").unwrap();
+        let dirs = JobDirs::new(Path::new("/home/alice"), 1234567);
+        let plan = container_plan(&image, Runtime::Podman, &resolution(SafeData::Disabled), &dirs);
+        assert_eq!(plan.mounts.len(), 2);
+        assert!(plan.mounts.iter().all(|m| m.container != Path::new("/safe_data")));
+        assert!(plan.env.contains(&("TRE_SAFE_DATA".into(), String::new())));
+    }
+
+    #[test]
+    fn host_env_and_summary_name_host_paths() {
+        let dirs = JobDirs::new(Path::new("/home/alice"), 1234567);
+        let r = resolution(SafeData::ProjectDir("/safe_data/proj1".into()));
+        assert!(host_env(&r, &dirs).contains(&("TRE_SCRATCH_DIR".into(), "/home/alice/scratch-1234567".into())));
+        let lines = summary_lines(&r, &dirs);
+        assert!(lines.iter().any(|l| l == "tre-spank: outputs: /home/alice/outputs-1234567 -> /safe_outputs (kept after the job)"));
+    }
+}

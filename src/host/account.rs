@@ -47,7 +47,11 @@ pub fn lookup(uid: u32, gid: u32, supplementary_gids: &[u32]) -> Result<Account,
         gid,
         home: user.dir,
         primary_group: group_name(gid),
-        supplementary_groups: supplementary_gids.iter().filter(|g| **g != gid).map(|g| group_name(*g)).collect(),
+        supplementary_groups: supplementary_gids
+            .iter()
+            .filter(|g| **g != gid)
+            .map(|g| group_name(*g))
+            .collect(),
     })
 }
 
@@ -65,6 +69,9 @@ mod tests {
 
     #[test]
     fn unknown_uid_is_an_error() {
-        assert!(matches!(lookup(3_999_999_999, 0, &[]), Err(AccountError::Unknown(_))));
+        assert!(matches!(
+            lookup(3_999_999_999, 0, &[]),
+            Err(AccountError::Unknown(_))
+        ));
     }
 }

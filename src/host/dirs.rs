@@ -8,9 +8,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use nix::errno::Errno;
+use nix::fcntl::AtFlags;
 use nix::fcntl::{openat, OFlag, AT_FDCWD};
 use nix::sys::stat::{fchmod, fstat, fstatat, mkdirat, FileStat, Mode, SFlag};
-use nix::fcntl::AtFlags;
 use serde::{Deserialize, Serialize};
 
 use crate::rules::project::HomeSafeData;
@@ -24,7 +24,10 @@ pub struct DirId {
 
 impl DirId {
     pub fn of(st: &FileStat) -> DirId {
-        DirId { dev: st.st_dev, ino: st.st_ino }
+        DirId {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        }
     }
 }
 
@@ -32,7 +35,9 @@ impl DirId {
 pub enum DirError {
     #[error("cannot open home directory {path}: {errno}")]
     Home { path: String, errno: Errno },
-    #[error("{path} already exists; tre-spank never reuses a directory it did not create for this job")]
+    #[error(
+        "{path} already exists; tre-spank never reuses a directory it did not create for this job"
+    )]
     Exists { path: String },
     #[error("cannot create {path}: {errno}")]
     Create { path: String, errno: Errno },
@@ -46,8 +51,16 @@ fn is_dir(st: &FileStat) -> bool {
 
 /// Opens the home directory named by the password database (an administrator's path).
 pub fn open_home(home: &Path) -> Result<OwnedFd, DirError> {
-    openat(AT_FDCWD, home, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|errno| DirError::Home { path: home.display().to_string(), errno })
+    openat(
+        AT_FDCWD,
+        home,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|errno| DirError::Home {
+        path: home.display().to_string(),
+        errno,
+    })
 }
 
 /// What `$HOME/safe_data` is.
@@ -64,18 +77,30 @@ pub fn probe_home_safe_data(home: impl AsFd) -> HomeSafeData {
 
 /// Whether the calling (effective) user can open `dir` as a directory.
 pub fn can_open_dir(dir: &Path) -> bool {
-    openat(AT_FDCWD, dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).is_ok()
+    openat(
+        AT_FDCWD,
+        dir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .is_ok()
 }
 
 /// Whether `path` is a directory (for project lookup; follows no user-controlled link
 /// since the safe_data root and its entries belong to the site).
 pub fn is_directory(path: &Path) -> bool {
-    nix::sys::stat::stat(path).map(|st| is_dir(&st)).unwrap_or(false)
+    nix::sys::stat::stat(path)
+        .map(|st| is_dir(&st))
+        .unwrap_or(false)
 }
 
 /// Creates `name` in `parent` with mode 0700 and returns its identity. An existing
 /// entry of any kind is an error: it is never adopted.
-pub fn create_private_dir(parent: impl AsFd, parent_path: &Path, name: &str) -> Result<DirId, DirError> {
+pub fn create_private_dir(
+    parent: impl AsFd,
+    parent_path: &Path,
+    name: &str,
+) -> Result<DirId, DirError> {
     let path = parent_path.join(name).display().to_string();
     match mkdirat(parent.as_fd(), name, Mode::S_IRWXU) {
         Ok(()) => {}
@@ -88,15 +113,26 @@ pub fn create_private_dir(parent: impl AsFd, parent_path: &Path, name: &str) -> 
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|errno| DirError::Create { path: path.clone(), errno })?;
+    .map_err(|errno| DirError::Create {
+        path: path.clone(),
+        errno,
+    })?;
     // mkdir's mode is filtered by the umask; the contract is exactly 0700.
-    fchmod(fd.as_fd(), Mode::S_IRWXU).map_err(|errno| DirError::Create { path: path.clone(), errno })?;
+    fchmod(fd.as_fd(), Mode::S_IRWXU).map_err(|errno| DirError::Create {
+        path: path.clone(),
+        errno,
+    })?;
     let st = fstat(fd.as_fd()).map_err(|errno| DirError::Create { path, errno })?;
     Ok(DirId::of(&st))
 }
 
 /// Confirms that `parent/name` is still the directory `expected` (not a link, not a swap).
-pub fn confirm_dir(parent: impl AsFd, parent_path: &Path, name: &str, expected: DirId) -> Result<(), DirError> {
+pub fn confirm_dir(
+    parent: impl AsFd,
+    parent_path: &Path,
+    name: &str,
+    expected: DirId,
+) -> Result<(), DirError> {
     let path = parent_path.join(name).display().to_string();
     match fstatat(parent.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(st) if is_dir(&st) && DirId::of(&st) == expected => Ok(()),
@@ -127,7 +163,10 @@ mod tests {
         let target = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(target.path(), t.path().join("scratch-1")).unwrap();
         let home = open_home(t.path()).unwrap();
-        assert!(matches!(create_private_dir(&home, t.path(), "scratch-1"), Err(DirError::Exists { .. })));
+        assert!(matches!(
+            create_private_dir(&home, t.path(), "scratch-1"),
+            Err(DirError::Exists { .. })
+        ));
         assert_eq!(std::fs::read_dir(target.path()).unwrap().count(), 0);
     }
 

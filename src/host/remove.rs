@@ -33,7 +33,11 @@ pub enum RemoveError {
     #[error("cannot open {path}: {errno}")]
     Open { path: String, errno: Errno },
     #[error("could not remove {failed} entries under {path} (first: {first})")]
-    Incomplete { path: String, failed: u64, first: String },
+    Incomplete {
+        path: String,
+        failed: u64,
+        first: String,
+    },
 }
 
 fn is_dir(mode: u32) -> bool {
@@ -50,7 +54,12 @@ fn open_dir_nofollow(parent: impl AsFd, name: &str) -> nix::Result<OwnedFd> {
 }
 
 /// Removes `parent/name` if it is still `expected`. A missing entry is not an error.
-pub fn remove_tree(parent: impl AsFd, parent_path: &Path, name: &str, expected: DirId) -> Result<RemoveReport, RemoveError> {
+pub fn remove_tree(
+    parent: impl AsFd,
+    parent_path: &Path,
+    name: &str,
+    expected: DirId,
+) -> Result<RemoveReport, RemoveError> {
     let path = parent_path.join(name).display().to_string();
     let top = match open_dir_nofollow(parent.as_fd(), name) {
         Ok(fd) => fd,
@@ -58,11 +67,19 @@ pub fn remove_tree(parent: impl AsFd, parent_path: &Path, name: &str, expected: 
         Err(Errno::ELOOP) | Err(Errno::ENOTDIR) => return Err(RemoveError::NotOurs { path }),
         Err(errno) => return Err(RemoveError::Open { path, errno }),
     };
-    let st = fstat(top.as_fd()).map_err(|errno| RemoveError::Open { path: path.clone(), errno })?;
+    let st = fstat(top.as_fd()).map_err(|errno| RemoveError::Open {
+        path: path.clone(),
+        errno,
+    })?;
     if DirId::of(&st) != expected {
         return Err(RemoveError::NotOurs { path });
     }
-    let mut walk = Walk { dev: st.st_dev, report: RemoveReport::default(), failed: 0, first: None };
+    let mut walk = Walk {
+        dev: st.st_dev,
+        report: RemoveReport::default(),
+        failed: 0,
+        first: None,
+    };
     walk.empty(&top, &path, 0);
     drop(top);
     match unlinkat(parent.as_fd(), name, UnlinkatFlags::RemoveDir) {
@@ -71,7 +88,11 @@ pub fn remove_tree(parent: impl AsFd, parent_path: &Path, name: &str, expected: 
     }
     match walk.first {
         None => Ok(walk.report),
-        Some(first) => Err(RemoveError::Incomplete { path, failed: walk.failed, first }),
+        Some(first) => Err(RemoveError::Incomplete {
+            path,
+            failed: walk.failed,
+            first,
+        }),
     }
 }
 
@@ -92,8 +113,13 @@ impl Walk {
 
     fn names(&mut self, dir: &OwnedFd, path: &str) -> Vec<std::ffi::CString> {
         // A second handle for reading, so `dir` stays usable for the *at calls.
-        let reader = match openat(dir.as_fd(), ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-            .and_then(Dir::from_fd)
+        let reader = match openat(
+            dir.as_fd(),
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .and_then(Dir::from_fd)
         {
             Ok(d) => d,
             Err(e) => {
@@ -191,7 +217,11 @@ mod tests {
         fs::create_dir_all(s.join("a/b/c")).unwrap();
         fs::write(s.join("a/b/c/f"), b"x").unwrap();
         fs::write(s.join("top"), b"x").unwrap();
-        fs::set_permissions(s.join("a/b"), std::os::unix::fs::PermissionsExt::from_mode(0o500)).unwrap();
+        fs::set_permissions(
+            s.join("a/b"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o500),
+        )
+        .unwrap();
         let r = remove_tree(&home, t.path(), "scratch-1", id).unwrap();
         assert_eq!(r.removed_entries, 5);
         assert!(!s.exists());
@@ -203,7 +233,11 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         fs::write(outside.path().join("canary"), b"keep").unwrap();
         std::os::unix::fs::symlink(outside.path(), t.path().join("scratch-1/link")).unwrap();
-        fs::hard_link(outside.path().join("canary"), t.path().join("scratch-1/hard")).unwrap();
+        fs::hard_link(
+            outside.path().join("canary"),
+            t.path().join("scratch-1/hard"),
+        )
+        .unwrap();
         remove_tree(&home, t.path(), "scratch-1", id).unwrap();
         assert_eq!(fs::read(outside.path().join("canary")).unwrap(), b"keep");
     }
@@ -215,7 +249,10 @@ mod tests {
         fs::write(victim.path().join("canary"), b"keep").unwrap();
         fs::remove_dir(t.path().join("scratch-1")).unwrap();
         std::os::unix::fs::symlink(victim.path(), t.path().join("scratch-1")).unwrap();
-        assert!(matches!(remove_tree(&home, t.path(), "scratch-1", id), Err(RemoveError::NotOurs { .. })));
+        assert!(matches!(
+            remove_tree(&home, t.path(), "scratch-1", id),
+            Err(RemoveError::NotOurs { .. })
+        ));
         assert!(victim.path().join("canary").exists());
     }
 
@@ -233,7 +270,10 @@ mod tests {
     fn already_gone_is_fine() {
         let (t, home, id) = setup();
         fs::remove_dir(t.path().join("scratch-1")).unwrap();
-        assert_eq!(remove_tree(&home, t.path(), "scratch-1", id).unwrap(), RemoveReport::default());
+        assert_eq!(
+            remove_tree(&home, t.path(), "scratch-1", id).unwrap(),
+            RemoveReport::default()
+        );
     }
 
     #[test]

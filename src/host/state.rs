@@ -23,7 +23,10 @@ pub struct JobRecord {
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("state directory {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("state directory {0} must be a directory owned by the plugin's user and not writable by others")]
     Unsafe(PathBuf),
     #[error("job record {path} is corrupt: {message}")]
@@ -35,14 +38,18 @@ pub struct StateDir {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
-    move |source| StateError::Io { path: path.to_path_buf(), source }
+    move |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 impl StateDir {
     /// Opens (creating with mode 0700 if absent) and checks the state directory.
     pub fn open(path: &Path) -> Result<StateDir, StateError> {
         match std::fs::create_dir(path) {
-            Ok(()) => std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(io(path))?,
+            Ok(()) => std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+                .map_err(io(path))?,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(io(path)(e)),
         }
@@ -52,7 +59,9 @@ impl StateDir {
         if !meta.is_dir() || meta.uid() != euid || meta.mode() & 0o022 != 0 {
             return Err(StateError::Unsafe(path.to_path_buf()));
         }
-        Ok(StateDir { path: path.to_path_buf() })
+        Ok(StateDir {
+            path: path.to_path_buf(),
+        })
     }
 
     fn record_path(&self, job_id: u32) -> PathBuf {
@@ -66,14 +75,24 @@ impl StateDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io(&path)(e)),
         };
-        toml::from_str(&text).map(Some).map_err(|e| StateError::Corrupt { path, message: e.to_string() })
+        toml::from_str(&text)
+            .map(Some)
+            .map_err(|e| StateError::Corrupt {
+                path,
+                message: e.to_string(),
+            })
     }
 
     /// Writes the record atomically (temporary file, then rename).
     pub fn save(&self, record: &JobRecord) -> Result<(), StateError> {
         let path = self.record_path(record.job_id);
-        let tmp = self.path.join(format!(".job-{}.{}.tmp", record.job_id, std::process::id()));
-        let text = toml::to_string(record).map_err(|e| StateError::Corrupt { path: path.clone(), message: e.to_string() })?;
+        let tmp = self
+            .path
+            .join(format!(".job-{}.{}.tmp", record.job_id, std::process::id()));
+        let text = toml::to_string(record).map_err(|e| StateError::Corrupt {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -81,7 +100,9 @@ impl StateDir {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)
             .map_err(io(&tmp))?;
-        f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(io(&tmp))?;
+        f.write_all(text.as_bytes())
+            .and_then(|_| f.sync_all())
+            .map_err(io(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(io(&path))
     }
 
@@ -101,7 +122,10 @@ impl StateDir {
             .filter_map(|e| e.ok())
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
-                name.strip_prefix("job-")?.strip_suffix(".toml")?.parse().ok()
+                name.strip_prefix("job-")?
+                    .strip_suffix(".toml")?
+                    .parse()
+                    .ok()
             })
             .collect();
         ids.sort_unstable();
@@ -144,7 +168,10 @@ mod tests {
     fn a_state_dir_others_can_write_is_refused() {
         let t = tempfile::tempdir().unwrap();
         std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-        assert!(matches!(StateDir::open(t.path()), Err(StateError::Unsafe(_))));
+        assert!(matches!(
+            StateDir::open(t.path()),
+            Err(StateError::Unsafe(_))
+        ));
         let link = t.path().join("link");
         std::os::unix::fs::symlink("/tmp", &link).unwrap();
         assert!(StateDir::open(&link).is_err());

@@ -105,7 +105,10 @@ impl Default for PodmanConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("plugstack argument {arg:?}: {message}")]
@@ -136,30 +139,47 @@ pub fn load(plugstack_args: &[&str]) -> Result<Config, ConfigError> {
 pub fn parse(text: &str, path: &Path, plugstack_args: &[&str]) -> Result<Config, ConfigError> {
     let mut table: toml::Table = text
         .parse()
-        .map_err(|e: toml::de::Error| ConfigError::Parse { path: path.to_path_buf(), message: one_line(&e.to_string()) })?;
+        .map_err(|e: toml::de::Error| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: one_line(&e.to_string()),
+        })?;
     for arg in plugstack_args.iter().filter(|a| !a.starts_with("config=")) {
         apply_argument(&mut table, arg)?;
     }
-    Config::deserialize(table)
-        .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: one_line(&e.to_string()) })
+    Config::deserialize(table).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: one_line(&e.to_string()),
+    })
 }
 
 /// `podman.network=none` sets `[podman] network = "none"`; values are TOML when they
 /// parse as TOML (`true`, `["a", "b"]`), strings otherwise.
 fn apply_argument(table: &mut toml::Table, arg: &str) -> Result<(), ConfigError> {
-    let err = |message: &str| ConfigError::Argument { arg: arg.to_string(), message: message.to_string() };
-    let (key, raw) = arg.split_once('=').ok_or_else(|| err("expected key=value"))?;
+    let err = |message: &str| ConfigError::Argument {
+        arg: arg.to_string(),
+        message: message.to_string(),
+    };
+    let (key, raw) = arg
+        .split_once('=')
+        .ok_or_else(|| err("expected key=value"))?;
     let value = format!("v = {raw}")
         .parse::<toml::Table>()
         .ok()
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| toml::Value::String(raw.to_string()));
     let mut parts: Vec<&str> = key.split('.').collect();
-    let last = parts.pop().filter(|k| !k.is_empty()).ok_or_else(|| err("empty key"))?;
+    let last = parts
+        .pop()
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| err("empty key"))?;
     let mut current = table;
     for part in parts {
-        let entry = current.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        current = entry.as_table_mut().ok_or_else(|| err("key is not a section"))?;
+        let entry = current
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry
+            .as_table_mut()
+            .ok_or_else(|| err("key is not a section"))?;
     }
     current.insert(last.to_string(), value);
     Ok(())
@@ -167,7 +187,11 @@ fn apply_argument(table: &mut toml::Table, arg: &str) -> Result<(), ConfigError>
 
 /// Serde errors span lines; the job output and logs want one.
 fn one_line(s: &str) -> String {
-    s.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+    s.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
@@ -196,15 +220,24 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_errors_naming_the_file_and_key() {
-        let e = parse("alowed_registries = []\n", p(), &[]).unwrap_err().to_string();
-        assert!(e.contains("/etc/slurm/tre-spank.toml") && e.contains("alowed_registries"), "{e}");
-        let e = parse("[podman]\nnetwrk = \"none\"\n", p(), &[]).unwrap_err().to_string();
+        let e = parse("alowed_registries = []\n", p(), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/etc/slurm/tre-spank.toml") && e.contains("alowed_registries"),
+            "{e}"
+        );
+        let e = parse("[podman]\nnetwrk = \"none\"\n", p(), &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("netwrk"), "{e}");
     }
 
     #[test]
     fn bad_values_are_errors() {
-        let e = parse("[podman]\nnetwork = \"bridge\"\n", p(), &[]).unwrap_err().to_string();
+        let e = parse("[podman]\nnetwork = \"bridge\"\n", p(), &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bridge"), "{e}");
         assert!(parse("default_runtime = \"docker\"\n", p(), &[]).is_err());
     }
@@ -214,7 +247,12 @@ mod tests {
         let c = parse(
             "safe_data = true\n[podman]\nnetwork = \"host\"\n",
             p(),
-            &["config=/x", "safe_data=false", "podman.network=none", "allowed_registries=[\"ghcr.io/a\",\"r.example.org\"]"],
+            &[
+                "config=/x",
+                "safe_data=false",
+                "podman.network=none",
+                "allowed_registries=[\"ghcr.io/a\",\"r.example.org\"]",
+            ],
         )
         .unwrap();
         assert!(!c.safe_data);
@@ -234,6 +272,9 @@ mod tests {
     #[test]
     fn config_path_comes_from_the_last_config_argument() {
         assert_eq!(config_path(&[]), PathBuf::from(DEFAULT_CONFIG_PATH));
-        assert_eq!(config_path(&["config=/a", "config=/b"]), PathBuf::from("/b"));
+        assert_eq!(
+            config_path(&["config=/a", "config=/b"]),
+            PathBuf::from("/b")
+        );
     }
 }

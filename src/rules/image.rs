@@ -26,16 +26,24 @@ pub enum ImageError {
     Empty,
     #[error("image reference is longer than {MAX_REFERENCE_LEN} characters")]
     TooLong,
-    #[error("image reference {0:?} must start with its registry, for example ghcr.io/org/name:tag")]
+    #[error(
+        "image reference {0:?} must start with its registry, for example ghcr.io/org/name:tag"
+    )]
     NoRegistry(String),
     #[error("image reference {reference:?} is malformed: {why}")]
-    Malformed { reference: String, why: &'static str },
+    Malformed {
+        reference: String,
+        why: &'static str,
+    },
     #[error("image {image} is not from an allowed registry (allowed: {allowed})")]
     NotAllowed { image: String, allowed: String },
 }
 
 fn malformed(reference: &str, why: &'static str) -> ImageError {
-    ImageError::Malformed { reference: reference.to_string(), why }
+    ImageError::Malformed {
+        reference: reference.to_string(),
+        why,
+    }
 }
 
 fn is_lower_alnum(c: char) -> bool {
@@ -110,8 +118,15 @@ impl ImageRef {
                 let hex = d
                     .strip_prefix("sha256:")
                     .ok_or_else(|| malformed(reference, "only sha256 digests are accepted"))?;
-                if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)) {
-                    return Err(malformed(reference, "a digest is sha256: followed by 64 lower-case hex digits"));
+                if hex.len() != 64
+                    || !hex
+                        .chars()
+                        .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+                {
+                    return Err(malformed(
+                        reference,
+                        "a digest is sha256: followed by 64 lower-case hex digits",
+                    ));
                 }
                 (n, Some(hex.to_string()))
             }
@@ -125,7 +140,10 @@ impl ImageRef {
             return Err(ImageError::NoRegistry(reference.to_string()));
         }
         if !valid_registry(registry) {
-            return Err(malformed(reference, "the registry is not a valid host name"));
+            return Err(malformed(
+                reference,
+                "the registry is not a valid host name",
+            ));
         }
         // A ':' after the last '/' starts the tag.
         let (path, tag) = match rest.rsplit_once(':') {
@@ -134,7 +152,10 @@ impl ImageRef {
         };
         if let Some(t) = tag {
             if !valid_tag(t) {
-                return Err(malformed(reference, "a tag is [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"));
+                return Err(malformed(
+                    reference,
+                    "a tag is [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}",
+                ));
             }
         }
         let components: Vec<String> = path.split('/').map(str::to_string).collect();
@@ -162,7 +183,9 @@ impl ImageRef {
     pub fn is_under(&self, prefix: &str) -> bool {
         let prefix = prefix.trim_end_matches('/');
         let mut parts = prefix.split('/');
-        let Some(registry) = parts.next() else { return false };
+        let Some(registry) = parts.next() else {
+            return false;
+        };
         if !registry.eq_ignore_ascii_case(&self.registry) {
             return false;
         }
@@ -174,7 +197,10 @@ impl ImageRef {
         if allowed.iter().any(|p| self.is_under(p)) {
             Ok(())
         } else {
-            Err(ImageError::NotAllowed { image: self.to_string(), allowed: allowed.join(", ") })
+            Err(ImageError::NotAllowed {
+                image: self.to_string(),
+                allowed: allowed.join(", "),
+            })
         }
     }
 }
@@ -220,7 +246,8 @@ mod tests {
 
     #[test]
     fn accepts_digests_and_ports() {
-        let r = ImageRef::parse(&format!("registry.example.ac.uk:5050/a/b@sha256:{DIGEST}")).unwrap();
+        let r =
+            ImageRef::parse(&format!("registry.example.ac.uk:5050/a/b@sha256:{DIGEST}")).unwrap();
         assert_eq!(r.registry, "registry.example.ac.uk:5050");
         assert_eq!(r.digest.as_deref(), Some(DIGEST));
         let both = ImageRef::parse(&format!("ghcr.io/a/b:1@sha256:{DIGEST}")).unwrap();
@@ -257,11 +284,22 @@ mod tests {
     #[test]
     fn allow_list_compares_whole_components() {
         let list = allowed(&["ghcr.io/org"]);
-        assert!(ImageRef::parse("ghcr.io/org/x:1").unwrap().check_allowed(&list).is_ok());
-        assert!(ImageRef::parse("ghcr.io/organisation/x:1").unwrap().check_allowed(&list).is_err());
+        assert!(ImageRef::parse("ghcr.io/org/x:1")
+            .unwrap()
+            .check_allowed(&list)
+            .is_ok());
+        assert!(ImageRef::parse("ghcr.io/organisation/x:1")
+            .unwrap()
+            .check_allowed(&list)
+            .is_err());
         let list = allowed(&["ghcr.io/"]);
-        assert!(ImageRef::parse("ghcr.io.evil.com/x:1").unwrap().check_allowed(&list).is_err());
-        assert!(ImageRef::parse("evil.com/ghcr.io/x:1").is_ok_and(|r| r.check_allowed(&list).is_err()));
+        assert!(ImageRef::parse("ghcr.io.evil.com/x:1")
+            .unwrap()
+            .check_allowed(&list)
+            .is_err());
+        assert!(
+            ImageRef::parse("evil.com/ghcr.io/x:1").is_ok_and(|r| r.check_allowed(&list).is_err())
+        );
     }
 
     #[test]

@@ -22,7 +22,8 @@ pub fn job_number(secret: &[u8], job_id: u32, restart_count: u32) -> Result<u32,
     if secret.is_empty() {
         return Err(NumberError::EmptySecret);
     }
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret).map_err(|_| NumberError::EmptySecret)?;
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(secret).map_err(|_| NumberError::EmptySecret)?;
     mac.update(b"tre-spank job number v1\0");
     mac.update(&job_id.to_be_bytes());
     mac.update(&restart_count.to_be_bytes());

@@ -117,8 +117,16 @@ pub fn valid_project_name(s: &str) -> bool {
 
 /// Validates the raw values. `Ok(None)`: no container was asked for.
 pub fn parse(raw: &RawOptions, config: &Config) -> Result<Option<ContainerRequest>, OptionError> {
-    let runtime = raw.runtime.as_deref().map(|r| text(OPT_RUNTIME, r)).transpose()?;
-    let project = raw.project.as_deref().map(|p| text(OPT_PROJECT, p)).transpose()?;
+    let runtime = raw
+        .runtime
+        .as_deref()
+        .map(|r| text(OPT_RUNTIME, r))
+        .transpose()?;
+    let project = raw
+        .project
+        .as_deref()
+        .map(|p| text(OPT_PROJECT, p))
+        .transpose()?;
     let Some(container) = raw.container.as_deref() else {
         if runtime.is_some() {
             return Err(OptionError::NeedsContainer(OPT_RUNTIME));
@@ -139,7 +147,11 @@ pub fn parse(raw: &RawOptions, config: &Config) -> Result<Option<ContainerReques
             return Err(OptionError::BadProject(p.clone()));
         }
     }
-    Ok(Some(ContainerRequest { image, runtime, project }))
+    Ok(Some(ContainerRequest {
+        image,
+        runtime,
+        project,
+    }))
 }
 
 #[cfg(test)]
@@ -147,7 +159,11 @@ mod tests {
     use super::*;
 
     fn raw(c: Option<&[u8]>, r: Option<&[u8]>, p: Option<&[u8]>) -> RawOptions {
-        RawOptions { container: c.map(<[u8]>::to_vec), runtime: r.map(<[u8]>::to_vec), project: p.map(<[u8]>::to_vec) }
+        RawOptions {
+            container: c.map(<[u8]>::to_vec),
+            runtime: r.map(<[u8]>::to_vec),
+            project: p.map(<[u8]>::to_vec),
+        }
     }
 
     fn cfg() -> Config {
@@ -161,17 +177,30 @@ mod tests {
 
     #[test]
     fn container_with_default_runtime() {
-        let r = parse(&raw(Some(b"ghcr.io/mikej888/hello-tre:1.0"), None, None), &cfg()).unwrap().unwrap();
+        let r = parse(
+            &raw(Some(b"ghcr.io/mikej888/hello-tre:1.0"), None, None),
+            &cfg(),
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(r.runtime, Runtime::Podman);
         assert_eq!(r.image.to_string(), "ghcr.io/mikej888/hello-tre:1.0");
     }
 
     #[test]
     fn runtime_values() {
-        let r = parse(&raw(Some(b"ghcr.io/a/b:1"), Some(b"apptainer"), None), &cfg()).unwrap().unwrap();
+        let r = parse(
+            &raw(Some(b"ghcr.io/a/b:1"), Some(b"apptainer"), None),
+            &cfg(),
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(r.runtime, Runtime::Apptainer);
         let e = parse(&raw(Some(b"ghcr.io/a/b:1"), Some(b"docker"), None), &cfg()).unwrap_err();
-        assert_eq!(e.to_string(), "--tre-runtime=\"docker\" is not a runtime: use podman or apptainer");
+        assert_eq!(
+            e.to_string(),
+            "--tre-runtime=\"docker\" is not a runtime: use podman or apptainer"
+        );
     }
 
     #[test]
@@ -181,12 +210,30 @@ mod tests {
             (raw(Some(b""), None, None), "--tre-container needs a value"),
             (raw(Some(&long), None, None), "longer than 4096"),
             (raw(Some(b"ghcr.io/a/\xff"), None, None), "not valid UTF-8"),
-            (raw(Some(b"ghcr.io/a/b:1\n"), None, None), "control characters"),
-            (raw(None, Some(b"podman"), None), "--tre-runtime only makes sense with --tre-container"),
-            (raw(None, None, Some(b"proj1")), "--tre-project only makes sense with --tre-container"),
-            (raw(Some(b"docker.io/library/ubuntu:22.04"), None, None), "not from an allowed registry"),
-            (raw(Some(b"ghcr.io/a/b:1"), None, Some(b"../etc")), "not a project name"),
-            (raw(Some(b"ghcr.io/a/b:1"), Some(b""), None), "--tre-runtime needs a value"),
+            (
+                raw(Some(b"ghcr.io/a/b:1\n"), None, None),
+                "control characters",
+            ),
+            (
+                raw(None, Some(b"podman"), None),
+                "--tre-runtime only makes sense with --tre-container",
+            ),
+            (
+                raw(None, None, Some(b"proj1")),
+                "--tre-project only makes sense with --tre-container",
+            ),
+            (
+                raw(Some(b"docker.io/library/ubuntu:22.04"), None, None),
+                "not from an allowed registry",
+            ),
+            (
+                raw(Some(b"ghcr.io/a/b:1"), None, Some(b"../etc")),
+                "not a project name",
+            ),
+            (
+                raw(Some(b"ghcr.io/a/b:1"), Some(b""), None),
+                "--tre-runtime needs a value",
+            ),
         ];
         for (input, want) in cases {
             let got = parse(&input, &cfg()).unwrap_err().to_string();

@@ -25,7 +25,11 @@ pub struct JobDirs {
 
 impl JobDirs {
     pub fn new(home: &Path, number: u32) -> JobDirs {
-        JobDirs { number, outputs: home.join(outputs_name(number)), scratch: home.join(scratch_name(number)) }
+        JobDirs {
+            number,
+            outputs: home.join(outputs_name(number)),
+            scratch: home.join(scratch_name(number)),
+        }
     }
 }
 
@@ -62,15 +66,40 @@ fn safe_data_host(resolution: &Resolution) -> Option<&Path> {
     }
 }
 
-pub fn container_plan(image: &ImageRef, runtime: Runtime, resolution: &Resolution, dirs: &JobDirs) -> ContainerPlan {
+pub fn container_plan(
+    image: &ImageRef,
+    runtime: Runtime,
+    resolution: &Resolution,
+    dirs: &JobDirs,
+) -> ContainerPlan {
     let mut mounts = Vec::new();
     if let Some(host) = safe_data_host(resolution) {
-        mounts.push(Mount { host: host.to_path_buf(), container: CONTAINER_SAFE_DATA.into(), read_only: false });
+        mounts.push(Mount {
+            host: host.to_path_buf(),
+            container: CONTAINER_SAFE_DATA.into(),
+            read_only: false,
+        });
     }
-    mounts.push(Mount { host: dirs.outputs.clone(), container: CONTAINER_OUTPUTS.into(), read_only: false });
-    mounts.push(Mount { host: dirs.scratch.clone(), container: CONTAINER_SCRATCH.into(), read_only: false });
-    let project = resolution.project.as_ref().map(|p| p.name.clone()).unwrap_or_default();
-    let safe_data = if safe_data_host(resolution).is_some() { CONTAINER_SAFE_DATA } else { "" };
+    mounts.push(Mount {
+        host: dirs.outputs.clone(),
+        container: CONTAINER_OUTPUTS.into(),
+        read_only: false,
+    });
+    mounts.push(Mount {
+        host: dirs.scratch.clone(),
+        container: CONTAINER_SCRATCH.into(),
+        read_only: false,
+    });
+    let project = resolution
+        .project
+        .as_ref()
+        .map(|p| p.name.clone())
+        .unwrap_or_default();
+    let safe_data = if safe_data_host(resolution).is_some() {
+        CONTAINER_SAFE_DATA
+    } else {
+        ""
+    };
     let env = vec![
         ("TRE_OUTPUTS_DIR".to_string(), CONTAINER_OUTPUTS.to_string()),
         ("TRE_SCRATCH_DIR".to_string(), CONTAINER_SCRATCH.to_string()),
@@ -79,7 +108,13 @@ pub fn container_plan(image: &ImageRef, runtime: Runtime, resolution: &Resolutio
         ("TRE_CONTAINER".to_string(), image.to_string()),
         (IN_CONTAINER_VAR.to_string(), "1".to_string()),
     ];
-    ContainerPlan { image: image.clone(), runtime, mounts, env, workdir: CONTAINER_SCRATCH.into() }
+    ContainerPlan {
+        image: image.clone(),
+        runtime,
+        mounts,
+        env,
+        workdir: CONTAINER_SCRATCH.into(),
+    }
 }
 
 /// The host-side view, exported to the job and printed in its output.
@@ -88,8 +123,18 @@ pub fn host_env(resolution: &Resolution, dirs: &JobDirs) -> Vec<(String, String)
     vec![
         ("TRE_OUTPUTS_DIR".to_string(), show(&dirs.outputs)),
         ("TRE_SCRATCH_DIR".to_string(), show(&dirs.scratch)),
-        ("TRE_SAFE_DATA".to_string(), safe_data_host(resolution).map(show).unwrap_or_default()),
-        ("TRE_PROJECT".to_string(), resolution.project.as_ref().map(|p| p.name.clone()).unwrap_or_default()),
+        (
+            "TRE_SAFE_DATA".to_string(),
+            safe_data_host(resolution).map(show).unwrap_or_default(),
+        ),
+        (
+            "TRE_PROJECT".to_string(),
+            resolution
+                .project
+                .as_ref()
+                .map(|p| p.name.clone())
+                .unwrap_or_default(),
+        ),
     ]
 }
 
@@ -97,14 +142,27 @@ pub fn host_env(resolution: &Resolution, dirs: &JobDirs) -> Vec<(String, String)
 pub fn summary_lines(resolution: &Resolution, dirs: &JobDirs) -> Vec<String> {
     let mut lines = Vec::new();
     match safe_data_host(resolution) {
-        Some(p) => lines.push(format!("tre-spank: safe data: {} -> {CONTAINER_SAFE_DATA} ({})", p.display(), resolution.reason)),
-        None => lines.push(format!("tre-spank: safe data: none ({})", resolution.reason)),
+        Some(p) => lines.push(format!(
+            "tre-spank: safe data: {} -> {CONTAINER_SAFE_DATA} ({})",
+            p.display(),
+            resolution.reason
+        )),
+        None => lines.push(format!(
+            "tre-spank: safe data: none ({})",
+            resolution.reason
+        )),
     }
     if let Some(p) = &resolution.project {
         lines.push(format!("tre-spank: project: {}", p.name));
     }
-    lines.push(format!("tre-spank: outputs: {} -> {CONTAINER_OUTPUTS} (kept after the job)", dirs.outputs.display()));
-    lines.push(format!("tre-spank: scratch: {} -> {CONTAINER_SCRATCH} (deleted when the job ends)", dirs.scratch.display()));
+    lines.push(format!(
+        "tre-spank: outputs: {} -> {CONTAINER_OUTPUTS} (kept after the job)",
+        dirs.outputs.display()
+    ));
+    lines.push(format!(
+        "tre-spank: scratch: {} -> {CONTAINER_SCRATCH} (deleted when the job ends)",
+        dirs.scratch.display()
+    ));
     lines
 }
 
@@ -114,7 +172,14 @@ mod tests {
     use crate::rules::project::Project;
 
     fn resolution(safe: SafeData) -> Resolution {
-        Resolution { safe_data: safe, project: Some(Project { name: "proj1".into(), group: "proj1".into() }), reason: "r".into() }
+        Resolution {
+            safe_data: safe,
+            project: Some(Project {
+                name: "proj1".into(),
+                group: "proj1".into(),
+            }),
+            reason: "r".into(),
+        }
     }
 
     #[test]
@@ -128,18 +193,39 @@ mod tests {
     fn three_mounts_with_project_data() {
         let image = ImageRef::parse("ghcr.io/a/b:1").unwrap();
         let dirs = JobDirs::new(Path::new("/home/alice"), 1234567);
-        let plan = container_plan(&image, Runtime::Podman, &resolution(SafeData::ProjectDir("/safe_data/proj1".into())), &dirs);
-        let pairs: Vec<(String, String)> =
-            plan.mounts.iter().map(|m| (m.host.display().to_string(), m.container.display().to_string())).collect();
+        let plan = container_plan(
+            &image,
+            Runtime::Podman,
+            &resolution(SafeData::ProjectDir("/safe_data/proj1".into())),
+            &dirs,
+        );
+        let pairs: Vec<(String, String)> = plan
+            .mounts
+            .iter()
+            .map(|m| {
+                (
+                    m.host.display().to_string(),
+                    m.container.display().to_string(),
+                )
+            })
+            .collect();
         assert_eq!(
             pairs,
             vec![
                 ("/safe_data/proj1".to_string(), "/safe_data".to_string()),
-                ("/home/alice/outputs-1234567".to_string(), "/safe_outputs".to_string()),
-                ("/home/alice/scratch-1234567".to_string(), "/scratch".to_string()),
+                (
+                    "/home/alice/outputs-1234567".to_string(),
+                    "/safe_outputs".to_string()
+                ),
+                (
+                    "/home/alice/scratch-1234567".to_string(),
+                    "/scratch".to_string()
+                ),
             ]
         );
-        assert!(plan.env.contains(&("TRE_OUTPUTS_DIR".into(), "/safe_outputs".into())));
+        assert!(plan
+            .env
+            .contains(&("TRE_OUTPUTS_DIR".into(), "/safe_outputs".into())));
         assert!(plan.env.contains(&("TRE_PROJECT".into(), "proj1".into())));
         assert_eq!(plan.workdir, PathBuf::from("/scratch"));
     }
@@ -148,9 +234,17 @@ mod tests {
     fn no_safe_data_mount_where_the_node_has_none() {
         let image = ImageRef::parse("ghcr.io/a/b:1").unwrap();
         let dirs = JobDirs::new(Path::new("/home/alice"), 1234567);
-        let plan = container_plan(&image, Runtime::Podman, &resolution(SafeData::Disabled), &dirs);
+        let plan = container_plan(
+            &image,
+            Runtime::Podman,
+            &resolution(SafeData::Disabled),
+            &dirs,
+        );
         assert_eq!(plan.mounts.len(), 2);
-        assert!(plan.mounts.iter().all(|m| m.container != Path::new("/safe_data")));
+        assert!(plan
+            .mounts
+            .iter()
+            .all(|m| m.container != Path::new("/safe_data")));
         assert!(plan.env.contains(&("TRE_SAFE_DATA".into(), String::new())));
     }
 
@@ -158,7 +252,10 @@ mod tests {
     fn host_env_and_summary_name_host_paths() {
         let dirs = JobDirs::new(Path::new("/home/alice"), 1234567);
         let r = resolution(SafeData::ProjectDir("/safe_data/proj1".into()));
-        assert!(host_env(&r, &dirs).contains(&("TRE_SCRATCH_DIR".into(), "/home/alice/scratch-1234567".into())));
+        assert!(host_env(&r, &dirs).contains(&(
+            "TRE_SCRATCH_DIR".into(),
+            "/home/alice/scratch-1234567".into()
+        )));
         let lines = summary_lines(&r, &dirs);
         assert!(lines.iter().any(|l| l == "tre-spank: outputs: /home/alice/outputs-1234567 -> /safe_outputs (kept after the job)"));
     }

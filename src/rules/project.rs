@@ -56,7 +56,10 @@ pub enum ProjectError {
     #[error("Cannot open project data: {} is a dangling symbolic link", .0.display())]
     HomeDangling(PathBuf),
     #[error("--tre-project={requested} is not one of your projects ({})", list_or_none(.yours))]
-    NotYours { requested: String, yours: Vec<String> },
+    NotYours {
+        requested: String,
+        yours: Vec<String>,
+    },
     #[error("you belong to several projects ({}): choose one with --tre-project=PROJECT", .0.join(", "))]
     Ambiguous(Vec<String>),
 }
@@ -80,28 +83,44 @@ pub struct ProjectFacts<'a> {
 
 /// The user's groups in the documented order: primary, then the rest sorted by name.
 pub fn ordered_groups(primary: &str, supplementary: &[String]) -> Vec<String> {
-    let mut rest: Vec<String> = supplementary.iter().filter(|g| g.as_str() != primary).cloned().collect();
+    let mut rest: Vec<String> = supplementary
+        .iter()
+        .filter(|g| g.as_str() != primary)
+        .cloned()
+        .collect();
     rest.sort();
     rest.dedup();
     std::iter::once(primary.to_string()).chain(rest).collect()
 }
 
 /// Projects the groups grant, in group order, without duplicates.
-pub fn user_projects(groups: &[String], config: &Config, is_project_dir: &dyn Fn(&Path) -> bool) -> Vec<Project> {
+pub fn user_projects(
+    groups: &[String],
+    config: &Config,
+    is_project_dir: &dyn Fn(&Path) -> bool,
+) -> Vec<Project> {
     let mut found: Vec<Project> = Vec::new();
     for group in groups {
         let mut names = vec![group.as_str()];
         let sep = config.project_group_separator.as_str();
         if !sep.is_empty() {
             // Longest suffix first: `tre-a-b` tries `a-b`, then `b`.
-            names.extend(group.match_indices(sep).map(|(i, _)| &group[i + sep.len()..]));
+            names.extend(
+                group
+                    .match_indices(sep)
+                    .map(|(i, _)| &group[i + sep.len()..]),
+            );
         }
         let hit = names.into_iter().find(|name| {
-            super::options::valid_project_name(name) && is_project_dir(&config.safe_data_root.join(name))
+            super::options::valid_project_name(name)
+                && is_project_dir(&config.safe_data_root.join(name))
         });
         if let Some(name) = hit {
             if !found.iter().any(|p| p.name == name) {
-                found.push(Project { name: name.to_string(), group: group.clone() });
+                found.push(Project {
+                    name: name.to_string(),
+                    group: group.clone(),
+                });
             }
         }
     }
@@ -118,14 +137,26 @@ pub fn resolve(
     let names = || projects.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
     let chosen = match facts.requested {
         Some(requested) => match projects.iter().find(|p| p.name == requested) {
-            Some(p) => Some((p.clone(), format!("chosen with --tre-project (group {})", p.group))),
-            None => return Err(ProjectError::NotYours { requested: requested.to_string(), yours: names() }),
+            Some(p) => Some((
+                p.clone(),
+                format!("chosen with --tre-project (group {})", p.group),
+            )),
+            None => {
+                return Err(ProjectError::NotYours {
+                    requested: requested.to_string(),
+                    yours: names(),
+                })
+            }
         },
         None => None,
     };
     if !config.safe_data {
         let project = chosen.map(|(p, _)| p).or_else(|| projects.first().cloned());
-        return Ok(Resolution { safe_data: SafeData::Disabled, project, reason: "this node has no project data".into() });
+        return Ok(Resolution {
+            safe_data: SafeData::Disabled,
+            project,
+            reason: "this node has no project data".into(),
+        });
     }
     let home_data = facts.home.join("safe_data");
     match facts.home_safe_data {
@@ -143,18 +174,33 @@ pub fn resolve(
     let (project, reason) = match chosen {
         Some(c) => c,
         None => match projects.as_slice() {
-            [] => return Err(ProjectError::CannotOpen(config.safe_data_root.join(NO_PROJECT_COMPONENT))),
-            [only] => (only.clone(), format!("your only project (group {})", only.group)),
+            [] => {
+                return Err(ProjectError::CannotOpen(
+                    config.safe_data_root.join(NO_PROJECT_COMPONENT),
+                ))
+            }
+            [only] => (
+                only.clone(),
+                format!("your only project (group {})", only.group),
+            ),
             [first, ..] => match config.multiple_projects {
                 MultipleProjects::Refuse => return Err(ProjectError::Ambiguous(names())),
                 MultipleProjects::First => (
                     first.clone(),
-                    format!("first of your projects {} (group {}); choose with --tre-project", names().join(", "), first.group),
+                    format!(
+                        "first of your projects {} (group {}); choose with --tre-project",
+                        names().join(", "),
+                        first.group
+                    ),
                 ),
             },
         },
     };
-    Ok(Resolution { safe_data: SafeData::ProjectDir(config.safe_data_root.join(&project.name)), project: Some(project), reason })
+    Ok(Resolution {
+        safe_data: SafeData::ProjectDir(config.safe_data_root.join(&project.name)),
+        project: Some(project),
+        reason,
+    })
 }
 
 #[cfg(test)]
@@ -165,8 +211,19 @@ mod tests {
         move |p: &Path| list.iter().any(|d| Path::new(d) == p)
     }
 
-    fn facts<'a>(primary: &'a str, sup: &'a [String], home: HomeSafeData, req: Option<&'a str>) -> ProjectFacts<'a> {
-        ProjectFacts { home: Path::new("/home/alice"), home_safe_data: home, primary_group: primary, supplementary_groups: sup, requested: req }
+    fn facts<'a>(
+        primary: &'a str,
+        sup: &'a [String],
+        home: HomeSafeData,
+        req: Option<&'a str>,
+    ) -> ProjectFacts<'a> {
+        ProjectFacts {
+            home: Path::new("/home/alice"),
+            home_safe_data: home,
+            primary_group: primary,
+            supplementary_groups: sup,
+            requested: req,
+        }
     }
 
     fn groups(g: &[&str]) -> Vec<String> {
@@ -178,7 +235,12 @@ mod tests {
     #[test]
     fn single_project_group_is_found() {
         let sup = groups(&["proj1"]);
-        let r = resolve(&facts("alice", &sup, HomeSafeData::Absent, None), &Config::default(), &dirs(EXISTING)).unwrap();
+        let r = resolve(
+            &facts("alice", &sup, HomeSafeData::Absent, None),
+            &Config::default(),
+            &dirs(EXISTING),
+        )
+        .unwrap();
         assert_eq!(r.safe_data, SafeData::ProjectDir("/safe_data/proj1".into()));
         assert_eq!(r.project.unwrap().name, "proj1");
     }
@@ -186,44 +248,110 @@ mod tests {
     #[test]
     fn prefixed_group_names_its_project() {
         let sup = groups(&["tre-proj3"]);
-        let r = resolve(&facts("dave", &sup, HomeSafeData::Absent, None), &Config::default(), &dirs(EXISTING)).unwrap();
-        assert_eq!(r.project, Some(Project { name: "proj3".into(), group: "tre-proj3".into() }));
-        let no_prefixes = Config { project_group_separator: String::new(), ..Config::default() };
-        assert!(resolve(&facts("dave", &sup, HomeSafeData::Absent, None), &no_prefixes, &dirs(EXISTING)).is_err());
+        let r = resolve(
+            &facts("dave", &sup, HomeSafeData::Absent, None),
+            &Config::default(),
+            &dirs(EXISTING),
+        )
+        .unwrap();
+        assert_eq!(
+            r.project,
+            Some(Project {
+                name: "proj3".into(),
+                group: "tre-proj3".into()
+            })
+        );
+        let no_prefixes = Config {
+            project_group_separator: String::new(),
+            ..Config::default()
+        };
+        assert!(resolve(
+            &facts("dave", &sup, HomeSafeData::Absent, None),
+            &no_prefixes,
+            &dirs(EXISTING)
+        )
+        .is_err());
     }
 
     #[test]
     fn no_project_gives_the_services_exact_line() {
         let sup = groups(&["other"]);
-        let e = resolve(&facts("bob", &sup, HomeSafeData::Absent, None), &Config::default(), &dirs(EXISTING)).unwrap_err();
-        assert_eq!(e.to_string(), "Cannot open project data: /safe_data/cannot_determine_project_from_groups");
+        let e = resolve(
+            &facts("bob", &sup, HomeSafeData::Absent, None),
+            &Config::default(),
+            &dirs(EXISTING),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Cannot open project data: /safe_data/cannot_determine_project_from_groups"
+        );
     }
 
     #[test]
     fn home_safe_data_wins() {
         let sup = groups(&["proj1"]);
-        let r = resolve(&facts("alice", &sup, HomeSafeData::Directory, None), &Config::default(), &dirs(EXISTING)).unwrap();
+        let r = resolve(
+            &facts("alice", &sup, HomeSafeData::Directory, None),
+            &Config::default(),
+            &dirs(EXISTING),
+        )
+        .unwrap();
         assert_eq!(r.safe_data, SafeData::Home("/home/alice/safe_data".into()));
         let none = groups(&[]);
-        assert!(resolve(&facts("bob", &none, HomeSafeData::Directory, None), &Config::default(), &dirs(EXISTING)).is_ok());
+        assert!(resolve(
+            &facts("bob", &none, HomeSafeData::Directory, None),
+            &Config::default(),
+            &dirs(EXISTING)
+        )
+        .is_ok());
     }
 
     #[test]
     fn home_safe_data_that_is_not_a_directory_is_named() {
         let sup = groups(&["proj1"]);
-        let e = resolve(&facts("alice", &sup, HomeSafeData::NotADirectory, None), &Config::default(), &dirs(EXISTING)).unwrap_err();
-        assert_eq!(e.to_string(), "Cannot open project data: /home/alice/safe_data is not a directory");
-        let e = resolve(&facts("alice", &sup, HomeSafeData::DanglingLink, None), &Config::default(), &dirs(EXISTING)).unwrap_err();
+        let e = resolve(
+            &facts("alice", &sup, HomeSafeData::NotADirectory, None),
+            &Config::default(),
+            &dirs(EXISTING),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Cannot open project data: /home/alice/safe_data is not a directory"
+        );
+        let e = resolve(
+            &facts("alice", &sup, HomeSafeData::DanglingLink, None),
+            &Config::default(),
+            &dirs(EXISTING),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("dangling"));
     }
 
     #[test]
     fn several_projects_are_refused_by_default_and_listed() {
         let sup = groups(&["proj2", "proj1"]);
-        let e = resolve(&facts("carol", &sup, HomeSafeData::Absent, None), &Config::default(), &dirs(EXISTING)).unwrap_err();
-        assert_eq!(e.to_string(), "you belong to several projects (proj1, proj2): choose one with --tre-project=PROJECT");
-        let first = Config { multiple_projects: MultipleProjects::First, ..Config::default() };
-        let r = resolve(&facts("carol", &sup, HomeSafeData::Absent, None), &first, &dirs(EXISTING)).unwrap();
+        let e = resolve(
+            &facts("carol", &sup, HomeSafeData::Absent, None),
+            &Config::default(),
+            &dirs(EXISTING),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "you belong to several projects (proj1, proj2): choose one with --tre-project=PROJECT"
+        );
+        let first = Config {
+            multiple_projects: MultipleProjects::First,
+            ..Config::default()
+        };
+        let r = resolve(
+            &facts("carol", &sup, HomeSafeData::Absent, None),
+            &first,
+            &dirs(EXISTING),
+        )
+        .unwrap();
         assert_eq!(r.project.unwrap().name, "proj1");
         assert!(r.reason.contains("first of your projects proj1, proj2"));
     }
@@ -231,29 +359,66 @@ mod tests {
     #[test]
     fn requested_project_must_be_theirs() {
         let sup = groups(&["proj2", "proj1"]);
-        let r = resolve(&facts("carol", &sup, HomeSafeData::Absent, Some("proj2")), &Config::default(), &dirs(EXISTING)).unwrap();
+        let r = resolve(
+            &facts("carol", &sup, HomeSafeData::Absent, Some("proj2")),
+            &Config::default(),
+            &dirs(EXISTING),
+        )
+        .unwrap();
         assert_eq!(r.safe_data, SafeData::ProjectDir("/safe_data/proj2".into()));
-        let e = resolve(&facts("carol", &sup, HomeSafeData::Absent, Some("proj3")), &Config::default(), &dirs(EXISTING)).unwrap_err();
-        assert_eq!(e.to_string(), "--tre-project=proj3 is not one of your projects (yours: proj1, proj2)");
+        let e = resolve(
+            &facts("carol", &sup, HomeSafeData::Absent, Some("proj3")),
+            &Config::default(),
+            &dirs(EXISTING),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--tre-project=proj3 is not one of your projects (yours: proj1, proj2)"
+        );
         let none = groups(&["other"]);
-        let e = resolve(&facts("bob", &none, HomeSafeData::Absent, Some("proj1")), &Config::default(), &dirs(EXISTING)).unwrap_err();
+        let e = resolve(
+            &facts("bob", &none, HomeSafeData::Absent, Some("proj1")),
+            &Config::default(),
+            &dirs(EXISTING),
+        )
+        .unwrap_err();
         assert!(e.to_string().ends_with("(you have none)"));
     }
 
     #[test]
     fn primary_group_comes_first_then_names_sorted() {
-        assert_eq!(ordered_groups("zeta", &groups(&["b", "zeta", "a", "b"])), groups(&["zeta", "a", "b"]));
-        let first = Config { multiple_projects: MultipleProjects::First, ..Config::default() };
+        assert_eq!(
+            ordered_groups("zeta", &groups(&["b", "zeta", "a", "b"])),
+            groups(&["zeta", "a", "b"])
+        );
+        let first = Config {
+            multiple_projects: MultipleProjects::First,
+            ..Config::default()
+        };
         let sup = groups(&["proj1"]);
-        let r = resolve(&facts("proj2", &sup, HomeSafeData::Absent, None), &first, &dirs(EXISTING)).unwrap();
+        let r = resolve(
+            &facts("proj2", &sup, HomeSafeData::Absent, None),
+            &first,
+            &dirs(EXISTING),
+        )
+        .unwrap();
         assert_eq!(r.project.unwrap().name, "proj2");
     }
 
     #[test]
     fn node_without_safe_data_needs_no_project() {
-        let off = Config { safe_data: false, ..Config::default() };
+        let off = Config {
+            safe_data: false,
+            ..Config::default()
+        };
         let none = groups(&["other"]);
-        let r = resolve(&facts("bob", &none, HomeSafeData::Absent, None), &off, &dirs(EXISTING)).unwrap();
+        let r = resolve(
+            &facts("bob", &none, HomeSafeData::Absent, None),
+            &off,
+            &dirs(EXISTING),
+        )
+        .unwrap();
         assert_eq!(r.safe_data, SafeData::Disabled);
     }
 
@@ -261,6 +426,8 @@ mod tests {
     fn group_names_that_are_not_path_components_never_match() {
         let sup = groups(&["..", "a/b"]);
         let all = |_: &Path| true;
-        assert!(user_projects(&sup, &Config::default(), &all).iter().all(|p| p.name != ".." && !p.name.contains('/')));
+        assert!(user_projects(&sup, &Config::default(), &all)
+            .iter()
+            .all(|p| p.name != ".." && !p.name.contains('/')));
     }
 }

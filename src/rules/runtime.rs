@@ -14,17 +14,26 @@ pub struct TaskLaunch<'a> {
     pub argv: &'a [OsString],
     /// The batch step's spooled script, bind-mounted read-only at its own path.
     pub batch_script: Option<&'a Path>,
-    /// Names of variables passed through from the task's environment by name.
-    pub pass_env: &'a [String],
+    /// Names of the variables in the task's environment.
+    pub task_env_names: &'a [String],
     /// Whether stdin is a terminal (`srun --pty`).
     pub tty: bool,
 }
 
-/// Variables passed into the container by name: Slurm's own and terminal settings.
-pub fn is_forwarded_var(name: &str) -> bool {
-    let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    valid && (name.starts_with("SLURM_") || matches!(name, "TERM" | "LANG" | "LC_ALL" | "TZ"))
+/// Terminal and locale settings passed through by name when the task has them.
+const PASSED_BY_NAME: &[&str] = &["TERM", "LANG", "LC_ALL", "TZ"];
+
+/// Slurm's own variables, all of them, by podman's prefix form (values stay out of the
+/// command line), plus the terminal and locale settings the task has.
+pub fn forwarded_env(task_env_names: &[String]) -> Vec<String> {
+    let mut names = vec!["SLURM_*".to_string()];
+    names.extend(
+        PASSED_BY_NAME
+            .iter()
+            .filter(|n| task_env_names.iter().any(|t| t == *n))
+            .map(|n| n.to_string()),
+    );
+    names
 }
 
 fn flag(name: &str, value: impl AsRef<OsStr>) -> OsString {
@@ -33,8 +42,17 @@ fn flag(name: &str, value: impl AsRef<OsStr>) -> OsString {
     f
 }
 
-pub fn podman_argv(plan: &ContainerPlan, config: &PodmanConfig, task: &TaskLaunch<'_>) -> Vec<OsString> {
-    let mut argv: Vec<OsString> = vec![config.path.clone().into(), "run".into(), "--rm".into(), "--pull=never".into()];
+pub fn podman_argv(
+    plan: &ContainerPlan,
+    config: &PodmanConfig,
+    task: &TaskLaunch<'_>,
+) -> Vec<OsString> {
+    let mut argv: Vec<OsString> = vec![
+        config.path.clone().into(),
+        "run".into(),
+        "--rm".into(),
+        "--pull=never".into(),
+    ];
     argv.push(
         match config.network {
             Network::Host => "--network=host",
@@ -68,7 +86,7 @@ pub fn podman_argv(plan: &ContainerPlan, config: &PodmanConfig, task: &TaskLaunc
     if let Some(script) = task.batch_script {
         argv.push(volume(script, script, true));
     }
-    for name in task.pass_env.iter().filter(|n| is_forwarded_var(n)) {
+    for name in forwarded_env(task.task_env_names) {
         // By name only: values (possibly secrets) stay out of the Running: line.
         argv.push(flag("env", name));
     }
@@ -94,12 +112,18 @@ fn volume(host: &Path, container: &Path, read_only: bool) -> OsString {
 /// The command as a shell would need it typed, for the `Running:` line only.
 pub fn display_command(argv: &[OsString]) -> String {
     argv.iter()
-        .map(|a| {
-            let s = String::from_utf8_lossy(a.as_bytes());
-            shlex::try_quote(&s).map(|q| q.into_owned()).unwrap_or_else(|_| format!("{s:?}"))
-        })
+        .map(|a| quote(&String::from_utf8_lossy(a.as_bytes())))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+fn quote(s: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "@%+=:,./_-*".contains(c);
+    if !s.is_empty() && s.chars().all(plain) && !s.contains('*') {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
 
 #[cfg(test)]
@@ -113,7 +137,10 @@ mod tests {
     fn plan() -> ContainerPlan {
         let r = Resolution {
             safe_data: SafeData::ProjectDir("/safe_data/proj1".into()),
-            project: Some(Project { name: "proj1".into(), group: "proj1".into() }),
+            project: Some(Project {
+                name: "proj1".into(),
+                group: "proj1".into(),
+            }),
             reason: String::new(),
         };
         container_plan(
@@ -130,12 +157,25 @@ mod tests {
 
     #[test]
     fn srun_task_command_line() {
-        let argv = [OsString::from("cat"), OsString::from("/safe_data/README.txt")];
-        let pass = vec!["SLURM_JOB_ID".to_string(), "HOME".to_string(), "SLURM_BAD*".to_string()];
+        let argv = [
+            OsString::from("cat"),
+            OsString::from("/safe_data/README.txt"),
+        ];
+        let pass = vec![
+            "SLURM_JOB_ID".to_string(),
+            "HOME".to_string(),
+            "TERM".to_string(),
+            "AWS_SECRET".to_string(),
+        ];
         let got = strings(&podman_argv(
             &plan(),
             &PodmanConfig::default(),
-            &TaskLaunch { argv: &argv, batch_script: None, pass_env: &pass, tty: false },
+            &TaskLaunch {
+                argv: &argv,
+                batch_script: None,
+                task_env_names: &pass,
+                tty: false,
+            },
         ));
         let want = [
             "/usr/bin/podman",
@@ -152,7 +192,8 @@ mod tests {
             "--volume=/safe_data/proj1:/safe_data",
             "--volume=/home/alice/outputs-1234567:/safe_outputs",
             "--volume=/home/alice/scratch-1234567:/scratch",
-            "--env=SLURM_JOB_ID",
+            "--env=SLURM_*",
+            "--env=TERM",
             "--env=TRE_OUTPUTS_DIR=/safe_outputs",
             "--env=TRE_SCRATCH_DIR=/scratch",
             "--env=TRE_SAFE_DATA=/safe_data",
@@ -173,11 +214,19 @@ mod tests {
         let got = strings(&podman_argv(
             &plan(),
             &PodmanConfig::default(),
-            &TaskLaunch { argv: &argv, batch_script: Some(script), pass_env: &[], tty: true },
+            &TaskLaunch {
+                argv: &argv,
+                batch_script: Some(script),
+                task_env_names: &[],
+                tty: true,
+            },
         ));
         assert!(got.contains(&"--volume=/var/spool/slurmd/job00042/slurm_script:/var/spool/slurmd/job00042/slurm_script:ro".into()));
         assert!(got.contains(&"--tty".to_string()));
-        assert_eq!(&got[got.len() - 2..], ["/var/spool/slurmd/job00042/slurm_script", "arg1"]);
+        assert_eq!(
+            &got[got.len() - 2..],
+            ["/var/spool/slurmd/job00042/slurm_script", "arg1"]
+        );
     }
 
     #[test]
@@ -190,24 +239,43 @@ mod tests {
             cgroups_disabled: false,
             ..PodmanConfig::default()
         };
-        let got = strings(&podman_argv(&plan(), &cfg, &TaskLaunch { argv: &[], batch_script: None, pass_env: &[], tty: false }));
+        let got = strings(&podman_argv(
+            &plan(),
+            &cfg,
+            &TaskLaunch {
+                argv: &[],
+                batch_script: None,
+                task_env_names: &[],
+                tty: false,
+            },
+        ));
         assert!(got.contains(&"--network=none".to_string()));
         assert!(got.contains(&"--userns=keep-id".to_string()));
-        assert!(!got.iter().any(|a| a == "--user=0:0" || a.contains("keep-groups") || a.contains("no-new-priv") || a.contains("cgroups")));
+        assert!(!got.iter().any(|a| a == "--user=0:0"
+            || a.contains("keep-groups")
+            || a.contains("no-new-priv")
+            || a.contains("cgroups")));
     }
 
     #[test]
     fn only_slurm_and_terminal_variables_are_forwarded() {
-        assert!(is_forwarded_var("SLURM_PROCID"));
-        assert!(is_forwarded_var("TERM"));
-        for no in ["HOME", "PATH", "AWS_SECRET", "SLURM_X=Y", "SLURM_*", "", "1SLURM"] {
-            assert!(!is_forwarded_var(no), "{no}");
-        }
+        let names: Vec<String> = ["HOME", "PATH", "AWS_SECRET", "TERM", "LANG"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(forwarded_env(&names), vec!["SLURM_*", "TERM", "LANG"]);
+        assert_eq!(forwarded_env(&[]), vec!["SLURM_*"]);
     }
 
     #[test]
     fn running_line_quotes_arguments() {
-        let argv = [OsString::from("podman"), OsString::from("run"), OsString::from("a b"), OsString::from("it's")];
-        assert_eq!(display_command(&argv), r#"podman run 'a b' "it's""#);
+        let argv: Vec<OsString> = ["podman", "--pull=never", "--env=SLURM_*", "a b", "it's", ""]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        assert_eq!(
+            display_command(&argv),
+            r#"podman --pull=never '--env=SLURM_*' 'a b' 'it'\''s' ''"#
+        );
     }
 }

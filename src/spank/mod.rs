@@ -1,0 +1,111 @@
+//! The SPANK layer: gathers facts from Slurm, asks [`crate::rules`] what to do, and
+//! applies it through [`crate::host`]. One module per Slurm context:
+//!
+//! - [`client`]: srun, sbatch and salloc on the submission host (validation only).
+//! - [`stepd`]: slurmstepd, for every job step (directories, wrapping the task).
+//! - [`epilog`]: the job epilog on each node (scratch removal).
+//!
+//! Rule of this layer: user mistakes fail the job (client side or `task_init`), never
+//! the node, so no remote callback returns an error before `task_init`.
+
+mod client;
+mod epilog;
+mod stepd;
+
+use std::error::Error;
+use std::os::unix::ffi::OsStrExt;
+
+use slurm_spank::{
+    spank_log_error, Context, Plugin, SpankHandle, SpankOption, SLURM_VERSION_NUMBER, SPANK_PLUGIN,
+};
+
+use crate::rules::options::{RawOptions, OPTIONS, OPT_CONTAINER, OPT_PROJECT, OPT_RUNTIME};
+
+SPANK_PLUGIN!(b"tre_spank", SLURM_VERSION_NUMBER, TreSpank);
+
+#[derive(Default)]
+struct TreSpank {
+    step: stepd::Step,
+}
+
+/// Errors shown to users and admins carry the plugin's name.
+fn fail(message: impl std::fmt::Display) -> Box<dyn Error> {
+    format!("tre-spank: {message}").into()
+}
+
+fn raw_options(spank: &SpankHandle) -> RawOptions {
+    let value = |name: &str| {
+        spank
+            .get_option_value_os(name)
+            .map(|v| v.as_bytes().to_vec())
+    };
+    RawOptions {
+        container: value(OPT_CONTAINER),
+        runtime: value(OPT_RUNTIME),
+        project: value(OPT_PROJECT),
+    }
+}
+
+fn register_options(spank: &mut SpankHandle) -> Result<(), Box<dyn Error>> {
+    for (name, arg, usage) in OPTIONS {
+        spank
+            .register_option(SpankOption::new(name).takes_value(arg).usage(usage))
+            .map_err(|e| fail(format!("cannot register --{name}: {e}")))?;
+    }
+    Ok(())
+}
+
+unsafe impl Plugin for TreSpank {
+    /// No tracing subscriber: logging from `exit()` in client contexts has crashed.
+    fn setup(&mut self, _spank: &mut SpankHandle) -> Result<(), Box<dyn Error>> {
+        Ok(())
+    }
+
+    fn report_error(&self, _spank: &mut SpankHandle, error: &dyn Error) {
+        spank_log_error!("{}", error);
+    }
+
+    fn init(&mut self, spank: &mut SpankHandle) -> Result<(), Box<dyn Error>> {
+        match spank.context()? {
+            Context::Local | Context::Allocator => register_options(spank),
+            Context::Remote => {
+                // A failure here would fail the step launch (and can drain the node).
+                if let Err(e) = register_options(spank) {
+                    self.step.hold_error(e.to_string());
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn init_post_opt(&mut self, spank: &mut SpankHandle) -> Result<(), Box<dyn Error>> {
+        match spank.context()? {
+            Context::Local | Context::Allocator => client::init_post_opt(spank),
+            Context::Remote => {
+                self.step.init_post_opt(spank);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn user_init(&mut self, spank: &mut SpankHandle) -> Result<(), Box<dyn Error>> {
+        self.step.user_init(spank);
+        Ok(())
+    }
+
+    fn task_init_privileged(&mut self, spank: &mut SpankHandle) -> Result<(), Box<dyn Error>> {
+        self.step.task_init_privileged(spank);
+        Ok(())
+    }
+
+    fn task_init(&mut self, spank: &mut SpankHandle) -> Result<(), Box<dyn Error>> {
+        self.step.task_init(spank)
+    }
+
+    fn job_epilog(&mut self, spank: &mut SpankHandle) -> Result<(), Box<dyn Error>> {
+        epilog::job_epilog(spank);
+        Ok(())
+    }
+}

@@ -4,5 +4,7 @@
 
 pub mod account;
 pub mod dirs;
+pub mod launch;
 pub mod remove;
+pub mod runtime_dir;
 pub mod state;

@@ -28,8 +28,13 @@ pub struct Config {
     pub multiple_projects: MultipleProjects,
     /// Root-owned node-local directory for per-job records.
     pub state_dir: PathBuf,
+    /// Root-owned node-local directory for per-job runtime state (podman's storage,
+    /// run root and pause process files), removed at job end.
+    pub runtime_dir: PathBuf,
     /// Root-only file whose bytes key the job NUMBER; identical on every node.
     pub secret_file: PathBuf,
+    /// The `tre-spank` tool, which supervises each container task.
+    pub tool_path: PathBuf,
     pub podman: PodmanConfig,
 }
 
@@ -54,6 +59,11 @@ pub struct PodmanConfig {
     pub keep_groups: bool,
     /// `--cgroups=disabled` keeps the container in the job's own cgroup.
     pub cgroups_disabled: bool,
+    /// Read-only image stores (podman graph roots an administrator populates).
+    pub image_stores: Vec<PathBuf>,
+    /// Also read images from the user's own rootless storage
+    /// (`$HOME/.local/share/containers/storage`), read-only.
+    pub user_image_store: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -83,7 +93,9 @@ impl Default for Config {
             project_group_separator: "-".to_string(),
             multiple_projects: MultipleProjects::Refuse,
             state_dir: PathBuf::from("/var/spool/tre-spank"),
+            runtime_dir: PathBuf::from("/var/lib/tre-spank/jobs"),
             secret_file: PathBuf::from("/etc/munge/munge.key"),
+            tool_path: PathBuf::from("/usr/sbin/tre-spank"),
             podman: PodmanConfig::default(),
         }
     }
@@ -98,6 +110,8 @@ impl Default for PodmanConfig {
             no_new_privileges: true,
             keep_groups: true,
             cgroups_disabled: true,
+            image_stores: Vec::new(),
+            user_image_store: true,
         }
     }
 }

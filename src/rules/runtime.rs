@@ -6,6 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use super::config::{ContainerUser, Network, PodmanConfig};
+use super::image::ImageRef;
 use super::plan::ContainerPlan;
 
 /// Facts about the task being wrapped.
@@ -18,6 +19,33 @@ pub struct TaskLaunch<'a> {
     pub task_env_names: &'a [String],
     /// Whether stdin is a terminal (`srun --pty`).
     pub tty: bool,
+}
+
+/// Where podman keeps its state for one job: a fresh storage and run root per job on
+/// node-local disk, with images read from read-only stores. Nothing a killed job
+/// leaves behind can then break the user's next job.
+pub struct PodmanStorage<'a> {
+    pub job_dir: &'a Path,
+    /// The user's home, for the user's own image store (if the site allows it).
+    pub home: &'a Path,
+}
+
+impl PodmanStorage<'_> {
+    pub fn global_flags(&self, config: &PodmanConfig) -> Vec<OsString> {
+        let mut flags = vec![
+            flag("root", self.job_dir.join("storage")),
+            flag("runroot", self.job_dir.join("run")),
+        ];
+        let user_store = config
+            .user_image_store
+            .then(|| self.home.join(".local/share/containers/storage"));
+        for store in config.image_stores.iter().cloned().chain(user_store) {
+            let mut opt = OsString::from("--storage-opt=additionalimagestore=");
+            opt.push(store);
+            flags.push(opt);
+        }
+        flags
+    }
 }
 
 /// Terminal and locale settings passed through by name when the task has them.
@@ -45,14 +73,12 @@ fn flag(name: &str, value: impl AsRef<OsStr>) -> OsString {
 pub fn podman_argv(
     plan: &ContainerPlan,
     config: &PodmanConfig,
+    storage: &PodmanStorage<'_>,
     task: &TaskLaunch<'_>,
 ) -> Vec<OsString> {
-    let mut argv: Vec<OsString> = vec![
-        config.path.clone().into(),
-        "run".into(),
-        "--rm".into(),
-        "--pull=never".into(),
-    ];
+    let mut argv: Vec<OsString> = vec![config.path.clone().into()];
+    argv.extend(storage.global_flags(config));
+    argv.extend(["run".into(), "--rm".into(), "--pull=never".into()]);
     argv.push(
         match config.network {
             Network::Host => "--network=host",
@@ -109,6 +135,59 @@ fn volume(host: &Path, container: &Path, read_only: bool) -> OsString {
     v
 }
 
+/// The task's real command line: the `tre-spank` tool supervising the runtime.
+pub fn supervised_argv(
+    tool: &Path,
+    image: &ImageRef,
+    runtime_argv: Vec<OsString>,
+) -> Vec<OsString> {
+    let mut argv: Vec<OsString> = vec![
+        tool.into(),
+        "launch".into(),
+        "--image".into(),
+        image.to_string().into(),
+        "--".into(),
+    ];
+    argv.extend(runtime_argv);
+    argv
+}
+
+/// How the runtime's own failures look in its exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeFailure {
+    /// 125: the runtime failed before the command ran (missing image, bad mount, ...).
+    RuntimeError,
+    /// 126: the command was found but could not be executed.
+    CannotExecute,
+    /// 127: the command was not found in the image.
+    NotFound,
+}
+
+impl RuntimeFailure {
+    pub fn describe(self) -> &'static str {
+        match self {
+            RuntimeFailure::RuntimeError => {
+                "the container runtime failed before your command ran (see its message above)"
+            }
+            RuntimeFailure::CannotExecute => {
+                "your command was found in the image but could not be executed"
+            }
+            RuntimeFailure::NotFound => "your command was not found in the image",
+        }
+    }
+}
+
+/// podman's documented statuses (a command's own `exit 125` looks the same; the
+/// message says what the runtime means by it).
+pub fn diagnose_runtime_exit(code: i32) -> Option<RuntimeFailure> {
+    match code {
+        125 => Some(RuntimeFailure::RuntimeError),
+        126 => Some(RuntimeFailure::CannotExecute),
+        127 => Some(RuntimeFailure::NotFound),
+        _ => None,
+    }
+}
+
 /// The command as a shell would need it typed, for the `Running:` line only.
 pub fn display_command(argv: &[OsString]) -> String {
     argv.iter()
@@ -151,6 +230,13 @@ mod tests {
         )
     }
 
+    fn storage() -> PodmanStorage<'static> {
+        PodmanStorage {
+            job_dir: Path::new("/var/lib/tre-spank/jobs/job-42"),
+            home: Path::new("/home/alice"),
+        }
+    }
+
     fn strings(v: &[OsString]) -> Vec<String> {
         v.iter().map(|s| s.to_string_lossy().into_owned()).collect()
     }
@@ -170,6 +256,7 @@ mod tests {
         let got = strings(&podman_argv(
             &plan(),
             &PodmanConfig::default(),
+            &storage(),
             &TaskLaunch {
                 argv: &argv,
                 batch_script: None,
@@ -179,6 +266,9 @@ mod tests {
         ));
         let want = [
             "/usr/bin/podman",
+            "--root=/var/lib/tre-spank/jobs/job-42/storage",
+            "--runroot=/var/lib/tre-spank/jobs/job-42/run",
+            "--storage-opt=additionalimagestore=/home/alice/.local/share/containers/storage",
             "run",
             "--rm",
             "--pull=never",
@@ -214,6 +304,7 @@ mod tests {
         let got = strings(&podman_argv(
             &plan(),
             &PodmanConfig::default(),
+            &storage(),
             &TaskLaunch {
                 argv: &argv,
                 batch_script: Some(script),
@@ -237,11 +328,14 @@ mod tests {
             keep_groups: false,
             no_new_privileges: false,
             cgroups_disabled: false,
+            user_image_store: false,
+            image_stores: vec!["/var/lib/tre-spank/images".into(), "/srv/images".into()],
             ..PodmanConfig::default()
         };
         let got = strings(&podman_argv(
             &plan(),
             &cfg,
+            &storage(),
             &TaskLaunch {
                 argv: &[],
                 batch_script: None,
@@ -249,6 +343,14 @@ mod tests {
                 tty: false,
             },
         ));
+        assert_eq!(
+            got[3..5],
+            [
+                "--storage-opt=additionalimagestore=/var/lib/tre-spank/images",
+                "--storage-opt=additionalimagestore=/srv/images"
+            ]
+        );
+        assert!(!got.iter().any(|a| a.contains("additionalimagestore=/home")));
         assert!(got.contains(&"--network=none".to_string()));
         assert!(got.contains(&"--userns=keep-id".to_string()));
         assert!(!got.iter().any(|a| a == "--user=0:0"

@@ -8,6 +8,7 @@ use slurm_spank::{spank_log_error, spank_log_info, SpankHandle};
 
 use crate::host::dirs::open_home;
 use crate::host::remove::{remove_tree, RemoveError};
+use crate::host::runtime_dir;
 use crate::host::state::StateDir;
 use crate::rules::config;
 use crate::rules::plan::scratch_name;
@@ -29,6 +30,11 @@ pub fn job_epilog(spank: &mut SpankHandle) {
             return;
         }
     };
+    // The runtime's per-job state goes whatever else happened.
+    match runtime_dir::remove(&config.runtime_dir, job_id) {
+        Ok(_) => {}
+        Err(e) => spank_log_error!("tre-spank: job {job_id}: runtime state cleanup: {e}"),
+    }
     let record = match state.load(job_id) {
         Ok(Some(r)) => r,
         Ok(None) => return,

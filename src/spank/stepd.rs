@@ -22,6 +22,7 @@ use slurm_spank::{spank_log_info, SpankHandle};
 use super::{fail, raw_options};
 use crate::host::account::{self, Account};
 use crate::host::dirs::{self, DirId};
+use crate::host::runtime_dir;
 use crate::host::state::{JobRecord, StateDir};
 use crate::rules::config::{self, Config};
 use crate::rules::job_number::job_number;
@@ -48,6 +49,8 @@ struct Job {
     number: u32,
     /// The record an earlier step of this job left on this node.
     earlier: Option<JobRecord>,
+    /// Per-job `$XDG_RUNTIME_DIR` for the runtime.
+    runtime_dir: PathBuf,
     ready: Option<Ready>,
 }
 
@@ -114,7 +117,7 @@ impl Step {
             None => return Ok(()),
             Some(Err(message)) => {
                 say(message);
-                return Err(fail(message));
+                return Err(message.clone().into());
             }
             Some(Ok(job)) => job,
         };
@@ -123,7 +126,7 @@ impl Step {
         };
         wrap_task(spank, job, ready).map_err(|message| {
             say(&message);
-            fail(message)
+            message.into()
         })
     }
 }
@@ -188,6 +191,8 @@ fn prepare(spank: &SpankHandle, raw: &options::RawOptions) -> Result<Job, String
             ));
         }
     }
+    let runtime_dir = runtime_dir::ensure(&config.runtime_dir, job_id, uid, gid)
+        .map_err(|e| format!("tre-spank: {e}"))?;
     Ok(Job {
         config,
         request,
@@ -195,6 +200,7 @@ fn prepare(spank: &SpankHandle, raw: &options::RawOptions) -> Result<Job, String
         job_id,
         number,
         earlier,
+        runtime_dir,
         ready: None,
     })
 }
@@ -262,6 +268,10 @@ fn wrap_task(spank: &mut SpankHandle, job: &Job, ready: &Ready) -> Result<(), St
             .setenv(&name, &value, true)
             .map_err(|e| format!("tre-spank: cannot set {name}: {e}"))?;
     }
+    // The runtime's own state lives per job on local disk (see host::runtime_dir).
+    spank
+        .setenv("XDG_RUNTIME_DIR", &job.runtime_dir, true)
+        .map_err(|e| format!("tre-spank: cannot set XDG_RUNTIME_DIR: {e}"))?;
     let task_argv: Vec<OsString> = spank
         .job_argv_os()
         .map_err(|e| format!("tre-spank: cannot read the task's command: {e}"))?
@@ -295,7 +305,11 @@ fn wrap_task(spank: &mut SpankHandle, job: &Job, ready: &Ready) -> Result<(), St
         task_env_names: &env_names,
         tty: stdin_is_tty(),
     };
-    let argv = runtime::podman_argv(&plan, &job.config.podman, &launch);
+    let storage = runtime::PodmanStorage {
+        job_dir: &job.runtime_dir,
+        home: &job.account.home,
+    };
+    let argv = runtime::podman_argv(&plan, &job.config.podman, &storage, &launch);
     if spank.task_global_id().unwrap_or(0) == 0 {
         for line in plan::summary_lines(&ready.resolution, &ready.dirs) {
             say(&line);
@@ -309,8 +323,11 @@ fn wrap_task(spank: &mut SpankHandle, job: &Job, ready: &Ready) -> Result<(), St
         job.request.image,
         ready.dirs.outputs.display()
     );
+    let task = runtime::supervised_argv(&job.config.tool_path, &job.request.image, argv);
+    // Slurm keeps the task's own argv after what is prepended.
+    let prefix = &task[..task.len() - task_argv.len()];
     spank
-        .prepend_task_argv_os(argv.iter().map(|a| a.as_os_str()).collect())
+        .prepend_task_argv_os(prefix.iter().map(|a| a.as_os_str()).collect())
         .map_err(|e| format!("tre-spank: cannot start the container: {e}"))
 }
 

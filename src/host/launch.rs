@@ -1,0 +1,132 @@
+//! The task's first process: runs the container runtime as a child, passes signals on,
+//! and when the runtime itself fails says why in the job output (a missing image is
+//! detected from the runtime's own failure, so a good run costs no extra runtime call).
+//!
+//! Exit status: the child's, unchanged; a child killed by a signal is mirrored by
+//! dying of the same signal, so Slurm reports what it would without a container.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use nix::sys::signal::{kill, raise, signal, SigHandler, SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::rules::runtime::{diagnose_runtime_exit, RuntimeFailure};
+
+/// Signals passed on to the runtime (which passes them into the container).
+const FORWARDED: &[Signal] = &[
+    Signal::SIGHUP,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGTERM,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGALRM,
+    Signal::SIGCONT,
+    Signal::SIGWINCH,
+    Signal::SIGXCPU,
+];
+
+pub struct Launch {
+    pub image: String,
+    pub argv: Vec<OsString>,
+}
+
+fn say(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// Runs the launch and returns the process exit code (or does not return, dying of
+/// the child's signal).
+pub fn supervise(launch: &Launch) -> i32 {
+    let Some((program, args)) = launch.argv.split_first() else {
+        say("tre-spank: launch: no command");
+        return 125;
+    };
+    let mut mask = SigSet::empty();
+    for s in FORWARDED {
+        mask.add(*s);
+    }
+    mask.add(Signal::SIGCHLD);
+    // Blocked here and collected with sigwait; std resets the mask in the child.
+    if let Err(e) = mask.thread_block() {
+        say(&format!("tre-spank: launch: cannot block signals: {e}"));
+        return 125;
+    }
+    let child = match Command::new(program).args(args).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            say(&format!(
+                "tre-spank: cannot start {}: {e}",
+                program.to_string_lossy()
+            ));
+            return 127;
+        }
+    };
+    let pid = Pid::from_raw(child.id() as i32);
+    loop {
+        match mask.wait() {
+            Ok(Signal::SIGCHLD) => match waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, code)) => return explain_exit(launch, program, code),
+                Ok(WaitStatus::Signaled(_, sig, _)) => die_of(sig),
+                Ok(_) => {}
+                Err(e) => {
+                    say(&format!("tre-spank: launch: waiting for the runtime: {e}"));
+                    return 125;
+                }
+            },
+            Ok(sig) => {
+                let _ = kill(pid, sig);
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+fn explain_exit(launch: &Launch, program: &OsString, code: i32) -> i32 {
+    let Some(failure) = diagnose_runtime_exit(code) else {
+        return code;
+    };
+    let runtime = program.to_string_lossy();
+    if failure == RuntimeFailure::RuntimeError && image_missing(&launch.argv, &launch.image) {
+        say(&format!(
+            "tre-spank: image {} is not on this node: images reach the nodes only through the site's approved process, and jobs never pull (ask your TRE administrators to approve it)",
+            launch.image
+        ));
+    } else {
+        say(&format!(
+            "tre-spank: {runtime} exited with status {code}: {}",
+            failure.describe()
+        ));
+    }
+    code
+}
+
+/// Asked only after the runtime failed: does the image exist for this job? The
+/// runtime's global options (storage locations) are those of the failed command.
+fn image_missing(argv: &[OsString], image: &str) -> bool {
+    let Some(run) = argv.iter().position(|a| a == "run") else {
+        return false;
+    };
+    Command::new(&argv[0])
+        .args(&argv[1..run])
+        .args(["image", "exists", image])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.code() == Some(1))
+        .unwrap_or(false)
+}
+
+fn die_of(sig: Signal) -> ! {
+    // SAFETY: resetting a disposition to the default has no preconditions.
+    let _ = unsafe { signal(sig, SigHandler::SigDfl) };
+    let mut only = SigSet::empty();
+    only.add(sig);
+    let _ = only.thread_unblock();
+    let _ = raise(sig);
+    std::process::exit(128 + sig as i32)
+}

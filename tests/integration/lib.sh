@@ -1,0 +1,84 @@
+# Helpers for the integration tests: real jobs, submitted as real users, in a test bed
+# started by scripts/testbed. Sourced by ./run; every helper works on $SUITE's bed.
+
+ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+IMAGE=ghcr.io/mikej888/hello-tre:1.0
+IMAGE_NONROOT=ghcr.io/mikej888/nonroot-tre:1.0
+JOB_TIMEOUT=${JOB_TIMEOUT:-180}
+
+bed() { "$ROOT_DIR/scripts/testbed" --suite "$SUITE" "$@"; }
+# as U CMD...: run CMD in the bed as user U, in U's home.
+as() { bed user "$@"; }
+
+# Each failed check explains itself on stderr and returns 1; tests chain them with &&
+# or rely on `set -e` inside the test's subshell.
+fail() { echo "    $*" >&2; return 1; }
+
+# submit U SBATCH-ARGS...: sbatch as U with output in ~/tests/<job>.out; prints the job id.
+submit() {
+  local user=$1; shift
+  as "$user" sh -c 'mkdir -p ~/tests && cd ~/tests && sbatch --parsable -o "%j.out" "$@"' sbatch "$@"
+}
+
+# wait_job J [SECONDS]: until job J has left the queue.
+wait_job() {
+  local job=$1 limit=${2:-$JOB_TIMEOUT} i
+  for ((i = 0; i < limit * 5; i++)); do
+    bed exec squeue -h -j "$job" 2>/dev/null | grep -q . || return 0
+    sleep 0.2
+  done
+  fail "job $job still queued or running after ${limit}s"
+}
+
+# wait_running J: until job J is RUNNING.
+wait_running() {
+  local job=$1 i
+  for ((i = 0; i < 60 * 5; i++)); do
+    [ "$(job_field "$job" JobState)" = RUNNING ] && return 0
+    sleep 0.2
+  done
+  fail "job $job never started"
+}
+
+# run_job U SBATCH-ARGS...: submit, wait, print the job id.
+run_job() {
+  local job
+  job=$(submit "$@") || { fail "sbatch refused: $*"; return 1; }
+  wait_job "$job" || return 1
+  echo "$job"
+}
+
+job_field() { bed exec scontrol -o show job "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
+job_output() { as "$1" cat "tests/$2.out"; }
+
+# The job's NUMBER as printed in its output.
+job_number() { job_output "$1" "$2" | sed -n 's|^tre-spank: outputs: .*/outputs-\([0-9]*\) .*|\1|p' | head -n 1; }
+
+node_state() { bed exec sinfo -h -o %T | head -n 1; }
+
+assert_eq() { [ "$1" = "$2" ] || fail "expected '$2', got '$1'${3:+ ($3)}"; }
+assert_contains() { grep -qF -- "$2" <<<"$1" || fail "expected output to contain '$2'; got:"$'\n'"$1"; }
+assert_not_contains() { ! grep -qF -- "$2" <<<"$1" || fail "expected output not to contain '$2'; got:"$'\n'"$1"; }
+assert_line() { grep -qxF -- "$2" <<<"$1" || fail "expected a line exactly '$2'; got:"$'\n'"$1"; }
+assert_exists() { bed exec test -e "$1" || fail "$1 does not exist"; }
+assert_absent() { ! bed exec test -e "$1" || fail "$1 exists"; }
+assert_node_idle() { assert_eq "$(node_state)" idle "node state"; }
+
+# Processes of U that belong to jobs: the runtime, conmon, and the container's commands.
+# (Rootless podman's per-user pause process lives outside jobs; it is not counted.)
+job_processes() {
+  bed exec ps -u "$1" -o pid=,args= | grep -v -e 'podman pause' -e 'catatonit -P' | grep -v '^ *[0-9]* ps ' || true
+}
+
+assert_no_job_processes() {
+  local left i
+  for ((i = 0; i < 50; i++)); do
+    left=$(job_processes "$1")
+    [ -z "$left" ] && return 0
+    sleep 0.2
+  done
+  fail "processes of $1 left after the job:"$'\n'"$left"
+}
+
+# Directories the plugin made in U's home (outputs-* and scratch-*).
+job_dirs() { as "$1" sh -c 'ls -d outputs-* scratch-* 2>/dev/null || true'; }

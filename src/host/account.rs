@@ -55,6 +55,22 @@ pub fn lookup(uid: u32, gid: u32, supplementary_gids: &[u32]) -> Result<Account,
     })
 }
 
+/// The account with its groups from the group database (where Slurm gives none: the
+/// submission side).
+pub fn lookup_with_group_database(uid: u32) -> Result<Account, AccountError> {
+    let user = User::from_uid(Uid::from_raw(uid))
+        .map_err(|source| AccountError::Lookup { uid, source })?
+        .ok_or(AccountError::Unknown(uid))?;
+    let name =
+        std::ffi::CString::new(user.name.as_bytes()).map_err(|_| AccountError::Unknown(uid))?;
+    let gids: Vec<u32> = nix::unistd::getgrouplist(&name, user.gid)
+        .map_err(|source| AccountError::Lookup { uid, source })?
+        .into_iter()
+        .map(|g| g.as_raw())
+        .collect();
+    lookup(uid, user.gid.as_raw(), &gids)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,6 +81,12 @@ mod tests {
         assert_eq!(a.name, "root");
         assert!(a.home.is_absolute());
         assert!(a.supplementary_groups.is_empty());
+    }
+
+    #[test]
+    fn groups_come_from_the_group_database() {
+        let a = lookup_with_group_database(0).unwrap();
+        assert_eq!(a.primary_group, "root");
     }
 
     #[test]

@@ -8,6 +8,8 @@ use std::error::Error;
 use slurm_spank::SpankHandle;
 
 use super::{fail, raw_options};
+use crate::host::{account, dirs};
+use crate::rules::project::{self, ProjectError};
 use crate::rules::{config, options};
 
 pub fn init_post_opt(spank: &mut SpankHandle) -> Result<(), Box<dyn Error>> {
@@ -19,6 +21,32 @@ pub fn init_post_opt(spank: &mut SpankHandle) -> Result<(), Box<dyn Error>> {
         .plugin_argv()
         .map_err(|e| fail(format!("cannot read plugstack arguments: {e}")))?;
     let config = config::load(&args).map_err(fail)?;
-    options::parse(&raw, &config).map_err(fail)?;
+    let request = options::parse(&raw, &config).map_err(fail)?;
+    if let Some(project) = request.as_ref().and_then(|r| r.project.as_deref()) {
+        check_project_is_theirs(project, &config)?;
+    }
     Ok(())
+}
+
+/// `--tre-project` must name one of the user's own projects. Checked here when this host
+/// sees the project directories (login nodes of a TRE may not); the node checks again.
+fn check_project_is_theirs(project: &str, config: &config::Config) -> Result<(), Box<dyn Error>> {
+    if !dirs::is_directory(&config.safe_data_root) {
+        return Ok(());
+    }
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let account = account::lookup_with_group_database(uid).map_err(fail)?;
+    let groups = project::ordered_groups(&account.primary_group, &account.supplementary_groups);
+    let yours: Vec<String> = project::user_projects(&groups, config, &dirs::is_directory)
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    if yours.iter().any(|p| p == project) {
+        return Ok(());
+    }
+    Err(fail(ProjectError::NotYours {
+        requested: project.to_string(),
+        yours,
+    }))
 }

@@ -82,3 +82,11 @@ assert_no_job_processes() {
 
 # Directories the plugin made in U's home (outputs-* and scratch-*).
 job_dirs() { as "$1" sh -c 'ls -d outputs-* scratch-* 2>/dev/null || true'; }
+
+# assert_no_new_job_dirs U BEFORE: U's home gained no outputs-*/scratch-* since BEFORE
+# (a snapshot from job_dirs; entries that disappeared meanwhile are fine).
+assert_no_new_job_dirs() {
+  local added
+  added=$(comm -13 <(sort <<<"$2") <(job_dirs "$1" | sort) | grep . || true)
+  [ -z "$added" ] || fail "new directories in $1's home: $added"
+}

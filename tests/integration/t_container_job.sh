@@ -152,7 +152,7 @@ test_no_project_fails_the_job_with_the_services_exact_line() {
   assert_not_contains "$out" "Running:"
   assert_eq "$(job_field "$job" JobState)" FAILED
   [ "$(job_field "$job" ExitCode)" != 0:0 ] || fail "exit code 0:0"
-  assert_eq "$(job_dirs bob)" "" "directories left in bob's home"
+  assert_no_new_job_dirs bob ""
   assert_node_idle
 }
 

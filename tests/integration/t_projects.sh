@@ -17,12 +17,71 @@ test_tre_project_chooses_among_the_users_projects() {
   assert_line "$out" "p=proj2"
 }
 
-test_tre_project_that_is_not_theirs_is_refused() {
-  local job out
-  job=$(run_job alice --tre-container=$IMAGE --tre-project=proj2 --wrap 'echo STARTED')
-  out=$(job_output alice "$job")
-  assert_line "$out" "--tre-project=proj2 is not one of your projects (yours: proj1)"
+test_tre_project_that_is_not_theirs_is_refused_at_submission() {
+  refused alice "tre-spank: --tre-project=proj2 is not one of your projects (yours: proj1)" \
+    --tre-container=$IMAGE --tre-project=proj2
+  refused bob "tre-spank: --tre-project=proj1 is not one of your projects (you have none)" \
+    --tre-container=$IMAGE --tre-project=proj1
+}
+
+test_tre_project_from_the_environment_is_checked_too() {
+  local out
+  out=$(as alice env SLURM_SPANK__SLURM_SPANK_OPTION_tre_spank_tre_project=proj2 \
+    srun --tre-container=$IMAGE echo STARTED 2>&1) || true
+  assert_contains "$out" "tre-spank: --tre-project=proj2 is not one of your projects (yours: proj1)"
   assert_not_contains "$out" "STARTED"
+  assert_node_idle
+}
+
+test_home_safe_data_that_is_a_file_fails_and_is_named() {
+  local job out
+  as alice sh -c 'echo not-a-dir > ~/safe_data'
+  job=$(run_job alice --tre-container=$IMAGE --wrap 'echo STARTED')
+  as alice rm -f safe_data
+  out=$(job_output alice "$job")
+  assert_line "$out" "Cannot open project data: /home/alice/safe_data is not a directory"
+  assert_not_contains "$out" "STARTED"
+  assert_eq "$(job_field "$job" JobState)" FAILED
+  assert_node_idle
+}
+
+test_home_safe_data_that_is_a_dangling_link_fails_and_is_named() {
+  local job out before
+  before=$(job_dirs alice)
+  as alice ln -s /nonexistent/data safe_data
+  job=$(run_job alice --tre-container=$IMAGE --wrap 'echo STARTED')
+  as alice rm -f safe_data
+  out=$(job_output alice "$job")
+  assert_line "$out" "Cannot open project data: /home/alice/safe_data is a dangling symbolic link"
+  assert_not_contains "$out" "STARTED"
+  assert_no_new_job_dirs alice "$before"
+  assert_node_idle
+}
+
+test_project_directory_the_user_cannot_open_fails_and_is_named() {
+  local job out
+  bed exec chmod 2700 /safe_data/proj3
+  job=$(run_job dave --tre-container=$IMAGE --wrap 'echo STARTED')
+  bed exec chmod 2770 /safe_data/proj3
+  out=$(job_output dave "$job")
+  assert_line "$out" "Cannot open project data: /safe_data/proj3"
+  assert_not_contains "$out" "STARTED"
+  assert_eq "$(job_field "$job" JobState)" FAILED
+  assert_node_idle
+}
+
+test_missing_home_directory_fails_the_job_clearly() {
+  local job out
+  bed exec mv /home/dave /home/dave.away
+  job=$(bed exec runuser -u dave -- sh -c 'cd /tmp && sbatch --parsable -o /tmp/dave-%j.out --tre-container='"$IMAGE"' --wrap "echo STARTED"') \
+    || { bed exec mv /home/dave.away /home/dave; fail "sbatch refused"; }
+  wait_job "$job" || true
+  out=$(bed exec cat "/tmp/dave-$job.out")
+  bed exec mv /home/dave.away /home/dave
+  assert_contains "$out" "tre-spank: cannot open home directory /home/dave: ENOENT"
+  assert_not_contains "$out" "STARTED"
+  assert_eq "$(job_field "$job" JobState)" FAILED
+  assert_node_idle
 }
 
 test_prefixed_group_names_its_project() {

@@ -32,3 +32,22 @@ test_srun_refuses_bad_values_too() {
   [ "$rc" -ne 0 ] || fail "srun accepted an empty image"
   assert_contains "$out" "--tre-container needs a value"
 }
+
+test_values_over_4_kib_are_refused_at_submission() {
+  local long
+  long="ghcr.io/org/$(head -c 5000 /dev/zero | tr '\0' a):1"
+  refused alice "--tre-container value is longer than 4096 bytes" "--tre-container=$long"
+}
+
+test_non_utf8_values_are_refused_at_submission() {
+  refused alice "--tre-container value is not valid UTF-8" "--tre-container=ghcr.io/org/$(printf '\xff'):1"
+}
+
+test_bad_values_in_the_environment_are_refused_on_the_node() {
+  local out
+  out=$(as alice env SLURM_SPANK__SLURM_SPANK_OPTION_tre_spank_tre_runtime=docker \
+    srun --tre-container=$IMAGE echo STARTED 2>&1) || true
+  assert_contains "$out" 'tre-spank: --tre-runtime="docker" is not a runtime: use podman or apptainer'
+  assert_not_contains "$out" "STARTED"
+  assert_node_idle
+}

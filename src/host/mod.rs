@@ -4,6 +4,7 @@
 
 pub mod account;
 pub mod dirs;
+pub mod job;
 pub mod launch;
 pub mod remove;
 pub mod runtime_dir;

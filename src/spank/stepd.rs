@@ -22,13 +22,14 @@ use slurm_spank::{spank_log_info, SpankHandle};
 use super::{fail, raw_options};
 use crate::host::account::{self, Account};
 use crate::host::dirs::{self, DirId};
+use crate::host::job;
 use crate::host::runtime_dir;
 use crate::host::state::{JobRecord, StateDir};
-use crate::rules::config::{self, Config};
+use crate::rules::config::Config;
 use crate::rules::job_number::job_number;
-use crate::rules::options::{self, ContainerRequest, Runtime};
+use crate::rules::options::{self, ContainerRequest};
 use crate::rules::plan::{self, outputs_name, scratch_name, JobDirs, IN_CONTAINER_VAR};
-use crate::rules::project::{self, ProjectError, ProjectFacts, Resolution, SafeData};
+use crate::rules::project::Resolution;
 use crate::rules::runtime::{self, TaskLaunch};
 
 /// Slurm's step id for the batch script (`SLURM_BATCH_SCRIPT`).
@@ -141,28 +142,13 @@ fn prepare(spank: &SpankHandle, raw: &options::RawOptions) -> Result<Job, String
     let args = spank
         .plugin_argv()
         .map_err(|e| format!("tre-spank: cannot read plugstack arguments: {e}"))?;
-    let config = config::load(&args).map_err(|e| format!("tre-spank: {e}"))?;
+    // Per-node settings by this node's own name, never by anything from the job.
+    let node = job::node_name();
+    let config = job::load_node_config(&args, &node).map_err(|e| format!("tre-spank: {e}"))?;
     let request = options::parse(raw, &config)
         .map_err(|e| format!("tre-spank: {e}"))?
         .ok_or_else(|| "tre-spank: --tre-container is missing".to_string())?;
-    let node = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    match request.runtime {
-        Runtime::Podman => {
-            if !config.podman.path.is_file() {
-                return Err(format!(
-                    "tre-spank: podman is not installed on node {node} (looked for {})",
-                    config.podman.path.display()
-                ));
-            }
-        }
-        Runtime::Apptainer => {
-            return Err(format!(
-                "tre-spank: the apptainer runtime is not available on node {node}"
-            ))
-        }
-    }
+    job::check_runtime(&config, request.runtime, &node).map_err(|e| format!("tre-spank: {e}"))?;
     let uid = spank
         .job_uid()
         .map_err(|e| format!("tre-spank: cannot get the job's uid: {e}"))?;
@@ -209,21 +195,12 @@ fn prepare(spank: &SpankHandle, raw: &options::RawOptions) -> Result<Job, String
 fn make_ready(job: &Job) -> Result<Ready, String> {
     let home = &job.account.home;
     let home_fd: OwnedFd = dirs::open_home(home).map_err(|e| format!("tre-spank: {e}"))?;
-    let facts = ProjectFacts {
-        home,
-        home_safe_data: dirs::probe_home_safe_data(&home_fd),
-        primary_group: &job.account.primary_group,
-        supplementary_groups: &job.account.supplementary_groups,
-        requested: job.request.project.as_deref(),
-    };
-    let resolution =
-        project::resolve(&facts, &job.config, &dirs::is_directory).map_err(|e| e.to_string())?;
-    match &resolution.safe_data {
-        SafeData::Home(p) | SafeData::ProjectDir(p) if !dirs::can_open_dir(p) => {
-            return Err(ProjectError::CannotOpen(p.clone()).to_string())
-        }
-        _ => {}
-    }
+    let resolution = job::resolve_project(
+        &home_fd,
+        &job.account,
+        &job.config,
+        job.request.project.as_deref(),
+    )?;
     let dirs = JobDirs::new(home, job.number);
     let (outputs_dir, scratch_dir) = (outputs_name(job.number), scratch_name(job.number));
     if let Some(earlier) = &job.earlier {
@@ -293,12 +270,6 @@ fn wrap_task(spank: &mut SpankHandle, job: &Job, ready: &Ready) -> Result<(), St
         .into_iter()
         .filter_map(|kv| kv.to_str()?.split_once('=').map(|(k, _)| k.to_string()))
         .collect();
-    let plan = plan::container_plan(
-        &job.request.image,
-        job.request.runtime,
-        &ready.resolution,
-        &ready.dirs,
-    );
     let launch = TaskLaunch {
         argv: &task_argv,
         batch_script: batch_script.as_deref(),
@@ -309,12 +280,23 @@ fn wrap_task(spank: &mut SpankHandle, job: &Job, ready: &Ready) -> Result<(), St
         job_dir: &job.runtime_dir,
         home: &job.account.home,
     };
-    let argv = runtime::podman_argv(&plan, &job.config.podman, &storage, &launch);
+    let command = runtime::job_command(
+        &job.config,
+        &job.request.image,
+        job.request.runtime,
+        &ready.resolution,
+        &ready.dirs,
+        &storage,
+        &launch,
+    );
     if spank.task_global_id().unwrap_or(0) == 0 {
         for line in plan::summary_lines(&ready.resolution, &ready.dirs) {
             say(&line);
         }
-        say(&format!("Running: {}", runtime::display_command(&argv)));
+        say(&format!(
+            "Running: {}",
+            runtime::display_command(&command.runtime_argv)
+        ));
     }
     spank_log_info!(
         "tre-spank: job {} user {} image {} outputs {}",
@@ -323,7 +305,7 @@ fn wrap_task(spank: &mut SpankHandle, job: &Job, ready: &Ready) -> Result<(), St
         job.request.image,
         ready.dirs.outputs.display()
     );
-    let task = runtime::supervised_argv(&job.config.tool_path, &job.request.image, argv);
+    let task = command.task_argv;
     // Slurm keeps the task's own argv after what is prepended.
     let prefix = &task[..task.len() - task_argv.len()];
     spank

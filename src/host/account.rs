@@ -55,6 +55,19 @@ pub fn lookup(uid: u32, gid: u32, supplementary_gids: &[u32]) -> Result<Account,
     })
 }
 
+/// The account by name, with the groups the group database gives it (what Slurm's
+/// credential carries by default). For `tre-spank plan`.
+pub fn lookup_name(name: &str) -> Result<Account, String> {
+    let user = User::from_name(name)
+        .map_err(|e| format!("cannot look up user {name}: {e}"))?
+        .ok_or_else(|| format!("no user {name} in the password database"))?;
+    let cname = std::ffi::CString::new(name).map_err(|_| format!("bad user name {name:?}"))?;
+    let gids = nix::unistd::getgrouplist(&cname, user.gid)
+        .map_err(|e| format!("cannot list the groups of {name}: {e}"))?;
+    let gids: Vec<u32> = gids.iter().map(|g| g.as_raw()).collect();
+    lookup(user.uid.as_raw(), user.gid.as_raw(), &gids).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

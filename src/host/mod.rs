@@ -9,3 +9,4 @@ pub mod launch;
 pub mod remove;
 pub mod runtime_dir;
 pub mod state;
+pub mod sweep;

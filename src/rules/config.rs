@@ -231,6 +231,23 @@ pub fn config_path(plugstack_args: &[&str]) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
 }
 
+/// The plugin's arguments from a plugstack.conf text: the first active line whose
+/// plugin path ends in `tre_spank.so` or `tre-spank.so`. `None`: no such line.
+pub fn plugstack_args(plugstack_text: &str) -> Option<Vec<String>> {
+    plugstack_text.lines().find_map(|line| {
+        let line = line.split('#').next().unwrap_or("");
+        let mut words = line.split_whitespace();
+        let kind = words.next()?;
+        let plugin = words.next()?;
+        let ours = matches!(kind, "required" | "optional")
+            && (plugin.ends_with("/tre_spank.so")
+                || plugin.ends_with("/tre-spank.so")
+                || plugin == "tre_spank.so"
+                || plugin == "tre-spank.so");
+        ours.then(|| words.map(str::to_string).collect())
+    })
+}
+
 /// Reads the file (if it exists) and applies the other plugstack arguments on top.
 pub fn load(plugstack_args: &[&str]) -> Result<Config, ConfigError> {
     let path = config_path(plugstack_args);
@@ -581,5 +598,23 @@ mod tests {
         assert!(!glob_match("tre-host1", "tre-host10"));
         assert!(glob_match("*", ""));
         assert!(glob_match("a*b*c", "aXbYbZc"));
+    }
+
+    #[test]
+    fn plugstack_lines_give_the_arguments() {
+        let text = "# required /x/tre_spank.so config=/no\ninclude /etc/slurm/plugstack.conf.d/*.conf\n\
+                    optional /usr/lib/other.so a=b\nrequired /usr/lib/slurm-tre/tre_spank.so config=/etc/t.toml safe_data=false # note\n";
+        assert_eq!(
+            plugstack_args(text),
+            Some(vec![
+                "config=/etc/t.toml".to_string(),
+                "safe_data=false".to_string()
+            ])
+        );
+        assert_eq!(plugstack_args("required /usr/lib/other.so\n"), None);
+        assert_eq!(
+            plugstack_args(include_str!("../../plugstack.conf.example")),
+            Some(vec!["config=/etc/slurm/tre-spank.toml".to_string()])
+        );
     }
 }

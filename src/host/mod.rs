@@ -3,6 +3,7 @@
 //! a symbolic link the user could have planted.
 
 pub mod account;
+pub mod audit;
 pub mod dirs;
 pub mod job;
 pub mod launch;

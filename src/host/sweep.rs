@@ -39,8 +39,10 @@ fn problem(line: String) -> Note {
 pub fn clean_job(config: &Config, state: &StateDir, job_id: u32) -> Vec<Note> {
     let mut notes = Vec::new();
     // The runtime's per-job state goes whatever else happened.
+    let job_dir = config.runtime_dir.join(format!("job-{job_id}"));
+    let existed = std::fs::symlink_metadata(&job_dir).is_ok();
     match runtime_dir::remove(&config.runtime_dir, job_id) {
-        Ok(r) if r.removed_entries > 0 => notes.push(info(format!(
+        Ok(r) if existed => notes.push(info(format!(
             "job {job_id}: removed {}/job-{job_id} ({} entries)",
             config.runtime_dir.display(),
             r.removed_entries

@@ -17,19 +17,23 @@ use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
-use slurm_spank::{spank_log_info, SpankHandle};
+use std::time::SystemTime;
+
+use slurm_spank::{spank_log_info, spank_log_verbose, SpankHandle};
 
 use super::{fail, raw_options};
 use crate::host::account::{self, Account};
+use crate::host::audit as host_audit;
 use crate::host::dirs::{self, DirId};
 use crate::host::job;
 use crate::host::runtime_dir;
 use crate::host::state::{JobRecord, StateDir};
+use crate::rules::audit::{self, Event};
 use crate::rules::config::Config;
 use crate::rules::job_number::job_number;
 use crate::rules::options::{self, ContainerRequest};
 use crate::rules::plan::{self, outputs_name, scratch_name, JobDirs, IN_CONTAINER_VAR};
-use crate::rules::project::Resolution;
+use crate::rules::project::{Resolution, SafeData};
 use crate::rules::runtime::{self, TaskLaunch};
 
 /// Slurm's step id for the batch script (`SLURM_BATCH_SCRIPT`).
@@ -52,6 +56,8 @@ struct Job {
     earlier: Option<JobRecord>,
     /// Per-job `$XDG_RUNTIME_DIR` for the runtime.
     runtime_dir: PathBuf,
+    /// This node's name, for the audit records.
+    node: String,
     ready: Option<Ready>,
 }
 
@@ -63,6 +69,8 @@ struct Ready {
     scratch: DirId,
     /// Created by this step (so no record exists yet).
     created_now: bool,
+    /// When the step's tasks were about to start (audit records).
+    started: SystemTime,
 }
 
 impl Step {
@@ -88,7 +96,12 @@ impl Step {
     pub fn user_init(&mut self, _spank: &mut SpankHandle) {
         let Some(Ok(job)) = &mut self.job else { return };
         match make_ready(job) {
-            Ok(ready) => job.ready = Some(ready),
+            Ok(ready) => {
+                job.ready = Some(Ready {
+                    started: SystemTime::now(),
+                    ..ready
+                })
+            }
             Err(message) => self.job = Some(Err(message)),
         }
     }
@@ -118,6 +131,7 @@ impl Step {
             None => return Ok(()),
             Some(Err(message)) => {
                 say(message);
+                audit(spank, Event::Refused, refusal_fields(spank, message));
                 return Err(message.clone().into());
             }
             Some(Ok(job)) => job,
@@ -127,9 +141,105 @@ impl Step {
         };
         wrap_task(spank, job, ready).map_err(|message| {
             say(&message);
+            audit(spank, Event::Refused, refusal_fields(spank, &message));
             message.into()
         })
     }
+
+    /// slurmstepd (root), once per task: the end of the container run.
+    pub fn task_exit(&mut self, spank: &mut SpankHandle) {
+        let Some(Ok(job)) = &self.job else { return };
+        let Some(ready) = &job.ready else { return };
+        let mut fields = run_fields(spank, job, ready);
+        fields.push(("start", audit::utc_time(ready.started)));
+        fields.push(("end", audit::utc_time(SystemTime::now())));
+        match spank.task_exit_status() {
+            Ok(status) => {
+                let (key, value) = audit::exit_fields(status);
+                fields.push((key, value));
+            }
+            Err(_) => fields.push(("exit", "unknown".into())),
+        }
+        audit(spank, Event::End, fields);
+    }
+}
+
+/// An audit record to syslog and to the slurmd log.
+fn audit(_spank: &SpankHandle, event: Event, fields: Vec<(&'static str, String)>) {
+    let record = audit::format_record(event, &fields);
+    spank_log_info!("{record}");
+    if let Err(e) = host_audit::send(&record) {
+        spank_log_verbose!("tre-spank: audit record not sent to syslog: {e}");
+    }
+}
+
+fn step_name(spank: &SpankHandle) -> String {
+    match spank.job_stepid() {
+        Ok(BATCH_STEP_ID) => "batch".into(),
+        Ok(s) => s.to_string(),
+        Err(_) => "unknown".into(),
+    }
+}
+
+/// The fields of a container run, in the documented order (docs/audit-log.md).
+fn run_fields(spank: &SpankHandle, job: &Job, ready: &Ready) -> Vec<(&'static str, String)> {
+    let safe_data = match &ready.resolution.safe_data {
+        SafeData::Disabled => String::new(),
+        SafeData::Home(p) | SafeData::ProjectDir(p) => p.display().to_string(),
+    };
+    vec![
+        ("job", job.job_id.to_string()),
+        ("step", step_name(spank)),
+        (
+            "task",
+            spank
+                .task_global_id()
+                .map(|t| t.to_string())
+                .unwrap_or_default(),
+        ),
+        ("user", job.account.name.clone()),
+        ("uid", job.account.uid.to_string()),
+        (
+            "project",
+            (ready.resolution.project.as_ref())
+                .map(|p| p.name.clone())
+                .unwrap_or_default(),
+        ),
+        ("safe_data", safe_data),
+        ("image", job.request.image.to_string()),
+        ("runtime", job.request.runtime.to_string()),
+        ("node", job.node.clone()),
+        ("outputs", ready.dirs.outputs.display().to_string()),
+    ]
+}
+
+/// What is known of a refused step: from Slurm, not from the job's environment.
+fn refusal_fields(spank: &SpankHandle, message: &str) -> Vec<(&'static str, String)> {
+    let raw = raw_options(spank);
+    let text = |v: Option<Vec<u8>>| {
+        v.map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    };
+    let uid = spank.job_uid().ok();
+    let user = uid
+        .and_then(|u| nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(u)).ok()?)
+        .map(|u| u.name)
+        .unwrap_or_default();
+    vec![
+        ("where", "node".into()),
+        (
+            "job",
+            spank.job_id().map(|j| j.to_string()).unwrap_or_default(),
+        ),
+        ("step", step_name(spank)),
+        ("user", user),
+        ("uid", uid.map(|u| u.to_string()).unwrap_or_default()),
+        ("image", text(raw.container)),
+        ("runtime", text(raw.runtime)),
+        ("project", text(raw.project)),
+        ("node", job::node_name()),
+        ("reason", message.to_string()),
+    ]
 }
 
 /// One line on the task's stderr, which is the job's output. Write errors are ignored:
@@ -187,6 +297,7 @@ fn prepare(spank: &SpankHandle, raw: &options::RawOptions) -> Result<Job, String
         number,
         earlier,
         runtime_dir,
+        node,
         ready: None,
     })
 }
@@ -214,6 +325,7 @@ fn make_ready(job: &Job) -> Result<Ready, String> {
             outputs: earlier.outputs,
             scratch: earlier.scratch,
             created_now: false,
+            started: SystemTime::now(),
         });
     }
     let outputs = dirs::create_private_dir(&home_fd, home, &outputs_dir)
@@ -236,6 +348,7 @@ fn make_ready(job: &Job) -> Result<Ready, String> {
         outputs,
         scratch,
         created_now: true,
+        started: SystemTime::now(),
     })
 }
 
@@ -298,13 +411,9 @@ fn wrap_task(spank: &mut SpankHandle, job: &Job, ready: &Ready) -> Result<(), St
             runtime::display_command(&command.runtime_argv)
         ));
     }
-    spank_log_info!(
-        "tre-spank: job {} user {} image {} outputs {}",
-        job.job_id,
-        job.account.name,
-        job.request.image,
-        ready.dirs.outputs.display()
-    );
+    let mut fields = run_fields(spank, job, ready);
+    fields.push(("start", audit::utc_time(ready.started)));
+    audit(spank, Event::Start, fields);
     let task = command.task_argv;
     // Slurm keeps the task's own argv after what is prepended.
     let prefix = &task[..task.len() - task_argv.len()];

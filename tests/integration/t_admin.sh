@@ -121,7 +121,8 @@ test_sweep_removes_leftovers_of_jobs_that_no_longer_exist_and_keeps_live_ones() 
 test_sweep_leaves_a_directory_that_replaced_the_recorded_one() {
   local out
   fake_leftover 990002 4242002
-  as alice sh -c 'rm -r scratch-4242002 && mkdir scratch-4242002 && echo mine > scratch-4242002/keep'
+  # Made while the original still exists, so it cannot reuse its inode number.
+  as alice sh -c 'mv scratch-4242002 old-4242002 && mkdir scratch-4242002 && echo mine > scratch-4242002/keep && rm -r old-4242002'
   out=$(admin sweep 2>&1) || true
   assert_contains "$out" "job 990002:"
   assert_exists /home/alice/scratch-4242002/keep

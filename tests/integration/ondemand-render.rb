@@ -5,10 +5,19 @@
 #   ruby ondemand-render.rb APP_DIR SCRIPT key=value...
 require "erb"
 require "yaml"
+require "json"
+require "shellwords"
 
 app, script = ARGV.shift(2)
 form = YAML.safe_load(File.read(File.join(app, "form.yml")))
-values = form.fetch("attributes").to_h { |k, v| [k, v.is_a?(Hash) ? v["value"] : v] }
+# A field's value: its `value`, else (a select) its first option, as OnDemand shows it.
+default = lambda do |v|
+  return v unless v.is_a?(Hash)
+  return v["value"] if v.key?("value")
+  first = (v["options"] || []).first
+  first.is_a?(Array) ? first[1] : first
+end
+values = form.fetch("attributes").to_h { |k, v| [k, default.(v)] }
 ARGV.each do |kv|
   k, v = kv.split("=", 2)
   values[k] = v

@@ -4,7 +4,7 @@
 AUDIT_LOG=/var/log/tre-audit.log
 
 start_syslogd() {
-  bed exec sh -c 'test -S /dev/log && pidof syslogd >/dev/null && exit 0
+  bed exec sh -c 'test -S /dev/log && pgrep -f "^busybox syslogd -O '"$AUDIT_LOG"'" >/dev/null && exit 0
     rm -f /dev/log; busybox syslogd -O '"$AUDIT_LOG"' -s 10000
     for i in $(seq 50); do test -S /dev/log && exit 0; sleep 0.1; done; exit 1' ||
     fail "busybox syslogd did not start in the bed"

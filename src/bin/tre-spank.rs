@@ -1,14 +1,39 @@
 //! `tre-spank`: the plugin's command-line companion.
 //!
-//! `tre-spank launch --image IMAGE -- RUNTIME-COMMAND...` is what the plugin makes
-//! each container task run: it supervises the runtime (see `host::launch`).
+//! - `tre-spank launch --image IMAGE -- RUNTIME-COMMAND...` is what the plugin makes
+//!   each container task run: it supervises the runtime (see `host::launch`).
+//! - `tre-spank check`: validates the config and this node.
+//! - `tre-spank plan --user U --container IMAGE [--runtime R] [--project P] [-- CMD...]`:
+//!   what a job of that user would get on this node, without running anything.
+//! - `tre-spank sweep [--dry-run]`: removes what jobs that no longer exist left here.
+//!
+//! The config is found as the plugin finds it: the arguments of the tre_spank.so line
+//! in plugstack.conf (and plugstack.conf.d/*.conf), unless `--config PATH` is given.
 
+use std::collections::BTreeSet;
 use std::ffi::OsString;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use tre_spank::host::account::{self, Account};
+use tre_spank::host::dirs;
+use tre_spank::host::job;
 use tre_spank::host::launch::{supervise, Launch};
+use tre_spank::host::sweep;
+use tre_spank::rules::config::{self, Config};
+use tre_spank::rules::options::{self, RawOptions};
+use tre_spank::rules::plan::{self, JobDirs};
+use tre_spank::rules::runtime::{self, PodmanStorage, TaskLaunch};
 
-const USAGE: &str = "usage: tre-spank launch --image IMAGE -- COMMAND [ARGS...]";
+const USAGE: &str = "usage:
+  tre-spank launch --image IMAGE -- COMMAND [ARGS...]
+  tre-spank check [--config PATH]
+  tre-spank plan [--config PATH] --user USER --container IMAGE [--runtime R] [--project P] [-- COMMAND...]
+  tre-spank sweep [--config PATH] [--dry-run]";
+
+const PLUGSTACK: &str = "/etc/slurm/plugstack.conf";
+const PLUGSTACK_DIR: &str = "/etc/slurm/plugstack.conf.d";
 
 fn parse_launch(mut args: impl Iterator<Item = OsString>) -> Result<Launch, String> {
     let mut image = None;
@@ -27,9 +52,546 @@ fn parse_launch(mut args: impl Iterator<Item = OsString>) -> Result<Launch, Stri
     })
 }
 
+/// Options of the admin subcommands: `--name value` pairs, flags, and a trailing
+/// `-- COMMAND...`.
+#[derive(Default)]
+struct Opts {
+    config: Option<String>,
+    user: Option<String>,
+    container: Option<String>,
+    runtime: Option<String>,
+    project: Option<String>,
+    dry_run: bool,
+    command: Vec<OsString>,
+}
+
+fn parse_opts(sub: &str, args: impl Iterator<Item = OsString>) -> Result<Opts, String> {
+    let mut o = Opts::default();
+    let mut args = args.peekable();
+    while let Some(a) = args.next() {
+        let a = a
+            .into_string()
+            .map_err(|a| format!("argument {a:?} is not UTF-8"))?;
+        if a == "--" {
+            o.command = args.by_ref().collect();
+            break;
+        }
+        if a == "--dry-run" && sub == "sweep" {
+            o.dry_run = true;
+            continue;
+        }
+        let (name, inline) = match a.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string())),
+            None => (a.clone(), None),
+        };
+        let slot = match (sub, name.as_str()) {
+            (_, "--config") => &mut o.config,
+            ("plan", "--user") => &mut o.user,
+            ("plan", "--container") => &mut o.container,
+            ("plan", "--runtime") => &mut o.runtime,
+            ("plan", "--project") => &mut o.project,
+            _ => return Err(format!("{sub}: unexpected argument {a:?}")),
+        };
+        let value = match inline {
+            Some(v) => v,
+            None => args
+                .next()
+                .and_then(|v| v.into_string().ok())
+                .ok_or_else(|| format!("{sub}: {name} needs a value"))?,
+        };
+        *slot = Some(value);
+    }
+    Ok(o)
+}
+
+/// The plugin's arguments: `--config PATH`, or those of its plugstack line.
+fn plugin_args(opts: &Opts) -> (Vec<String>, String) {
+    if let Some(c) = &opts.config {
+        return (vec![format!("config={c}")], "--config".into());
+    }
+    let mut files = vec![PathBuf::from(PLUGSTACK)];
+    if let Ok(entries) = std::fs::read_dir(PLUGSTACK_DIR) {
+        let mut more: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+            .collect();
+        more.sort();
+        files.extend(more);
+    }
+    for f in files {
+        if let Some(args) = std::fs::read_to_string(&f)
+            .ok()
+            .and_then(|t| config::plugstack_args(&t))
+        {
+            return (args, f.display().to_string());
+        }
+    }
+    (Vec::new(), "no plugstack line found: defaults".into())
+}
+
+fn load(opts: &Opts) -> Result<(Config, String, Vec<String>), String> {
+    let (args, source) = plugin_args(opts);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let node = job::node_name();
+    let config = job::load_node_config(&refs, &node).map_err(|e| format!("tre-spank: {e}"))?;
+    let mut about = vec![format!(
+        "config {} (plugin arguments from {source}: {})",
+        config::config_path(&refs).display(),
+        if args.is_empty() {
+            "none".to_string()
+        } else {
+            args.join(" ")
+        }
+    )];
+    let base = config::load(&refs).map_err(|e| format!("tre-spank: {e}"))?;
+    let sections = base.matching_sections(&node);
+    about.push(if sections.is_empty() {
+        format!("node {node}: no [[node]] section applies")
+    } else {
+        format!(
+            "node {node}: [[node]] sections {} apply",
+            sections
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    });
+    Ok((config, node, about))
+}
+
+// ---------------------------------------------------------------------------- check
+
+struct Checks {
+    problems: usize,
+}
+
+impl Checks {
+    fn ok(&self, line: &str) {
+        println!("ok       {line}");
+    }
+    fn note(&self, line: &str) {
+        println!("note     {line}");
+    }
+    fn problem(&mut self, line: &str) {
+        self.problems += 1;
+        println!("PROBLEM  {line}");
+    }
+}
+
+/// A root-owned directory nobody else can write; `None` if it does not exist.
+fn check_root_dir(c: &mut Checks, what: &str, path: &Path, mode: u32) {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => c.note(&format!(
+            "{what} {} does not exist yet (the plugin creates it with mode {mode:04o})",
+            path.display()
+        )),
+        Err(e) => c.problem(&format!("{what} {}: {e}", path.display())),
+        Ok(m) if !m.is_dir() => c.problem(&format!(
+            "{what} {} is not a directory (a symbolic link is refused too)",
+            path.display()
+        )),
+        Ok(m) if m.uid() != 0 => c.problem(&format!(
+            "{what} {} is owned by uid {}, not root",
+            path.display(),
+            m.uid()
+        )),
+        Ok(m) if m.mode() & 0o022 != 0 => c.problem(&format!(
+            "{what} {} has mode {:04o}: group or others can write it (want {mode:04o})",
+            path.display(),
+            m.mode() & 0o7777
+        )),
+        Ok(m) => c.ok(&format!(
+            "{what} {} (root, mode {:04o})",
+            path.display(),
+            m.mode() & 0o7777
+        )),
+    }
+}
+
+fn check(opts: &Opts) -> ExitCode {
+    let mut c = Checks { problems: 0 };
+    let (config, node, about) = match load(opts) {
+        Ok(x) => x,
+        Err(e) => {
+            c.problem(&e);
+            println!("1 problem");
+            return ExitCode::from(1);
+        }
+    };
+    for line in &about {
+        c.ok(line);
+    }
+    for r in &config.runtimes {
+        match job::check_runtime(&config, *r, &node) {
+            Ok(()) => c.ok(&format!("runtime {r} ({})", config.podman.path.display())),
+            Err(e) => c.problem(&format!("runtime {r}: {e}")),
+        }
+    }
+    if !config.runtimes.contains(&config.default_runtime) {
+        c.problem(&format!(
+            "default_runtime {} is not in runtimes for this node: jobs without --tre-runtime would fail",
+            config.default_runtime
+        ));
+    }
+    if config.allowed_registries.is_empty() {
+        c.problem("allowed_registries is empty: every container job would be refused");
+    } else {
+        c.ok(&format!(
+            "allowed registries: {}",
+            config.allowed_registries.join(", ")
+        ));
+    }
+    if config.safe_data {
+        match std::fs::metadata(&config.safe_data_root) {
+            Ok(m) if m.is_dir() => {
+                let projects = std::fs::read_dir(&config.safe_data_root)
+                    .map(|d| d.filter(|e| e.as_ref().is_ok_and(|e| e.path().is_dir())).count())
+                    .unwrap_or(0);
+                c.ok(&format!(
+                    "safe_data_root {} ({projects} project directories)",
+                    config.safe_data_root.display()
+                ));
+                if m.mode() & 0o002 != 0 {
+                    c.problem(&format!(
+                        "safe_data_root {} is writable by everyone",
+                        config.safe_data_root.display()
+                    ));
+                }
+            }
+            Ok(_) => c.problem(&format!(
+                "safe_data_root {} is not a directory",
+                config.safe_data_root.display()
+            )),
+            Err(e) => c.problem(&format!(
+                "safe_data_root {}: {e} (set safe_data = false for this node if it has no project data)",
+                config.safe_data_root.display()
+            )),
+        }
+    } else {
+        c.ok("safe_data = false on this node: jobs get no /safe_data");
+    }
+    check_root_dir(&mut c, "state_dir", &config.state_dir, 0o700);
+    check_root_dir(&mut c, "runtime_dir", &config.runtime_dir, 0o711);
+    match std::fs::read(&config.secret_file) {
+        Ok(bytes) if bytes.is_empty() => c.problem(&format!(
+            "secret_file {} is empty",
+            config.secret_file.display()
+        )),
+        Ok(_) => {
+            let mode = std::fs::metadata(&config.secret_file)
+                .map(|m| m.mode() & 0o7777)
+                .unwrap_or(0);
+            if mode & 0o044 != 0 {
+                c.problem(&format!(
+                    "secret_file {} has mode {mode:04o}: users could compute job numbers",
+                    config.secret_file.display()
+                ));
+            } else {
+                c.ok(&format!(
+                    "secret_file {} readable",
+                    config.secret_file.display()
+                ));
+            }
+        }
+        Err(e) => c.problem(&format!(
+            "secret_file {}: {e}",
+            config.secret_file.display()
+        )),
+    }
+    match std::fs::metadata(&config.tool_path) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o001 != 0 => {
+            c.ok(&format!("tool_path {}", config.tool_path.display()))
+        }
+        Ok(_) => c.problem(&format!(
+            "tool_path {} is not a file everyone can execute",
+            config.tool_path.display()
+        )),
+        Err(e) => c.problem(&format!("tool_path {}: {e}", config.tool_path.display())),
+    }
+    match c.problems {
+        0 => {
+            println!("all checks passed");
+            ExitCode::SUCCESS
+        }
+        n => {
+            println!("{n} problem{}", if n == 1 { "" } else { "s" });
+            ExitCode::from(1)
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------- plan
+
+/// Runs `f` in a child process with the user's identity (groups, gid, uid), as the
+/// job's `user_init` does, and returns its exit code.
+fn as_user(account: &Account, f: impl FnOnce() -> i32) -> Result<i32, String> {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::{fork, setgroups, setresgid, setresuid, ForkResult, Gid, Uid};
+    let mut gids: Vec<Gid> = vec![Gid::from_raw(account.gid)];
+    for g in &account.supplementary_groups {
+        if let Ok(Some(gr)) = nix::unistd::Group::from_name(g) {
+            gids.push(gr.gid);
+        }
+    }
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    // SAFETY: the tool is single-threaded; the child only calls async-signal-safe
+    // credential calls, then Rust code that owns no lock held by another thread.
+    match unsafe { fork() }.map_err(|e| format!("cannot fork: {e}"))? {
+        ForkResult::Child => {
+            let (uid, gid) = (Uid::from_raw(account.uid), Gid::from_raw(account.gid));
+            let code = match setgroups(&gids)
+                .and_then(|_| setresgid(gid, gid, gid))
+                .and_then(|_| setresuid(uid, uid, uid))
+            {
+                Ok(()) => f(),
+                Err(e) => {
+                    eprintln!(
+                        "tre-spank: plan: cannot take the identity of {}: {e}",
+                        account.name
+                    );
+                    3
+                }
+            };
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+            std::process::exit(code)
+        }
+        ForkResult::Parent { child } => match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => Ok(code),
+            Ok(other) => Err(format!("the check as the user ended with {other:?}")),
+            Err(e) => Err(format!("cannot wait: {e}")),
+        },
+    }
+}
+
+fn would_fail(line: &str) -> i32 {
+    println!("job would fail with: {line}");
+    1
+}
+
+fn plan_cmd(opts: &Opts) -> ExitCode {
+    let (Some(user), Some(container)) = (&opts.user, &opts.container) else {
+        eprintln!("tre-spank: plan needs --user and --container\n{USAGE}");
+        return ExitCode::from(2);
+    };
+    let code = plan_for(opts, user, container);
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn plan_for(opts: &Opts, user: &str, container: &str) -> i32 {
+    // The same steps, in the same order, as slurmstepd (spank/stepd.rs).
+    let (config, node, about) = match load(opts) {
+        Ok(x) => x,
+        Err(e) => return would_fail(&e),
+    };
+    for line in &about {
+        println!("{line}");
+    }
+    let raw = RawOptions {
+        container: Some(container.as_bytes().to_vec()),
+        runtime: opts.runtime.as_ref().map(|r| r.as_bytes().to_vec()),
+        project: opts.project.as_ref().map(|p| p.as_bytes().to_vec()),
+    };
+    let request = match options::parse(&raw, &config) {
+        Ok(Some(r)) => r,
+        Ok(None) => return would_fail("tre-spank: --tre-container is missing"),
+        // sbatch itself refuses these before the job is queued, with the same line.
+        Err(e) => return would_fail(&format!("tre-spank: {e}")),
+    };
+    if let Err(e) = job::check_runtime(&config, request.runtime, &node) {
+        return would_fail(&format!("tre-spank: {e}"));
+    }
+    let account = match account::lookup_name(user) {
+        Ok(a) => a,
+        Err(e) => return would_fail(&format!("tre-spank: {e}")),
+    };
+    if let Err(e) = std::fs::read(&config.secret_file) {
+        return would_fail(&format!(
+            "tre-spank: cannot read the job number secret {}: {e}",
+            config.secret_file.display()
+        ));
+    }
+    println!(
+        "user {} (uid {}), groups: {}",
+        account.name,
+        account.uid,
+        std::iter::once(account.primary_group.as_str())
+            .chain(account.supplementary_groups.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("image {} (runtime {})", request.image, request.runtime);
+    let result = as_user(&account, || {
+        let home_fd = match dirs::open_home(&account.home) {
+            Ok(fd) => fd,
+            Err(e) => return would_fail(&format!("tre-spank: {e}")),
+        };
+        let resolution =
+            match job::resolve_project(&home_fd, &account, &config, request.project.as_deref()) {
+                Ok(r) => r,
+                Err(e) => return would_fail(&e),
+            };
+        // The job number is secret-keyed per job: shown as N; the job id as JOBID.
+        let dirs = JobDirs {
+            number: 0,
+            outputs: account.home.join("outputs-N"),
+            scratch: account.home.join("scratch-N"),
+        };
+        let job_dir = config.runtime_dir.join("job-JOBID");
+        let script = PathBuf::from("/var/spool/slurmd/jobJOBID/slurm_script");
+        let (argv, batch): (Vec<OsString>, Option<&Path>) = if opts.command.is_empty() {
+            (vec![script.clone().into()], Some(&script))
+        } else {
+            (opts.command.clone(), None)
+        };
+        let launch = TaskLaunch {
+            argv: &argv,
+            batch_script: batch,
+            task_env_names: &[],
+            tty: false,
+        };
+        let storage = PodmanStorage {
+            job_dir: &job_dir,
+            home: &account.home,
+        };
+        let command = runtime::job_command(
+            &config,
+            &request.image,
+            request.runtime,
+            &resolution,
+            &dirs,
+            &storage,
+            &launch,
+        );
+        println!(
+            "project: {} ({})",
+            resolution
+                .project
+                .as_ref()
+                .map(|p| format!("{} via group {}", p.name, p.group))
+                .unwrap_or_else(|| "none".into()),
+            resolution.reason
+        );
+        println!("mounts:");
+        for m in plan::container_plan(&request.image, request.runtime, &resolution, &dirs).mounts {
+            println!(
+                "  {} -> {}{}",
+                m.host.display(),
+                m.container.display(),
+                if m.read_only { " (read-only)" } else { "" }
+            );
+        }
+        println!("job output would start with:");
+        for line in plan::summary_lines(&resolution, &dirs) {
+            println!("  {line}");
+        }
+        println!(
+            "  Running: {}",
+            runtime::display_command(&command.runtime_argv)
+        );
+        println!(
+            "task command: {}",
+            runtime::display_command(&command.task_argv)
+        );
+        println!("(N: the job's number, JOBID: its Slurm job id; nothing was created or run)");
+        0
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tre-spank: plan: {e}");
+            2
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------- sweep
+
+/// Jobs the controller still knows as pending, running, completing or suspended,
+/// anywhere. `None` when squeue fails: then nothing may be swept.
+fn live_jobs() -> Result<BTreeSet<u32>, String> {
+    let out = std::process::Command::new("squeue")
+        .args(["--noheader", "--all", "--format=%A"])
+        .output()
+        .map_err(|e| format!("cannot run squeue: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "squeue failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            l.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("squeue printed {l:?}"))
+        })
+        .collect()
+}
+
+fn sweep_cmd(opts: &Opts) -> ExitCode {
+    let config = match load(opts) {
+        Ok((c, _, _)) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let live = match live_jobs() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("tre-spank: sweep: {e}; nothing removed");
+            return ExitCode::from(1);
+        }
+    };
+    if opts.dry_run {
+        let dead = |j: u32| !live.contains(&j);
+        let state = tre_spank::host::state::StateDir::open(&config.state_dir);
+        let jobs = state.and_then(|s| s.jobs()).unwrap_or_default();
+        for j in jobs.into_iter().filter(|j| dead(*j)) {
+            println!("would sweep job {j}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    match sweep::sweep(&config, &|j| live.contains(&j)) {
+        Ok(report) => {
+            for n in &report.notes {
+                if n.problem {
+                    eprintln!("tre-spank: {}", n.line);
+                } else {
+                    println!("{}", n.line);
+                }
+            }
+            println!(
+                "swept {} job(s), {} still alive",
+                report.swept.len(),
+                report.alive.len()
+            );
+            if report.notes.iter().any(|n| n.problem) {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("tre-spank: sweep: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
-    match args.next().as_ref().and_then(|a| a.to_str()) {
+    let sub = args.next().and_then(|a| a.into_string().ok());
+    let admin = |sub: &str, args, f: fn(&Opts) -> ExitCode| match parse_opts(sub, args) {
+        Ok(o) => f(&o),
+        Err(e) => {
+            eprintln!("tre-spank: {e}\n{USAGE}");
+            ExitCode::from(2)
+        }
+    };
+    match sub.as_deref() {
         Some("launch") => match parse_launch(args) {
             Ok(launch) => ExitCode::from(u8::try_from(supervise(&launch)).unwrap_or(125)),
             Err(e) => {
@@ -37,6 +599,13 @@ fn main() -> ExitCode {
                 ExitCode::from(125)
             }
         },
+        Some("check") => admin("check", args, check),
+        Some("plan") => admin("plan", args, plan_cmd),
+        Some("sweep") => admin("sweep", args, sweep_cmd),
+        Some("--help" | "-h" | "help") => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
         _ => {
             eprintln!("{USAGE}");
             ExitCode::from(2)

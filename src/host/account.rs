@@ -56,7 +56,7 @@ pub fn lookup(uid: u32, gid: u32, supplementary_gids: &[u32]) -> Result<Account,
 }
 
 /// The account with its groups from the group database (where Slurm gives none: the
-/// submission side).
+/// submission side, and `tre-spank plan`).
 pub fn lookup_with_group_database(uid: u32) -> Result<Account, AccountError> {
     let user = User::from_uid(Uid::from_raw(uid))
         .map_err(|source| AccountError::Lookup { uid, source })?
@@ -69,6 +69,15 @@ pub fn lookup_with_group_database(uid: u32) -> Result<Account, AccountError> {
         .map(|g| g.as_raw())
         .collect();
     lookup(uid, user.gid.as_raw(), &gids)
+}
+
+/// The account by name, with the groups the group database gives it (what Slurm's
+/// credential carries by default). For `tre-spank plan`.
+pub fn lookup_name(name: &str) -> Result<Account, String> {
+    let user = User::from_name(name)
+        .map_err(|e| format!("cannot look up user {name}: {e}"))?
+        .ok_or_else(|| format!("no user {name} in the password database"))?;
+    lookup_with_group_database(user.uid.as_raw()).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

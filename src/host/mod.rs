@@ -3,8 +3,11 @@
 //! a symbolic link the user could have planted.
 
 pub mod account;
+pub mod audit;
 pub mod dirs;
+pub mod job;
 pub mod launch;
 pub mod remove;
 pub mod runtime_dir;
 pub mod state;
+pub mod sweep;

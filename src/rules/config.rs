@@ -35,7 +35,92 @@ pub struct Config {
     pub secret_file: PathBuf,
     /// The `tre-spank` tool, which supervises each container task.
     pub tool_path: PathBuf,
+    /// Runtimes installed on this node; a job asking for another fails with a message.
+    pub runtimes: Vec<Runtime>,
     pub podman: PodmanConfig,
+    /// `[[node]]` sections: overrides for nodes whose hostname matches (see
+    /// [`Config::for_node`]).
+    #[serde(rename = "node")]
+    pub nodes: Vec<NodeSection>,
+}
+
+/// Settings that differ between nodes. Every matching section applies, in file order
+/// (a later section overrides an earlier one).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// Hostname globs (`*` any run of characters, `?` one character).
+    pub names: Vec<String>,
+    pub safe_data: Option<bool>,
+    pub safe_data_root: Option<PathBuf>,
+    pub default_runtime: Option<Runtime>,
+    pub runtimes: Option<Vec<Runtime>>,
+    pub podman_network: Option<Network>,
+}
+
+impl NodeSection {
+    pub fn matches(&self, hostname: &str) -> bool {
+        self.names.iter().any(|g| glob_match(g, hostname))
+    }
+}
+
+/// Shell-style match of `*` and `?` over the whole of `name` (no character classes:
+/// hostnames have no need of them and a `[` is then a plain character).
+pub fn glob_match(glob: &str, name: &str) -> bool {
+    let (g, n): (Vec<char>, Vec<char>) = (glob.chars().collect(), name.chars().collect());
+    let (mut gi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        if gi < g.len() && (g[gi] == '?' || (g[gi] != '*' && g[gi] == n[ni])) {
+            gi += 1;
+            ni += 1;
+        } else if gi < g.len() && g[gi] == '*' {
+            star = Some((gi, ni));
+            gi += 1;
+        } else if let Some((sg, sn)) = star {
+            gi = sg + 1;
+            ni = sn + 1;
+            star = Some((sg, sn + 1));
+        } else {
+            return false;
+        }
+    }
+    g[gi..].iter().all(|&c| c == '*')
+}
+
+impl Config {
+    /// The settings for one node: every `[[node]]` section whose `names` match the
+    /// hostname applies, in file order. The hostname comes from the node itself
+    /// (gethostname), never from the job.
+    pub fn for_node(&self, hostname: &str) -> Config {
+        let mut c = self.clone();
+        for s in self.nodes.iter().filter(|s| s.matches(hostname)) {
+            if let Some(v) = s.safe_data {
+                c.safe_data = v;
+            }
+            if let Some(v) = &s.safe_data_root {
+                c.safe_data_root = v.clone();
+            }
+            if let Some(v) = s.default_runtime {
+                c.default_runtime = v;
+            }
+            if let Some(v) = &s.runtimes {
+                c.runtimes = v.clone();
+            }
+            if let Some(v) = s.podman_network {
+                c.podman.network = v;
+            }
+        }
+        c
+    }
+
+    /// Sections that apply to `hostname`, by position (1-based), for `check`/`plan`.
+    pub fn matching_sections(&self, hostname: &str) -> Vec<usize> {
+        (self.nodes.iter().enumerate())
+            .filter(|(_, s)| s.matches(hostname))
+            .map(|(i, _)| i + 1)
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -96,7 +181,9 @@ impl Default for Config {
             runtime_dir: PathBuf::from("/var/lib/tre-spank/jobs"),
             secret_file: PathBuf::from("/etc/munge/munge.key"),
             tool_path: PathBuf::from("/usr/sbin/tre-spank"),
+            runtimes: vec![Runtime::Podman],
             podman: PodmanConfig::default(),
+            nodes: Vec::new(),
         }
     }
 }
@@ -123,8 +210,13 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config {path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    /// `location` is empty or `line N, key K` (1-based line of the file).
+    #[error("config {path}{}: {message}", if location.is_empty() { String::new() } else { format!(" {location}") })]
+    Parse {
+        path: PathBuf,
+        location: String,
+        message: String,
+    },
     #[error("plugstack argument {arg:?}: {message}")]
     Argument { arg: String, message: String },
 }
@@ -139,6 +231,23 @@ pub fn config_path(plugstack_args: &[&str]) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
 }
 
+/// The plugin's arguments from a plugstack.conf text: the first active line whose
+/// plugin path ends in `tre_spank.so` or `tre-spank.so`. `None`: no such line.
+pub fn plugstack_args(plugstack_text: &str) -> Option<Vec<String>> {
+    plugstack_text.lines().find_map(|line| {
+        let line = line.split('#').next().unwrap_or("");
+        let mut words = line.split_whitespace();
+        let kind = words.next()?;
+        let plugin = words.next()?;
+        let ours = matches!(kind, "required" | "optional")
+            && (plugin.ends_with("/tre_spank.so")
+                || plugin.ends_with("/tre-spank.so")
+                || plugin == "tre_spank.so"
+                || plugin == "tre-spank.so");
+        ours.then(|| words.map(str::to_string).collect())
+    })
+}
+
 /// Reads the file (if it exists) and applies the other plugstack arguments on top.
 pub fn load(plugstack_args: &[&str]) -> Result<Config, ConfigError> {
     let path = config_path(plugstack_args);
@@ -151,19 +260,72 @@ pub fn load(plugstack_args: &[&str]) -> Result<Config, ConfigError> {
 }
 
 pub fn parse(text: &str, path: &Path, plugstack_args: &[&str]) -> Result<Config, ConfigError> {
-    let mut table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: one_line(&e.to_string()),
-        })?;
-    for arg in plugstack_args.iter().filter(|a| !a.starts_with("config=")) {
+    // The file alone first, so that errors carry its line numbers.
+    let from_file: Config = toml::from_str(text).map_err(|e| located(text, path, &e))?;
+    check_sections(&from_file, path)?;
+    let mut table: toml::Table = text.parse().map_err(|e| located(text, path, &e))?;
+    let overrides: Vec<&str> = (plugstack_args.iter().copied())
+        .filter(|a| !a.starts_with("config="))
+        .collect();
+    for arg in &overrides {
         apply_argument(&mut table, arg)?;
     }
-    Config::deserialize(table).map_err(|e| ConfigError::Parse {
-        path: path.to_path_buf(),
-        message: one_line(&e.to_string()),
+    Config::deserialize(table).map_err(|e| ConfigError::Argument {
+        arg: overrides.join(" "),
+        message: one_line(e.message()),
     })
+}
+
+fn check_sections(config: &Config, path: &Path) -> Result<(), ConfigError> {
+    for (i, s) in config.nodes.iter().enumerate() {
+        if s.names.is_empty() || s.names.iter().any(|n| n.is_empty()) {
+            return Err(ConfigError::Parse {
+                path: path.to_path_buf(),
+                location: format!("[[node]] section {}, key node.names", i + 1),
+                message: "names must list at least one non-empty hostname glob".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Turns a toml error's byte span into `line N, key K` (K with its section, dotted).
+fn located(text: &str, path: &Path, e: &toml::de::Error) -> ConfigError {
+    let location = e
+        .span()
+        .map(|span| {
+            let start = span.start.min(text.len());
+            let line_no = text[..start].matches('\n').count() + 1;
+            let mut section = String::new();
+            let mut key = String::new();
+            for line in text.lines().take(line_no) {
+                let t = line.trim();
+                if t.starts_with('[') {
+                    section = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+                    key.clear();
+                } else if let Some((k, _)) = t.split_once('=') {
+                    key = k.trim().trim_matches('"').to_string();
+                } else {
+                    key.clear();
+                }
+            }
+            let dotted = match (section.is_empty(), key.is_empty()) {
+                (_, true) => section,
+                (true, false) => key,
+                (false, false) => format!("{section}.{key}"),
+            };
+            if dotted.is_empty() {
+                format!("line {line_no}")
+            } else {
+                format!("line {line_no}, key {dotted}")
+            }
+        })
+        .unwrap_or_default();
+    ConfigError::Parse {
+        path: path.to_path_buf(),
+        location,
+        message: one_line(e.message()),
+    }
 }
 
 /// `podman.network=none` sets `[podman] network = "none"`; values are TOML when they
@@ -289,6 +451,170 @@ mod tests {
         assert_eq!(
             config_path(&["config=/a", "config=/b"]),
             PathBuf::from("/b")
+        );
+    }
+
+    const EXAMPLE: &str = include_str!("../../examples/tre-spank.toml");
+
+    #[test]
+    fn the_example_file_is_the_defaults() {
+        assert_eq!(parse(EXAMPLE, p(), &[]).unwrap(), Config::default());
+    }
+
+    /// The fields serde knows, from its own "expected one of" message.
+    fn known_fields(section: &str) -> Vec<String> {
+        let e = parse(&format!("{section}\nzz_not_a_key = 1\n"), p(), &[])
+            .unwrap_err()
+            .to_string();
+        let list = e.split("expected one of").nth(1).expect(&e).to_string();
+        list.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn the_example_file_documents_every_setting() {
+        let set = |key: &str| EXAMPLE.lines().any(|l| l.starts_with(&format!("{key} = ")));
+        let commented = |key: &str| {
+            EXAMPLE
+                .lines()
+                .any(|l| l.starts_with(&format!("# {key} = ")))
+        };
+        let sections = |key: &str| EXAMPLE.lines().any(|l| l == format!("[{key}]"));
+        for key in known_fields("") {
+            assert!(
+                key == "node" || set(&key) || sections(&key),
+                "{key} missing from examples/tre-spank.toml"
+            );
+        }
+        for key in known_fields("[podman]") {
+            assert!(set(&key), "podman.{key} missing from the example");
+        }
+        for key in known_fields("[[node]]\nnames = [\"x\"]") {
+            assert!(commented(&key), "node.{key} missing from the example");
+        }
+    }
+
+    #[test]
+    fn the_commented_node_examples_parse_and_apply() {
+        let uncommented: String = EXAMPLE
+            .lines()
+            .skip_while(|l| !l.starts_with("# Examples"))
+            .skip(1)
+            .map(|l| l.strip_prefix("# ").or(l.strip_prefix("#")).unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let text = format!("{EXAMPLE}\n{uncommented}\n");
+        let c = parse(&text, p(), &[]).unwrap();
+        assert_eq!(c.nodes.len(), 3);
+        let login = c.for_node("login2");
+        assert!(!login.safe_data);
+        assert_eq!(login.podman.network, Network::None);
+        let gpu = c.for_node("gpu07");
+        assert_eq!(gpu.runtimes, vec![Runtime::Podman, Runtime::Apptainer]);
+        assert!(gpu.safe_data);
+        assert_eq!(
+            c.for_node("bigmem3").safe_data_root,
+            PathBuf::from("/bigmem/safe_data")
+        );
+        let other = c.for_node("node01");
+        assert_eq!(
+            Config {
+                nodes: vec![],
+                ..other
+            },
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn node_sections_apply_in_file_order() {
+        let text = "[[node]]\nnames = [\"n*\"]\nsafe_data = false\npodman_network = \"none\"\n\
+                    [[node]]\nnames = [\"n1\", \"x\"]\nsafe_data = true\ndefault_runtime = \"apptainer\"\n";
+        let c = parse(text, p(), &[]).unwrap();
+        let n1 = c.for_node("n1");
+        assert!(n1.safe_data);
+        assert_eq!(n1.default_runtime, Runtime::Apptainer);
+        assert_eq!(n1.podman.network, Network::None);
+        let n2 = c.for_node("n2");
+        assert!(!n2.safe_data);
+        assert_eq!(n2.default_runtime, Runtime::Podman);
+        assert_eq!(c.matching_sections("n1"), vec![1, 2]);
+        assert_eq!(c.matching_sections("m1"), Vec::<usize>::new());
+        assert!(c.for_node("m1").safe_data);
+    }
+
+    #[test]
+    fn node_sections_are_strict() {
+        let e = parse("[[node]]\nnames = [\"a\"]\nsafe_dta = false\n", p(), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 3, key node.safe_dta"), "{e}");
+        let e = parse("[[node]]\nnames = []\n", p(), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("node.names"), "{e}");
+        assert!(parse("[[node]]\nsafe_data = false\n", p(), &[]).is_err());
+        let e = parse(
+            "\n[[node]]\nnames = [\"a\"]\nruntimes = [\"docker\"]\n",
+            p(),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("line 4, key node.runtimes"), "{e}");
+    }
+
+    #[test]
+    fn parse_errors_name_file_line_and_key() {
+        let e = parse(
+            "safe_data = true\n\n[podman]\nnetwork = \"bridge\"\n",
+            p(),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("config /etc/slurm/tre-spank.toml line 4, key podman.network: "),
+            "{e}"
+        );
+        assert!(e.contains("bridge"), "{e}");
+        let e = parse("x = = 1\n", p(), &[]).unwrap_err().to_string();
+        assert!(e.contains("line 1"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("bigmem*", "bigmem12"));
+        assert!(glob_match("bigmem*", "bigmem"));
+        assert!(!glob_match("bigmem*", "xbigmem1"));
+        assert!(glob_match("n?1", "na1"));
+        assert!(!glob_match("n?1", "n1"));
+        assert!(glob_match("*-gpu-*", "a-gpu-b"));
+        assert!(glob_match("tre-host1", "tre-host1"));
+        assert!(!glob_match("tre-host1", "tre-host10"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("a*b*c", "aXbYbZc"));
+    }
+
+    #[test]
+    fn plugstack_lines_give_the_arguments() {
+        let text = "# required /x/tre_spank.so config=/no\ninclude /etc/slurm/plugstack.conf.d/*.conf\n\
+                    optional /usr/lib/other.so a=b\nrequired /usr/lib/slurm-tre/tre_spank.so config=/etc/t.toml safe_data=false # note\n";
+        assert_eq!(
+            plugstack_args(text),
+            Some(vec![
+                "config=/etc/t.toml".to_string(),
+                "safe_data=false".to_string()
+            ])
+        );
+        assert_eq!(plugstack_args("required /usr/lib/other.so\n"), None);
+        assert_eq!(
+            plugstack_args(include_str!("../../plugstack.conf.example")),
+            Some(vec!["config=/etc/slurm/tre-spank.toml".to_string()])
         );
     }
 }

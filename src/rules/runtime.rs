@@ -5,9 +5,60 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use super::config::{ContainerUser, Network, PodmanConfig};
+use super::config::{Config, ContainerUser, Network, PodmanConfig};
 use super::image::ImageRef;
-use super::plan::ContainerPlan;
+use super::options::Runtime;
+use super::plan::{container_plan, ContainerPlan, JobDirs};
+use super::project::Resolution;
+
+/// Whether `runtime` can run on `node`: listed in the node's `runtimes` and installed
+/// (`is_file` probes the binary). The error is the line the job shows.
+pub fn availability(
+    config: &Config,
+    runtime: Runtime,
+    node: &str,
+    is_file: &dyn Fn(&Path) -> bool,
+) -> Result<(), String> {
+    let unavailable = || format!("the {runtime} runtime is not available on node {node}");
+    if !config.runtimes.contains(&runtime) {
+        return Err(unavailable());
+    }
+    match runtime {
+        Runtime::Podman if !is_file(&config.podman.path) => Err(format!(
+            "podman is not installed on node {node} (looked for {})",
+            config.podman.path.display()
+        )),
+        Runtime::Podman => Ok(()),
+        Runtime::Apptainer => Err(unavailable()),
+    }
+}
+
+/// One job task's commands: what the `Running:` line shows, and the task's real argv.
+pub struct JobCommand {
+    pub runtime_argv: Vec<OsString>,
+    pub task_argv: Vec<OsString>,
+}
+
+/// The whole command for one task: the plan (mounts, env), spelt for the runtime, under
+/// the `tre-spank launch` supervisor. slurmstepd and `tre-spank plan` both call this.
+#[allow(clippy::too_many_arguments)]
+pub fn job_command(
+    config: &Config,
+    image: &ImageRef,
+    runtime: Runtime,
+    resolution: &Resolution,
+    dirs: &JobDirs,
+    storage: &PodmanStorage<'_>,
+    task: &TaskLaunch<'_>,
+) -> JobCommand {
+    let plan = container_plan(image, runtime, resolution, dirs);
+    let runtime_argv = podman_argv(&plan, &config.podman, storage, task);
+    let task_argv = supervised_argv(&config.tool_path, image, runtime_argv.clone());
+    JobCommand {
+        runtime_argv,
+        task_argv,
+    }
+}
 
 /// Facts about the task being wrapped.
 pub struct TaskLaunch<'a> {

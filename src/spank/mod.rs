@@ -104,6 +104,11 @@ unsafe impl Plugin for TreSpank {
         self.step.task_init(spank)
     }
 
+    fn task_exit(&mut self, spank: &mut SpankHandle) -> Result<(), Box<dyn Error>> {
+        self.step.task_exit(spank);
+        Ok(())
+    }
+
     fn job_epilog(&mut self, spank: &mut SpankHandle) -> Result<(), Box<dyn Error>> {
         epilog::job_epilog(spank);
         Ok(())

@@ -17,18 +17,23 @@ use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
-use slurm_spank::{spank_log_info, SpankHandle};
+use std::time::SystemTime;
+
+use slurm_spank::{spank_log_info, spank_log_verbose, SpankHandle};
 
 use super::{fail, raw_options};
 use crate::host::account::{self, Account};
+use crate::host::audit as host_audit;
 use crate::host::dirs::{self, DirId};
+use crate::host::job;
 use crate::host::runtime_dir;
 use crate::host::state::{JobRecord, StateDir};
-use crate::rules::config::{self, Config};
+use crate::rules::audit::{self, Event};
+use crate::rules::config::Config;
 use crate::rules::job_number::job_number;
-use crate::rules::options::{self, ContainerRequest, Runtime};
+use crate::rules::options::{self, ContainerRequest};
 use crate::rules::plan::{self, outputs_name, scratch_name, JobDirs, IN_CONTAINER_VAR};
-use crate::rules::project::{self, ProjectError, ProjectFacts, Resolution, SafeData};
+use crate::rules::project::{Resolution, SafeData};
 use crate::rules::runtime::{self, TaskLaunch};
 
 /// Slurm's step id for the batch script (`SLURM_BATCH_SCRIPT`).
@@ -51,6 +56,8 @@ struct Job {
     earlier: Option<JobRecord>,
     /// Per-job `$XDG_RUNTIME_DIR` for the runtime.
     runtime_dir: PathBuf,
+    /// This node's name, for the audit records.
+    node: String,
     ready: Option<Ready>,
 }
 
@@ -62,6 +69,8 @@ struct Ready {
     scratch: DirId,
     /// Created by this step (so no record exists yet).
     created_now: bool,
+    /// When the step's tasks were about to start (audit records).
+    started: SystemTime,
 }
 
 impl Step {
@@ -87,7 +96,12 @@ impl Step {
     pub fn user_init(&mut self, _spank: &mut SpankHandle) {
         let Some(Ok(job)) = &mut self.job else { return };
         match make_ready(job) {
-            Ok(ready) => job.ready = Some(ready),
+            Ok(ready) => {
+                job.ready = Some(Ready {
+                    started: SystemTime::now(),
+                    ..ready
+                })
+            }
             Err(message) => self.job = Some(Err(message)),
         }
     }
@@ -117,6 +131,7 @@ impl Step {
             None => return Ok(()),
             Some(Err(message)) => {
                 say(message);
+                audit(spank, Event::Refused, refusal_fields(spank, message));
                 return Err(message.clone().into());
             }
             Some(Ok(job)) => job,
@@ -126,9 +141,105 @@ impl Step {
         };
         wrap_task(spank, job, ready).map_err(|message| {
             say(&message);
+            audit(spank, Event::Refused, refusal_fields(spank, &message));
             message.into()
         })
     }
+
+    /// slurmstepd (root), once per task: the end of the container run.
+    pub fn task_exit(&mut self, spank: &mut SpankHandle) {
+        let Some(Ok(job)) = &self.job else { return };
+        let Some(ready) = &job.ready else { return };
+        let mut fields = run_fields(spank, job, ready);
+        fields.push(("start", audit::utc_time(ready.started)));
+        fields.push(("end", audit::utc_time(SystemTime::now())));
+        match spank.task_exit_status() {
+            Ok(status) => {
+                let (key, value) = audit::exit_fields(status);
+                fields.push((key, value));
+            }
+            Err(_) => fields.push(("exit", "unknown".into())),
+        }
+        audit(spank, Event::End, fields);
+    }
+}
+
+/// An audit record to syslog and to the slurmd log.
+fn audit(_spank: &SpankHandle, event: Event, fields: Vec<(&'static str, String)>) {
+    let record = audit::format_record(event, &fields);
+    spank_log_info!("{record}");
+    if let Err(e) = host_audit::send(&record) {
+        spank_log_verbose!("tre-spank: audit record not sent to syslog: {e}");
+    }
+}
+
+fn step_name(spank: &SpankHandle) -> String {
+    match spank.job_stepid() {
+        Ok(BATCH_STEP_ID) => "batch".into(),
+        Ok(s) => s.to_string(),
+        Err(_) => "unknown".into(),
+    }
+}
+
+/// The fields of a container run, in the documented order (docs/audit-log.md).
+fn run_fields(spank: &SpankHandle, job: &Job, ready: &Ready) -> Vec<(&'static str, String)> {
+    let safe_data = match &ready.resolution.safe_data {
+        SafeData::Disabled => String::new(),
+        SafeData::Home(p) | SafeData::ProjectDir(p) => p.display().to_string(),
+    };
+    vec![
+        ("job", job.job_id.to_string()),
+        ("step", step_name(spank)),
+        (
+            "task",
+            spank
+                .task_global_id()
+                .map(|t| t.to_string())
+                .unwrap_or_default(),
+        ),
+        ("user", job.account.name.clone()),
+        ("uid", job.account.uid.to_string()),
+        (
+            "project",
+            (ready.resolution.project.as_ref())
+                .map(|p| p.name.clone())
+                .unwrap_or_default(),
+        ),
+        ("safe_data", safe_data),
+        ("image", job.request.image.to_string()),
+        ("runtime", job.request.runtime.to_string()),
+        ("node", job.node.clone()),
+        ("outputs", ready.dirs.outputs.display().to_string()),
+    ]
+}
+
+/// What is known of a refused step: from Slurm, not from the job's environment.
+fn refusal_fields(spank: &SpankHandle, message: &str) -> Vec<(&'static str, String)> {
+    let raw = raw_options(spank);
+    let text = |v: Option<Vec<u8>>| {
+        v.map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    };
+    let uid = spank.job_uid().ok();
+    let user = uid
+        .and_then(|u| nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(u)).ok()?)
+        .map(|u| u.name)
+        .unwrap_or_default();
+    vec![
+        ("where", "node".into()),
+        (
+            "job",
+            spank.job_id().map(|j| j.to_string()).unwrap_or_default(),
+        ),
+        ("step", step_name(spank)),
+        ("user", user),
+        ("uid", uid.map(|u| u.to_string()).unwrap_or_default()),
+        ("image", text(raw.container)),
+        ("runtime", text(raw.runtime)),
+        ("project", text(raw.project)),
+        ("node", job::node_name()),
+        ("reason", message.to_string()),
+    ]
 }
 
 /// One line on the task's stderr, which is the job's output. Write errors are ignored:
@@ -141,28 +252,13 @@ fn prepare(spank: &SpankHandle, raw: &options::RawOptions) -> Result<Job, String
     let args = spank
         .plugin_argv()
         .map_err(|e| format!("tre-spank: cannot read plugstack arguments: {e}"))?;
-    let config = config::load(&args).map_err(|e| format!("tre-spank: {e}"))?;
+    // Per-node settings by this node's own name, never by anything from the job.
+    let node = job::node_name();
+    let config = job::load_node_config(&args, &node).map_err(|e| format!("tre-spank: {e}"))?;
     let request = options::parse(raw, &config)
         .map_err(|e| format!("tre-spank: {e}"))?
         .ok_or_else(|| "tre-spank: --tre-container is missing".to_string())?;
-    let node = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    match request.runtime {
-        Runtime::Podman => {
-            if !config.podman.path.is_file() {
-                return Err(format!(
-                    "tre-spank: podman is not installed on node {node} (looked for {})",
-                    config.podman.path.display()
-                ));
-            }
-        }
-        Runtime::Apptainer => {
-            return Err(format!(
-                "tre-spank: the apptainer runtime is not available on node {node}"
-            ))
-        }
-    }
+    job::check_runtime(&config, request.runtime, &node).map_err(|e| format!("tre-spank: {e}"))?;
     let uid = spank
         .job_uid()
         .map_err(|e| format!("tre-spank: cannot get the job's uid: {e}"))?;
@@ -201,6 +297,7 @@ fn prepare(spank: &SpankHandle, raw: &options::RawOptions) -> Result<Job, String
         number,
         earlier,
         runtime_dir,
+        node,
         ready: None,
     })
 }
@@ -209,21 +306,12 @@ fn prepare(spank: &SpankHandle, raw: &options::RawOptions) -> Result<Job, String
 fn make_ready(job: &Job) -> Result<Ready, String> {
     let home = &job.account.home;
     let home_fd: OwnedFd = dirs::open_home(home).map_err(|e| format!("tre-spank: {e}"))?;
-    let facts = ProjectFacts {
-        home,
-        home_safe_data: dirs::probe_home_safe_data(&home_fd),
-        primary_group: &job.account.primary_group,
-        supplementary_groups: &job.account.supplementary_groups,
-        requested: job.request.project.as_deref(),
-    };
-    let resolution =
-        project::resolve(&facts, &job.config, &dirs::is_directory).map_err(|e| e.to_string())?;
-    match &resolution.safe_data {
-        SafeData::Home(p) | SafeData::ProjectDir(p) if !dirs::can_open_dir(p) => {
-            return Err(ProjectError::CannotOpen(p.clone()).to_string())
-        }
-        _ => {}
-    }
+    let resolution = job::resolve_project(
+        &home_fd,
+        &job.account,
+        &job.config,
+        job.request.project.as_deref(),
+    )?;
     let dirs = JobDirs::new(home, job.number);
     let (outputs_dir, scratch_dir) = (outputs_name(job.number), scratch_name(job.number));
     if let Some(earlier) = &job.earlier {
@@ -237,6 +325,7 @@ fn make_ready(job: &Job) -> Result<Ready, String> {
             outputs: earlier.outputs,
             scratch: earlier.scratch,
             created_now: false,
+            started: SystemTime::now(),
         });
     }
     let outputs = dirs::create_private_dir(&home_fd, home, &outputs_dir)
@@ -259,6 +348,7 @@ fn make_ready(job: &Job) -> Result<Ready, String> {
         outputs,
         scratch,
         created_now: true,
+        started: SystemTime::now(),
     })
 }
 
@@ -293,12 +383,6 @@ fn wrap_task(spank: &mut SpankHandle, job: &Job, ready: &Ready) -> Result<(), St
         .into_iter()
         .filter_map(|kv| kv.to_str()?.split_once('=').map(|(k, _)| k.to_string()))
         .collect();
-    let plan = plan::container_plan(
-        &job.request.image,
-        job.request.runtime,
-        &ready.resolution,
-        &ready.dirs,
-    );
     let launch = TaskLaunch {
         argv: &task_argv,
         batch_script: batch_script.as_deref(),
@@ -309,21 +393,28 @@ fn wrap_task(spank: &mut SpankHandle, job: &Job, ready: &Ready) -> Result<(), St
         job_dir: &job.runtime_dir,
         home: &job.account.home,
     };
-    let argv = runtime::podman_argv(&plan, &job.config.podman, &storage, &launch);
+    let command = runtime::job_command(
+        &job.config,
+        &job.request.image,
+        job.request.runtime,
+        &ready.resolution,
+        &ready.dirs,
+        &storage,
+        &launch,
+    );
     if spank.task_global_id().unwrap_or(0) == 0 {
         for line in plan::summary_lines(&ready.resolution, &ready.dirs) {
             say(&line);
         }
-        say(&format!("Running: {}", runtime::display_command(&argv)));
+        say(&format!(
+            "Running: {}",
+            runtime::display_command(&command.runtime_argv)
+        ));
     }
-    spank_log_info!(
-        "tre-spank: job {} user {} image {} outputs {}",
-        job.job_id,
-        job.account.name,
-        job.request.image,
-        ready.dirs.outputs.display()
-    );
-    let task = runtime::supervised_argv(&job.config.tool_path, &job.request.image, argv);
+    let mut fields = run_fields(spank, job, ready);
+    fields.push(("start", audit::utc_time(ready.started)));
+    audit(spank, Event::Start, fields);
+    let task = command.task_argv;
     // Slurm keeps the task's own argv after what is prepended.
     let prefix = &task[..task.len() - task_argv.len()];
     spank

@@ -1,0 +1,55 @@
+//! Steps of a container job that slurmstepd and the `tre-spank` tool share, so that
+//! `tre-spank plan` shows exactly what a job would get.
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use super::account::Account;
+use super::dirs;
+use crate::rules::config::{self, Config, ConfigError};
+use crate::rules::options::Runtime;
+use crate::rules::project::{self, ProjectError, ProjectFacts, Resolution, SafeData};
+use crate::rules::runtime;
+
+/// This node's own name (never anything from the job's environment).
+pub fn node_name() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The site config as it applies to this node (its `[[node]]` sections applied).
+pub fn load_node_config(plugstack_args: &[&str], node: &str) -> Result<Config, ConfigError> {
+    Ok(config::load(plugstack_args)?.for_node(node))
+}
+
+/// Whether the runtime can run on this node; the error is the line the job shows
+/// (without the `tre-spank: ` prefix).
+pub fn check_runtime(config: &Config, runtime: Runtime, node: &str) -> Result<(), String> {
+    runtime::availability(config, runtime, node, &|p: &Path| p.is_file())
+}
+
+/// Which project data the job sees. Must run with the job user's identity: what the
+/// user can open decides.
+pub fn resolve_project(
+    home_fd: &OwnedFd,
+    account: &Account,
+    config: &Config,
+    requested: Option<&str>,
+) -> Result<Resolution, String> {
+    let facts = ProjectFacts {
+        home: &account.home,
+        home_safe_data: dirs::probe_home_safe_data(home_fd),
+        primary_group: &account.primary_group,
+        supplementary_groups: &account.supplementary_groups,
+        requested,
+    };
+    let resolution =
+        project::resolve(&facts, config, &dirs::is_directory).map_err(|e| e.to_string())?;
+    match &resolution.safe_data {
+        SafeData::Home(p) | SafeData::ProjectDir(p) if !dirs::can_open_dir(p) => {
+            Err(ProjectError::CannotOpen(p.clone()).to_string())
+        }
+        _ => Ok(resolution),
+    }
+}

@@ -1,0 +1,217 @@
+//! Cleanup of one job's leftovers on this node (scratch, per-job runtime state, the
+//! record), shared by the job epilog, `tre-spank sweep` and a sweep at slurmd start.
+//!
+//! Nothing here follows a path alone: scratch is removed only if it is the directory
+//! the record names (device and inode), runtime state only under the root-owned parent.
+
+use std::path::Path;
+
+use super::dirs::open_home;
+use super::remove::{remove_tree, RemoveError};
+use super::runtime_dir;
+use super::state::{StateDir, StateError};
+use crate::rules::config::Config;
+use crate::rules::plan::scratch_name;
+
+/// One line for a log; `problem` lines go out as errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub problem: bool,
+    pub line: String,
+}
+
+fn info(line: String) -> Note {
+    Note {
+        problem: false,
+        line,
+    }
+}
+
+fn problem(line: String) -> Note {
+    Note {
+        problem: true,
+        line,
+    }
+}
+
+/// Removes what job `job_id` left on this node. The record is kept when scratch could
+/// not be removed, so that a later sweep tries again.
+pub fn clean_job(config: &Config, state: &StateDir, job_id: u32) -> Vec<Note> {
+    let mut notes = Vec::new();
+    // The runtime's per-job state goes whatever else happened.
+    let job_dir = config.runtime_dir.join(format!("job-{job_id}"));
+    let existed = std::fs::symlink_metadata(&job_dir).is_ok();
+    match runtime_dir::remove(&config.runtime_dir, job_id) {
+        Ok(r) if existed => notes.push(info(format!(
+            "job {job_id}: removed {}/job-{job_id} ({} entries)",
+            config.runtime_dir.display(),
+            r.removed_entries
+        ))),
+        Ok(_) => {}
+        Err(e) => notes.push(problem(format!("job {job_id}: runtime state cleanup: {e}"))),
+    }
+    let record = match state.load(job_id) {
+        Ok(Some(r)) => r,
+        Ok(None) => return notes,
+        Err(e) => {
+            notes.push(problem(format!("job {job_id}: {e}")));
+            return notes;
+        }
+    };
+    let name = scratch_name(record.number);
+    let home = match open_home(&record.home) {
+        Ok(fd) => fd,
+        Err(e) => {
+            notes.push(problem(format!("job {job_id}: scratch cleanup: {e}")));
+            return notes;
+        }
+    };
+    let forget = |notes: &mut Vec<Note>| {
+        if let Err(e) = state.remove(job_id) {
+            notes.push(problem(format!("job {job_id}: {e}")));
+        }
+    };
+    match remove_tree(&home, &record.home, &name, record.scratch) {
+        Ok(report) => {
+            notes.push(info(format!(
+                "job {job_id}: removed {}/{name} ({} entries)",
+                record.home.display(),
+                report.removed_entries
+            )));
+            forget(&mut notes);
+        }
+        Err(e @ RemoveError::NotOurs { .. }) => {
+            // Someone put something else at the name: leave it, and forget the job.
+            notes.push(problem(format!("job {job_id}: {e}")));
+            forget(&mut notes);
+        }
+        Err(e) => notes.push(problem(format!("job {job_id}: scratch cleanup: {e}"))),
+    }
+    notes
+}
+
+/// Job ids with a runtime directory `job-N` under `root`.
+fn runtime_dir_jobs(root: &Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("job-")?.parse().ok())
+        .collect()
+}
+
+#[derive(Debug, Default)]
+pub struct SweepReport {
+    /// Jobs cleaned up (their leftovers no longer exist, or a problem was noted).
+    pub swept: Vec<u32>,
+    /// Jobs left alone because they are still alive.
+    pub alive: Vec<u32>,
+    pub notes: Vec<Note>,
+}
+
+/// Cleans up every job with a record or runtime directory on this node for which
+/// `is_job_alive` says no. The caller decides liveness (squeue, slurmd's own view); when
+/// in doubt it must say alive.
+pub fn sweep(
+    config: &Config,
+    is_job_alive: &dyn Fn(u32) -> bool,
+) -> Result<SweepReport, StateError> {
+    let state = StateDir::open(&config.state_dir)?;
+    let mut jobs = state.jobs()?;
+    jobs.extend(runtime_dir_jobs(&config.runtime_dir));
+    jobs.sort_unstable();
+    jobs.dedup();
+    let mut report = SweepReport::default();
+    for job_id in jobs {
+        if is_job_alive(job_id) {
+            report.alive.push(job_id);
+        } else {
+            report.notes.extend(clean_job(config, &state, job_id));
+            report.swept.push(job_id);
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::dirs::{create_private_dir, DirId};
+    use crate::host::state::JobRecord;
+    use nix::unistd::{Gid, Uid};
+
+    #[test]
+    fn sweeps_dead_jobs_and_keeps_live_ones() {
+        let t = tempfile::tempdir().unwrap();
+        let home = t.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        let config = Config {
+            state_dir: t.path().join("state"),
+            runtime_dir: t.path().join("jobs"),
+            ..Config::default()
+        };
+        let state = StateDir::open(&config.state_dir).unwrap();
+        let (uid, gid) = (Uid::effective().as_raw(), Gid::effective().as_raw());
+        let home_fd = open_home(&home).unwrap();
+        for (job, number) in [(10u32, 111u32), (11, 222)] {
+            let scratch = create_private_dir(&home_fd, &home, &scratch_name(number)).unwrap();
+            std::fs::write(home.join(scratch_name(number)).join("f"), b"x").unwrap();
+            state
+                .save(&JobRecord {
+                    job_id: job,
+                    uid,
+                    number,
+                    home: home.clone(),
+                    outputs: DirId { dev: 0, ino: 0 },
+                    scratch,
+                })
+                .unwrap();
+            runtime_dir::ensure(&config.runtime_dir, job, uid, gid).unwrap();
+        }
+        // A runtime directory without a record (the step failed before recording).
+        runtime_dir::ensure(&config.runtime_dir, 12, uid, gid).unwrap();
+        let report = sweep(&config, &|j| j == 11).unwrap();
+        assert_eq!(report.swept, vec![10, 12]);
+        assert_eq!(report.alive, vec![11]);
+        assert!(
+            report.notes.iter().all(|n| !n.problem),
+            "{:?}",
+            report.notes
+        );
+        assert!(!home.join(scratch_name(111)).exists());
+        assert!(home.join(scratch_name(222)).exists());
+        assert!(!config.runtime_dir.join("job-10").exists());
+        assert!(!config.runtime_dir.join("job-12").exists());
+        assert!(config.runtime_dir.join("job-11").exists());
+        assert_eq!(state.jobs().unwrap(), vec![11]);
+    }
+
+    #[test]
+    fn a_replaced_scratch_is_left_and_the_job_forgotten() {
+        let t = tempfile::tempdir().unwrap();
+        let home = t.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        let config = Config {
+            state_dir: t.path().join("state"),
+            runtime_dir: t.path().join("jobs"),
+            ..Config::default()
+        };
+        let state = StateDir::open(&config.state_dir).unwrap();
+        std::fs::create_dir(home.join(scratch_name(5))).unwrap();
+        state
+            .save(&JobRecord {
+                job_id: 3,
+                uid: 0,
+                number: 5,
+                home: home.clone(),
+                outputs: DirId { dev: 0, ino: 0 },
+                scratch: DirId { dev: 0, ino: 1 },
+            })
+            .unwrap();
+        let report = sweep(&config, &|_| false).unwrap();
+        assert!(report.notes.iter().any(|n| n.problem));
+        assert!(home.join(scratch_name(5)).exists());
+        assert_eq!(state.jobs().unwrap(), Vec::<u32>::new());
+    }
+}

@@ -3,6 +3,7 @@
 //! a symbolic link the user could have planted.
 
 pub mod account;
+pub mod cleanup;
 pub mod dirs;
 pub mod launch;
 pub mod remove;

@@ -354,8 +354,12 @@ mod tests {
         let d = t.path().join("scratch-1/d");
         fs::create_dir_all(d.join("e")).unwrap();
         fs::write(d.join("e/f"), b"x").unwrap();
-        fs::set_permissions(d.join("e"), std::os::unix::fs::PermissionsExt::from_mode(0)).unwrap();
-        fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0)).unwrap();
+        fs::set_permissions(
+            d.join("e"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o000),
+        )
+        .unwrap();
+        fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
         let r = remove_tree(&home, t.path(), "scratch-1", id);
         if nix::unistd::geteuid().is_root() {
             r.unwrap();

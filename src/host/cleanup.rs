@@ -151,10 +151,33 @@ mod tests {
     }
 
     #[test]
-    fn our_own_process_is_not_a_stepd() {
-        let found = jobs_with_a_stepd(Path::new("/proc"));
-        // This test process is no slurmstepd; whatever is found must be root's stepds.
-        assert!(found.iter().all(|j| *j > 0));
+    fn only_roots_processes_titled_slurmstepd_count() {
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new("sleep")
+            .arg0("slurmstepd: [424242.batch]")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        // The title is in /proc as soon as exec is done.
+        let mut found = BTreeSet::new();
+        for _ in 0..100 {
+            found = jobs_with_a_stepd(Path::new("/proc"));
+            let cmdline =
+                std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap_or_default();
+            if cmdline.starts_with(b"slurmstepd") {
+                found = jobs_with_a_stepd(Path::new("/proc"));
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        // Run as root, the fake is root's and counts; as a user it must not.
+        assert_eq!(
+            found.contains(&424242),
+            nix::unistd::geteuid().is_root(),
+            "{found:?}"
+        );
         assert!(jobs_with_a_stepd(Path::new("/nonexistent")).is_empty());
     }
 
@@ -208,7 +231,13 @@ mod tests {
         job(&n, 10, 1_000_010);
         job(&n, 11, 1_000_011);
         // A runtime directory whose job never got a record.
-        runtime_dir::ensure(&n.runtime, 12, Uid::effective().as_raw(), 0).unwrap();
+        runtime_dir::ensure(
+            &n.runtime,
+            12,
+            Uid::effective().as_raw(),
+            Gid::effective().as_raw(),
+        )
+        .unwrap();
         let running = BTreeSet::from([11]);
         let lines = sweep(&n.state, &n.runtime, &running);
         assert!(lines.iter().all(|l| l.is_ok()), "{lines:?}");
@@ -254,7 +283,13 @@ mod tests {
     fn without_a_record_only_the_runtime_dir_goes() {
         let n = node();
         std::fs::create_dir(n.home.join("scratch-1000030")).unwrap();
-        runtime_dir::ensure(&n.runtime, 30, Uid::effective().as_raw(), 0).unwrap();
+        runtime_dir::ensure(
+            &n.runtime,
+            30,
+            Uid::effective().as_raw(),
+            Gid::effective().as_raw(),
+        )
+        .unwrap();
         assert!(clean_up_job(&n.state, &n.runtime, 30).is_empty());
         assert!(n.home.join("scratch-1000030").is_dir());
         assert!(!n.runtime.join("job-30").exists());

@@ -6,6 +6,9 @@
 //! - `tre-spank plan --user U --container IMAGE [--runtime R] [--project P] [-- CMD...]`:
 //!   what a job of that user would get on this node, without running anything.
 //! - `tre-spank sweep [--dry-run]`: removes what jobs that no longer exist left here.
+//! - `tre-spank number --job-id J [--restart-count R] [--config PATH]` (not in the
+//!   usage text: for administrators and the test harness) prints job J's NUMBER; it
+//!   reads the root-only secret, so only root can use it.
 //!
 //! The config is found as the plugin finds it: the arguments of the tre_spank.so line
 //! in plugstack.conf (and plugstack.conf.d/*.conf), unless `--config PATH` is given.
@@ -22,6 +25,7 @@ use tre_spank::host::job;
 use tre_spank::host::launch::{supervise, Launch};
 use tre_spank::host::sweep;
 use tre_spank::rules::config::{self, Config};
+use tre_spank::rules::job_number::job_number;
 use tre_spank::rules::options::{self, RawOptions};
 use tre_spank::rules::plan::{self, JobDirs};
 use tre_spank::rules::runtime::{self, PodmanStorage, TaskLaunch};
@@ -581,6 +585,44 @@ fn sweep_cmd(opts: &Opts) -> ExitCode {
     }
 }
 
+/// `number --job-id J [--restart-count R] [--config PATH]`: the job's NUMBER.
+fn number(mut args: impl Iterator<Item = OsString>) -> Result<u32, String> {
+    let (mut job_id, mut restarts, mut config_arg) = (None, 0u32, None);
+    while let Some(a) = args.next() {
+        let mut value = || {
+            args.next()
+                .and_then(|v| v.into_string().ok())
+                .ok_or(format!("{a:?} needs a value"))
+        };
+        match a.to_str() {
+            Some("--job-id") => {
+                job_id = Some(
+                    value()?
+                        .parse::<u32>()
+                        .map_err(|e| format!("--job-id: {e}"))?,
+                )
+            }
+            Some("--restart-count") => {
+                restarts = value()?
+                    .parse::<u32>()
+                    .map_err(|e| format!("--restart-count: {e}"))?
+            }
+            Some("--config") => config_arg = Some(format!("config={}", value()?)),
+            _ => return Err(format!("unexpected argument {a:?}")),
+        }
+    }
+    let job_id = job_id.ok_or("missing --job-id")?;
+    let args: Vec<&str> = config_arg.iter().map(String::as_str).collect();
+    let config = config::load(&args).map_err(|e| e.to_string())?;
+    let secret = std::fs::read(&config.secret_file).map_err(|e| {
+        format!(
+            "cannot read the job number secret {}: {e}",
+            config.secret_file.display()
+        )
+    })?;
+    job_number(&secret, job_id, restarts).map_err(|e| e.to_string())
+}
+
 fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
     let sub = args.next().and_then(|a| a.into_string().ok());
@@ -602,6 +644,16 @@ fn main() -> ExitCode {
         Some("check") => admin("check", args, check),
         Some("plan") => admin("plan", args, plan_cmd),
         Some("sweep") => admin("sweep", args, sweep_cmd),
+        Some("number") => match number(args) {
+            Ok(n) => {
+                println!("{n}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tre-spank: {e}");
+                ExitCode::from(2)
+            }
+        },
         Some("--help" | "-h" | "help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS

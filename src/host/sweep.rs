@@ -4,6 +4,8 @@
 //! Nothing here follows a path alone: scratch is removed only if it is the directory
 //! the record names (device and inode), runtime state only under the root-owned parent.
 
+use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use super::dirs::open_home;
@@ -101,6 +103,36 @@ fn runtime_dir_jobs(root: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// Jobs that have a slurmstepd on this node: root-owned processes whose title is
+/// `slurmstepd: [JOB.STEP]` (slurmstepd sets it). A user can name a process anything,
+/// so only root's processes count.
+pub fn jobs_with_a_stepd(proc_root: &Path) -> BTreeSet<u32> {
+    let Ok(entries) = std::fs::read_dir(proc_root) else {
+        return BTreeSet::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_str().is_some_and(is_pid))
+        .filter(|e| e.metadata().map(|m| m.uid() == 0).unwrap_or(false))
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter_map(|cmdline| stepd_job(&cmdline))
+        .collect()
+}
+
+fn is_pid(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The job id in a slurmstepd process title, if `cmdline` is one.
+pub fn stepd_job(cmdline: &[u8]) -> Option<u32> {
+    let rest = cmdline.strip_prefix(b"slurmstepd: [")?;
+    let end = rest.iter().position(|b| !b.is_ascii_digit())?;
+    if end == 0 || !matches!(rest[end], b'.' | b']') {
+        return None;
+    }
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+}
+
 #[derive(Debug, Default)]
 pub struct SweepReport {
     /// Jobs cleaned up (their leftovers no longer exist, or a problem was noted).
@@ -137,6 +169,50 @@ pub fn sweep(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stepd_titles() {
+        assert_eq!(stepd_job(b"slurmstepd: [12.batch]\0\0"), Some(12));
+        assert_eq!(stepd_job(b"slurmstepd: [7.0]"), Some(7));
+        assert_eq!(stepd_job(b"slurmstepd: [3.extern]   "), Some(3));
+        assert_eq!(stepd_job(b"slurmstepd: [3]"), Some(3));
+        assert_eq!(stepd_job(b"slurmstepd: []"), None);
+        assert_eq!(stepd_job(b"slurmstepd: [x.0]"), None);
+        assert_eq!(stepd_job(b"slurmstepd: [99999999999.0]"), None);
+        assert_eq!(stepd_job(b"/usr/sbin/slurmstepd\0"), None);
+        assert_eq!(stepd_job(b"sleep\0slurmstepd: [1.0]"), None);
+    }
+
+    #[test]
+    fn only_roots_processes_titled_slurmstepd_count() {
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new("sleep")
+            .arg0("slurmstepd: [424242.batch]")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        // The title is in /proc as soon as exec is done.
+        let mut found = BTreeSet::new();
+        for _ in 0..100 {
+            found = jobs_with_a_stepd(Path::new("/proc"));
+            let cmdline =
+                std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap_or_default();
+            if cmdline.starts_with(b"slurmstepd") {
+                found = jobs_with_a_stepd(Path::new("/proc"));
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        // Run as root, the fake is root's and counts; as a user it must not.
+        assert_eq!(
+            found.contains(&424242),
+            nix::unistd::geteuid().is_root(),
+            "{found:?}"
+        );
+        assert!(jobs_with_a_stepd(Path::new("/nonexistent")).is_empty());
+    }
     use crate::host::dirs::{create_private_dir, DirId};
     use crate::host::state::JobRecord;
     use nix::unistd::{Gid, Uid};

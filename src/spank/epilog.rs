@@ -9,7 +9,7 @@ use slurm_spank::{spank_log_error, spank_log_info, SpankHandle};
 
 use crate::host::job;
 use crate::host::state::StateDir;
-use crate::host::sweep::clean_job;
+use crate::host::sweep::{self, clean_job, Note};
 
 pub fn job_epilog(spank: &mut SpankHandle) {
     let Ok(job_id) = spank.job_id() else { return };
@@ -28,11 +28,42 @@ pub fn job_epilog(spank: &mut SpankHandle) {
             return;
         }
     };
-    for note in clean_job(&config, &state, job_id) {
+    log_notes(&clean_job(&config, &state, job_id));
+}
+
+fn log_notes(notes: &[Note]) {
+    for note in notes {
         if note.problem {
             spank_log_error!("tre-spank: {}", note.line);
         } else {
             spank_log_info!("tre-spank: {}", note.line);
         }
+    }
+}
+
+/// slurmd start (and reconfiguration): clean up after jobs that no longer run here.
+/// "No longer runs" means no root-owned `slurmstepd: [JOB.*]` process on this node:
+/// slurmd launches every step through a slurmstepd, and a step's slurmstepd lives
+/// until the step's processes are gone.
+pub fn slurmd_sweep(spank: &mut SpankHandle) {
+    let args = spank.plugin_argv().unwrap_or_default();
+    let config = match job::load_node_config(&args, &job::node_name()) {
+        Ok(c) => c,
+        Err(e) => {
+            spank_log_error!("tre-spank: sweep at slurmd start cannot clean up: {e}");
+            return;
+        }
+    };
+    let running = sweep::jobs_with_a_stepd(std::path::Path::new("/proc"));
+    match sweep::sweep(&config, &|j| running.contains(&j)) {
+        Ok(report) => {
+            for job_id in &report.swept {
+                spank_log_info!(
+                    "tre-spank: sweep: job {job_id} has no slurmstepd on this node: cleaned up"
+                );
+            }
+            log_notes(&report.notes);
+        }
+        Err(e) => spank_log_error!("tre-spank: sweep at slurmd start: {e}"),
     }
 }

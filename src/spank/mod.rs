@@ -3,7 +3,8 @@
 //!
 //! - [`client`]: srun, sbatch and salloc on the submission host (validation only).
 //! - [`stepd`]: slurmstepd, for every job step (directories, wrapping the task).
-//! - [`epilog`]: the job epilog on each node (scratch removal).
+//! - [`epilog`]: the job epilog on each node (scratch removal), and the sweep at slurmd
+//!   start for jobs whose epilog never ran on this node.
 //!
 //! Rule of this layer: user mistakes fail the job (client side or `task_init`), never
 //! the node, so no remote callback returns an error before `task_init`.
@@ -73,6 +74,10 @@ unsafe impl Plugin for TreSpank {
                 if let Err(e) = register_options(spank) {
                     self.step.hold_error(e.to_string());
                 }
+                Ok(())
+            }
+            Context::Slurmd => {
+                epilog::slurmd_sweep(spank);
                 Ok(())
             }
             _ => Ok(()),

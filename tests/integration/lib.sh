@@ -90,3 +90,34 @@ assert_no_new_job_dirs() {
   added=$(comm -13 <(sort <<<"$2") <(job_dirs "$1" | sort) | grep . || true)
   [ -z "$added" ] || fail "new directories in $1's home: $added"
 }
+
+# Attack and sweep helpers (t_attacks.sh, t_sweep.sh).
+# make_canary DIR: a root-owned tree (dir 0700, file 0600, subdir 0755 + file 0644).
+make_canary() {
+  bed exec sh -c 'rm -rf "$1" && mkdir -m 0700 "$1" && echo "canary of $1" > "$1/canary" &&
+    chmod 0600 "$1/canary" && mkdir -m 0755 "$1/sub" && echo deep > "$1/sub/file" &&
+    chmod 0644 "$1/sub/file"' sh "$1"
+}
+# fingerprint PATH...: owner, group, mode, type, link count, size and checksum of every
+# entry under each PATH (symbolic links are listed, never followed).
+fingerprint() {
+  bed exec sh -c 'for p; do find "$p" -printf "%p %u:%g %m %y %n %s %l\n" | sort
+    find "$p" -type f -exec sha256sum {} + | sort; done' sh "$@"
+}
+drop_canary() { bed exec rm -rf "$1"; }
+
+# wait_number U J: the job's NUMBER once the job has printed it.
+wait_number() {
+  local n i
+  for ((i = 0; i < 150; i++)); do
+    n=$(job_number "$1" "$2" 2>/dev/null || true)
+    [ -n "$n" ] && { echo "$n"; return 0; }
+    sleep 0.2
+  done
+  fail "job $2 printed no NUMBER"
+}
+
+# number_of J: the NUMBER job J will get, computed by root from the site secret.
+number_of() { bed exec tre-spank number --job-id "$1"; }
+
+slurmd_log() { bed exec cat /var/log/slurm/slurmd.log; }

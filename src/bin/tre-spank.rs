@@ -7,14 +7,32 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use tre_spank::host::launch::{supervise, Launch};
+use tre_spank::rules::options::Runtime;
 
-const USAGE: &str = "usage: tre-spank launch --image IMAGE -- COMMAND [ARGS...]";
+const USAGE: &str = "usage: tre-spank launch --image IMAGE [--runtime podman|apptainer] [--drop-args START,COUNT] -- COMMAND [ARGS...]";
 
 fn parse_launch(mut args: impl Iterator<Item = OsString>) -> Result<Launch, String> {
     let mut image = None;
+    let mut runtime = Runtime::Podman;
+    let mut drop = None;
     loop {
         match args.next().as_ref().and_then(|a| a.to_str()) {
             Some("--image") => image = args.next().and_then(|v| v.into_string().ok()),
+            Some("--runtime") => {
+                runtime = match args.next().as_ref().and_then(|a| a.to_str()) {
+                    Some("podman") => Runtime::Podman,
+                    Some("apptainer") => Runtime::Apptainer,
+                    _ => return Err("--runtime needs podman or apptainer".into()),
+                }
+            }
+            Some("--drop-args") => {
+                let v = args.next().and_then(|v| v.into_string().ok());
+                let parsed = v.as_deref().and_then(|v| {
+                    let (a, b) = v.split_once(',')?;
+                    Some((a.parse().ok()?, b.parse().ok()?))
+                });
+                drop = Some(parsed.ok_or("--drop-args needs START,COUNT")?);
+            }
             Some("--") => break,
             Some(other) => return Err(format!("unexpected argument {other:?}")),
             None => return Err("missing -- COMMAND".into()),
@@ -23,7 +41,9 @@ fn parse_launch(mut args: impl Iterator<Item = OsString>) -> Result<Launch, Stri
     let image = image.ok_or("missing --image")?;
     Ok(Launch {
         image,
+        runtime,
         argv: args.collect(),
+        drop,
     })
 }
 

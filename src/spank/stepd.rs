@@ -44,6 +44,10 @@ pub struct Step {
 struct Job {
     config: Config,
     request: ContainerRequest,
+    /// The runtime chosen for this node.
+    runtime: Runtime,
+    /// apptainer: the image's SIF file (checked to exist).
+    sif: Option<PathBuf>,
     account: Account,
     job_id: u32,
     number: u32,
@@ -74,7 +78,7 @@ impl Step {
             return;
         }
         let raw = raw_options(spank);
-        if raw.container.is_none() && raw.runtime.is_none() && raw.project.is_none() {
+        if !raw.any() {
             return;
         }
         // A step started from inside the container (it inherits the options) runs as is.
@@ -148,21 +152,28 @@ fn prepare(spank: &SpankHandle, raw: &options::RawOptions) -> Result<Job, String
     let node = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default();
-    match request.runtime {
-        Runtime::Podman => {
-            if !config.podman.path.is_file() {
+    let installed = |r: Runtime| match r {
+        Runtime::Podman => config.podman.path.is_file(),
+        Runtime::Apptainer => config.apptainer.path.is_file(),
+    };
+    let runtime = runtime::choose_runtime(request.runtime, &config.runtimes, &installed, &node)
+        .map_err(|e| format!("tre-spank: {e}"))?;
+    // A root-managed path: a stat here is cheap and needs no runtime call.
+    let sif = match runtime {
+        Runtime::Podman => None,
+        Runtime::Apptainer => {
+            let sif = runtime::sif_path(&config.apptainer.sif_dir, &request.image)
+                .ok_or_else(|| "tre-spank: the image reference has no name".to_string())?;
+            if !sif.is_file() {
                 return Err(format!(
-                    "tre-spank: podman is not installed on node {node} (looked for {})",
-                    config.podman.path.display()
+                    "tre-spank: image {} is not on node {node}: no SIF file {} (images reach the nodes only through the site's approved process, and jobs never pull)",
+                    request.image,
+                    sif.display()
                 ));
             }
+            Some(sif)
         }
-        Runtime::Apptainer => {
-            return Err(format!(
-                "tre-spank: the apptainer runtime is not available on node {node}"
-            ))
-        }
-    }
+    };
     let uid = spank
         .job_uid()
         .map_err(|e| format!("tre-spank: cannot get the job's uid: {e}"))?;
@@ -196,6 +207,8 @@ fn prepare(spank: &SpankHandle, raw: &options::RawOptions) -> Result<Job, String
     Ok(Job {
         config,
         request,
+        runtime,
+        sif,
         account,
         job_id,
         number,
@@ -295,21 +308,57 @@ fn wrap_task(spank: &mut SpankHandle, job: &Job, ready: &Ready) -> Result<(), St
         .collect();
     let plan = plan::container_plan(
         &job.request.image,
-        job.request.runtime,
+        job.runtime,
         &ready.resolution,
         &ready.dirs,
+    );
+    // Set by slurmstepd for steps with GPUs (the step's list, else the job's).
+    let gpus = runtime::parse_gpu_list(
+        spank
+            .getenv("SLURM_STEP_GPUS")
+            .ok()
+            .flatten()
+            .or_else(|| spank.getenv("SLURM_JOB_GPUS").ok().flatten())
+            .as_deref(),
     );
     let launch = TaskLaunch {
         argv: &task_argv,
         batch_script: batch_script.as_deref(),
         task_env_names: &env_names,
         tty: stdin_is_tty(),
+        user_env: &job.request.env,
+        entrypoint: job.request.entrypoint,
+        gpus: &gpus,
     };
-    let storage = runtime::PodmanStorage {
-        job_dir: &job.runtime_dir,
-        home: &job.account.home,
+    let argv = match (job.runtime, &job.sif) {
+        (Runtime::Apptainer, Some(sif)) => {
+            // --cleanenv: the variables passed in are set as APPTAINERENV_<NAME>, by
+            // name, from the task's own values (never on the command line).
+            for name in runtime::apptainer_passed_env(&launch) {
+                if let Ok(Some(value)) = spank.getenv_os(&name) {
+                    spank
+                        .setenv(format!("APPTAINERENV_{name}"), &value, true)
+                        .map_err(|e| format!("tre-spank: cannot pass {name}: {e}"))?;
+                }
+            }
+            let cwd = std::env::current_dir().ok();
+            let workdir = runtime::apptainer_workdir(
+                &plan,
+                &job.config.apptainer,
+                &job.account.home,
+                cwd.as_deref(),
+            );
+            runtime::apptainer_argv(&plan, &job.config.apptainer, sif, &workdir, &launch)
+                .map_err(|e| format!("tre-spank: {e}"))?
+        }
+        _ => {
+            let storage = runtime::PodmanStorage {
+                job_dir: &job.runtime_dir,
+                home: &job.account.home,
+            };
+            runtime::podman_argv(&plan, &job.config.podman, &storage, &launch)
+        }
     };
-    let argv = runtime::podman_argv(&plan, &job.config.podman, &storage, &launch);
     if spank.task_global_id().unwrap_or(0) == 0 {
         for line in plan::summary_lines(&ready.resolution, &ready.dirs) {
             say(&line);
@@ -323,9 +372,17 @@ fn wrap_task(spank: &mut SpankHandle, job: &Job, ready: &Ready) -> Result<(), St
         job.request.image,
         ready.dirs.outputs.display()
     );
-    let task = runtime::supervised_argv(&job.config.tool_path, &job.request.image, argv);
     // Slurm keeps the task's own argv after what is prepended.
-    let prefix = &task[..task.len() - task_argv.len()];
+    let kept = launch.container_args().len();
+    let runtime_prefix = argv[..argv.len() - kept].to_vec();
+    let task = runtime::supervised_argv(
+        &job.config.tool_path,
+        &job.request.image,
+        job.runtime,
+        launch.dropped_args(),
+        runtime_prefix,
+    );
+    let prefix = &task[..];
     spank
         .prepend_task_argv_os(prefix.iter().map(|a| a.as_os_str()).collect())
         .map_err(|e| format!("tre-spank: cannot start the container: {e}"))

@@ -370,6 +370,20 @@ pub fn supervised_argv(
     argv
 }
 
+/// The variable that holds the step's GPUs. The environment is the user's, so only a
+/// variable slurmstepd's gres/gpu plugin always rewrites is trusted: for the batch
+/// step `SLURM_JOB_GPUS` (set when the job has GPUs, removed otherwise; a user's
+/// `SLURM_STEP_GPUS` survives there), for other steps `SLURM_STEP_GPUS` (set or
+/// removed per step; a user's `SLURM_JOB_GPUS` survives there). Checked in the bed
+/// with Slurm 26.05 and 24.11.
+pub fn gpu_list_variable(is_batch: bool) -> &'static str {
+    if is_batch {
+        "SLURM_JOB_GPUS"
+    } else {
+        "SLURM_STEP_GPUS"
+    }
+}
+
 /// Strict parse of Slurm's GPU index list (`SLURM_STEP_GPUS` / `SLURM_JOB_GPUS`,
 /// e.g. `0,2`). Anything else (ranges, names, empty items) means no GPUs: a bad
 /// value never becomes a flag.

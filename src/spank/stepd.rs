@@ -312,13 +312,11 @@ fn wrap_task(spank: &mut SpankHandle, job: &Job, ready: &Ready) -> Result<(), St
         &ready.resolution,
         &ready.dirs,
     );
-    // Set by slurmstepd for steps with GPUs (the step's list, else the job's).
     let gpus = runtime::parse_gpu_list(
         spank
-            .getenv("SLURM_STEP_GPUS")
+            .getenv(runtime::gpu_list_variable(is_batch))
             .ok()
             .flatten()
-            .or_else(|| spank.getenv("SLURM_JOB_GPUS").ok().flatten())
             .as_deref(),
     );
     let launch = TaskLaunch {

@@ -219,3 +219,53 @@ test_help_lists_the_new_options() {
   assert_contains "$out" "--tre-env=NAME[,NAME...]"
   assert_contains "$out" "--tre-entrypoint=MODE"
 }
+
+# GPUs: the bed has two fake GPUs (GRES gpu:2 on stand-in /dev/nvidia0-1, a CDI spec).
+
+# devices_in U SRUN-ARGS...: the device nodes a container step sees, on one line.
+devices_in() {
+  local user=$1; shift
+  as "$user" srun "$@" sh -c 'ls /dev/nvidia* 2>/dev/null | tr "\n" " "; echo "cvd=${CUDA_VISIBLE_DEVICES:-unset}"' 2>&1
+}
+
+test_podman_gets_the_steps_gpus_and_only_them() {
+  local out
+  out=$(devices_in alice --gres=gpu:1 --tre-container=$IMAGE)
+  assert_contains "$out" " --device=nvidia.com/gpu=0 "
+  assert_line "$out" "/dev/nvidia0 cvd=unset"
+  out=$(devices_in alice --gres=gpu:2 --tre-container=$IMAGE)
+  assert_contains "$out" " --device=nvidia.com/gpu=0 --device=nvidia.com/gpu=1 "
+  assert_line "$out" "/dev/nvidia0 /dev/nvidia1 cvd=unset"
+  # No GPUs: no flags, no devices - even when the user sets Slurm's variables.
+  out=$(as alice env SLURM_STEP_GPUS=1 SLURM_JOB_GPUS=1 CUDA_VISIBLE_DEVICES=1 srun --tre-container=$IMAGE \
+    sh -c 'ls /dev/nvidia* 2>/dev/null | tr "\n" " "; echo end' 2>&1)
+  assert_not_contains "$out" "--device"
+  assert_line "$out" "end"
+}
+
+test_batch_step_gets_the_jobs_gpus_not_a_users_variable() {
+  local job out
+  job=$(as alice sh -c 'cd ~/tests && SLURM_STEP_GPUS=0,1 sbatch --parsable --gres=gpu:1 -o "%j.out" --tre-container='"$IMAGE"' --wrap "ls /dev/nvidia*"')
+  wait_job "$job"
+  out=$(job_output alice "$job")
+  assert_contains "$out" " --device=nvidia.com/gpu=0 "
+  assert_not_contains "$out" "gpu=1"
+  assert_line "$out" "/dev/nvidia0"
+  job=$(as alice sh -c 'cd ~/tests && SLURM_JOB_GPUS=1 SLURM_STEP_GPUS=1 sbatch --parsable -o "%j.out" --tre-container='"$IMAGE"' --wrap "ls /dev/nvidia* 2>&1; true"')
+  wait_job "$job"
+  out=$(job_output alice "$job")
+  assert_not_contains "$out" "--device"
+  assert_not_contains "$out" "/dev/nvidia1"
+}
+
+test_apptainer_gets_nv_and_the_steps_cuda_devices_only_with_gpus() {
+  need_apptainer
+  local out
+  out=$(devices_in alice --gres=gpu:1 --tre-container=$IMAGE --tre-runtime=apptainer)
+  assert_contains "$out" " --nv "
+  grep -q 'cvd=0$' <<<"$out" || fail "CUDA_VISIBLE_DEVICES not the step's: $out"
+  out=$(as alice env SLURM_STEP_GPUS=1 CUDA_VISIBLE_DEVICES=1 srun --tre-container=$IMAGE --tre-runtime=apptainer \
+    sh -c 'echo "cvd=${CUDA_VISIBLE_DEVICES:-unset}"' 2>&1)
+  assert_not_contains "$out" "--nv"
+  assert_line "$out" "cvd=unset"
+}

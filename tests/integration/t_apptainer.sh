@@ -269,3 +269,14 @@ test_apptainer_gets_nv_and_the_steps_cuda_devices_only_with_gpus() {
   assert_not_contains "$out" "--nv"
   assert_line "$out" "cvd=unset"
 }
+
+test_podman_command_mode_bypasses_an_images_entrypoint_and_image_mode_uses_it() {
+  local img=ghcr.io/mikej888/entrypoint-tre:1.0 out
+  # An image with an ENTRYPOINT, imported into alice's own storage for this test.
+  as alice sh -c 'podman image exists "$1" || podman import -q --change "ENTRYPOINT [\"/bin/echo\",\"entrypoint got:\"]" \
+    --change "ENV PATH=/bin" /opt/tre-testbed/tre-image.tar "$1" >/dev/null' sh "$img"
+  out=$(as alice srun --tre-container=$img sh -c 'echo "command ran"' 2>&1)
+  assert_line "$out" "command ran"
+  out=$(as alice srun --tre-container=$img --tre-entrypoint=image one "two three" 2>&1)
+  assert_line "$out" "entrypoint got: one two three"
+}

@@ -241,6 +241,19 @@ pub fn apptainer_passed_env(task: &TaskLaunch<'_>) -> Vec<String> {
     names
 }
 
+/// Variables of the task that would steer apptainer itself (`APPTAINER_BIND` adds
+/// mounts, `APPTAINERENV_*` adds variables, and the `SINGULARITY*` spellings of both):
+/// removed from the runtime's environment before it starts, so only code and the site
+/// config decide its flags. Flags on apptainer's command line win over these anyway
+/// for what the plugin sets; removing them covers what it does not.
+pub fn apptainer_control_vars(task_env_names: &[String]) -> Vec<String> {
+    task_env_names
+        .iter()
+        .filter(|n| n.starts_with("APPTAINER") || n.starts_with("SINGULARITY"))
+        .cloned()
+        .collect()
+}
+
 /// Working directory under apptainer: the submission directory when it is visible in
 /// the container (home mounted and the directory inside it), else `/scratch`.
 pub fn apptainer_workdir(
@@ -903,6 +916,33 @@ mod tests {
             &task(&[], &[])
         )
         .is_err());
+    }
+
+    #[test]
+    fn variables_that_steer_apptainer_are_removed() {
+        let names: Vec<String> = [
+            "APPTAINER_BIND",
+            "APPTAINERENV_X",
+            "SINGULARITY_BIND",
+            "SINGULARITYENV_Y",
+            "APPTAINER_NO_MOUNT",
+            "HOME",
+            "SLURM_JOB_ID",
+            "MY_APPTAINER",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            apptainer_control_vars(&names),
+            [
+                "APPTAINER_BIND",
+                "APPTAINERENV_X",
+                "SINGULARITY_BIND",
+                "SINGULARITYENV_Y",
+                "APPTAINER_NO_MOUNT"
+            ]
+        );
     }
 
     #[test]

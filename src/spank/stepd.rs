@@ -330,6 +330,12 @@ fn wrap_task(spank: &mut SpankHandle, job: &Job, ready: &Ready) -> Result<(), St
     };
     let argv = match (job.runtime, &job.sif) {
         (Runtime::Apptainer, Some(sif)) => {
+            // The user's APPTAINER_BIND and the like would add mounts: drop them all.
+            for name in runtime::apptainer_control_vars(&env_names) {
+                spank
+                    .unsetenv(&name)
+                    .map_err(|e| format!("tre-spank: cannot remove {name}: {e}"))?;
+            }
             // --cleanenv: the variables passed in are set as APPTAINERENV_<NAME>, by
             // name, from the task's own values (never on the command line).
             for name in runtime::apptainer_passed_env(&launch) {

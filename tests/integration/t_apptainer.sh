@@ -280,3 +280,12 @@ test_podman_command_mode_bypasses_an_images_entrypoint_and_image_mode_uses_it() 
   out=$(as alice srun --tre-container=$img --tre-entrypoint=image one "two three" 2>&1)
   assert_line "$out" "entrypoint got: one two three"
 }
+
+test_apptainer_ignores_the_users_apptainer_variables() {
+  need_apptainer
+  local out
+  out=$(as alice env APPTAINER_BIND=/etc:/hostetc SINGULARITY_BIND=/etc:/hostetc2 APPTAINERENV_INJECTED=yes \
+    srun --tre-container=$IMAGE --tre-runtime=apptainer sh -c 'test -e /hostetc || test -e /hostetc2 && echo EXTRA-MOUNT; echo "injected=${INJECTED:-no}"' 2>&1)
+  assert_not_contains "$(grep -v '^Running:' <<<"$out")" "EXTRA-MOUNT"
+  assert_line "$out" "injected=no"
+}

@@ -94,6 +94,9 @@ pub struct PodmanConfig {
     pub user_image_store: bool,
     /// CDI device kind for the job's GPUs (`--device=<kind>=<index>`).
     pub gpu_cdi_kind: String,
+    /// The site's containers.conf, given to podman as `CONTAINERS_CONF` (when it
+    /// exists) so that the user's own `~/.config/containers/containers.conf` is not read.
+    pub containers_conf: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -145,6 +148,7 @@ impl Default for PodmanConfig {
             image_stores: Vec::new(),
             user_image_store: true,
             gpu_cdi_kind: "nvidia.com/gpu".to_string(),
+            containers_conf: PathBuf::from("/etc/containers/containers.conf"),
         }
     }
 }

@@ -254,6 +254,23 @@ pub fn apptainer_control_vars(task_env_names: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// Variables of the task that would steer podman itself (`CONTAINERS_CONF` replaces
+/// the site's containers.conf, which can add volumes; `CONTAINER_HOST` would send the
+/// run to another podman; `PODMAN_USERNS` changes the user namespace): removed from
+/// the runtime's environment before it starts.
+pub fn podman_control_vars(task_env_names: &[String]) -> Vec<String> {
+    task_env_names
+        .iter()
+        .filter(|n| {
+            n.starts_with("CONTAINERS_")
+                || n.starts_with("PODMAN_")
+                || ["CONTAINER_HOST", "CONTAINER_CONNECTION", "CONTAINER_SSHKEY"]
+                    .contains(&n.as_str())
+        })
+        .cloned()
+        .collect()
+}
+
 /// Working directory under apptainer: the submission directory when it is visible in
 /// the container (home mounted and the directory inside it), else `/scratch`.
 pub fn apptainer_workdir(
@@ -916,6 +933,30 @@ mod tests {
             &task(&[], &[])
         )
         .is_err());
+    }
+
+    #[test]
+    fn variables_that_steer_podman_are_removed() {
+        let names: Vec<String> = [
+            "CONTAINERS_CONF",
+            "CONTAINERS_CONF_OVERRIDE",
+            "CONTAINER_HOST",
+            "PODMAN_USERNS",
+            "HOME",
+            "MY_CONTAINERS_CONF",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            podman_control_vars(&names),
+            [
+                "CONTAINERS_CONF",
+                "CONTAINERS_CONF_OVERRIDE",
+                "CONTAINER_HOST",
+                "PODMAN_USERNS"
+            ]
+        );
     }
 
     #[test]

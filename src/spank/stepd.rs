@@ -356,6 +356,19 @@ fn wrap_task(spank: &mut SpankHandle, job: &Job, ready: &Ready) -> Result<(), St
                 .map_err(|e| format!("tre-spank: {e}"))?
         }
         _ => {
+            // The user's CONTAINERS_CONF, CONTAINER_HOST and the like: drop them all,
+            // and point podman at the site's containers.conf only.
+            for name in runtime::podman_control_vars(&env_names) {
+                spank
+                    .unsetenv(&name)
+                    .map_err(|e| format!("tre-spank: cannot remove {name}: {e}"))?;
+            }
+            let site_conf = &job.config.podman.containers_conf;
+            if site_conf.is_file() {
+                spank
+                    .setenv("CONTAINERS_CONF", site_conf, true)
+                    .map_err(|e| format!("tre-spank: cannot set CONTAINERS_CONF: {e}"))?;
+            }
             let storage = runtime::PodmanStorage {
                 job_dir: &job.runtime_dir,
                 home: &job.account.home,

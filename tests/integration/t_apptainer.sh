@@ -289,3 +289,14 @@ test_apptainer_ignores_the_users_apptainer_variables() {
   assert_not_contains "$(grep -v '^Running:' <<<"$out")" "EXTRA-MOUNT"
   assert_line "$out" "injected=no"
 }
+
+test_podman_ignores_the_users_container_configuration() {
+  local out
+  as alice sh -c 'mkdir -p ~/.config/containers && printf "[containers]\nvolumes = [\"/etc:/hostetc\"]\n" > ~/evil-containers.conf
+    cp ~/evil-containers.conf ~/.config/containers/containers.conf'
+  trap 'as alice rm -f .config/containers/containers.conf evil-containers.conf' EXIT
+  out=$(as alice env CONTAINERS_CONF=/home/alice/evil-containers.conf PODMAN_USERNS=host \
+    srun --tre-container=$IMAGE sh -c 'test -e /hostetc && echo EXTRA-MOUNT; echo "uid=$(id -u)"' 2>&1)
+  assert_not_contains "$(grep -v '^Running:' <<<"$out")" "EXTRA-MOUNT"
+  assert_line "$out" "uid=0"
+}

@@ -26,12 +26,12 @@ use tre_spank::host::launch::{supervise, Launch};
 use tre_spank::host::sweep;
 use tre_spank::rules::config::{self, Config};
 use tre_spank::rules::job_number::job_number;
-use tre_spank::rules::options::{self, RawOptions};
+use tre_spank::rules::options::{self, RawOptions, Runtime};
 use tre_spank::rules::plan::{self, JobDirs};
-use tre_spank::rules::runtime::{self, PodmanStorage, TaskLaunch};
+use tre_spank::rules::runtime::{self, PodmanStorage, Target, TaskLaunch};
 
 const USAGE: &str = "usage:
-  tre-spank launch --image IMAGE -- COMMAND [ARGS...]
+  tre-spank launch --image IMAGE [--runtime podman|apptainer] [--drop-args START,COUNT] -- COMMAND [ARGS...]
   tre-spank check [--config PATH]
   tre-spank plan [--config PATH] --user USER --container IMAGE [--runtime R] [--project P] [-- COMMAND...]
   tre-spank sweep [--config PATH] [--dry-run]";
@@ -41,9 +41,26 @@ const PLUGSTACK_DIR: &str = "/etc/slurm/plugstack.conf.d";
 
 fn parse_launch(mut args: impl Iterator<Item = OsString>) -> Result<Launch, String> {
     let mut image = None;
+    let mut runtime = Runtime::Podman;
+    let mut drop = None;
     loop {
         match args.next().as_ref().and_then(|a| a.to_str()) {
             Some("--image") => image = args.next().and_then(|v| v.into_string().ok()),
+            Some("--runtime") => {
+                runtime = match args.next().as_ref().and_then(|a| a.to_str()) {
+                    Some("podman") => Runtime::Podman,
+                    Some("apptainer") => Runtime::Apptainer,
+                    _ => return Err("--runtime needs podman or apptainer".into()),
+                }
+            }
+            Some("--drop-args") => {
+                let v = args.next().and_then(|v| v.into_string().ok());
+                let parsed = v.as_deref().and_then(|v| {
+                    let (a, b) = v.split_once(',')?;
+                    Some((a.parse().ok()?, b.parse().ok()?))
+                });
+                drop = Some(parsed.ok_or("--drop-args needs START,COUNT")?);
+            }
             Some("--") => break,
             Some(other) => return Err(format!("unexpected argument {other:?}")),
             None => return Err("missing -- COMMAND".into()),
@@ -52,7 +69,9 @@ fn parse_launch(mut args: impl Iterator<Item = OsString>) -> Result<Launch, Stri
     let image = image.ok_or("missing --image")?;
     Ok(Launch {
         image,
+        runtime,
         argv: args.collect(),
+        drop,
     })
 }
 
@@ -228,14 +247,19 @@ fn check(opts: &Opts) -> ExitCode {
     }
     for r in &config.runtimes {
         match job::check_runtime(&config, *r, &node) {
-            Ok(()) => c.ok(&format!("runtime {r} ({})", config.podman.path.display())),
+            Ok(()) => c.ok(&format!(
+                "runtime {r} ({})",
+                match r {
+                    Runtime::Podman => config.podman.path.display(),
+                    Runtime::Apptainer => config.apptainer.path.display(),
+                }
+            )),
             Err(e) => c.problem(&format!("runtime {r}: {e}")),
         }
     }
-    if !config.runtimes.contains(&config.default_runtime) {
+    if let Err(e) = job::choose_runtime(&config, config.default_runtime, &node) {
         c.problem(&format!(
-            "default_runtime {} is not in runtimes for this node: jobs without --tre-runtime would fail",
-            config.default_runtime
+            "default_runtime: jobs without --tre-runtime would fail: {e}"
         ));
     }
     if config.allowed_registries.is_empty() {
@@ -395,6 +419,7 @@ fn plan_for(opts: &Opts, user: &str, container: &str) -> i32 {
         container: Some(container.as_bytes().to_vec()),
         runtime: opts.runtime.as_ref().map(|r| r.as_bytes().to_vec()),
         project: opts.project.as_ref().map(|p| p.as_bytes().to_vec()),
+        ..RawOptions::default()
     };
     let request = match options::parse(&raw, &config) {
         Ok(Some(r)) => r,
@@ -402,9 +427,10 @@ fn plan_for(opts: &Opts, user: &str, container: &str) -> i32 {
         // sbatch itself refuses these before the job is queued, with the same line.
         Err(e) => return would_fail(&format!("tre-spank: {e}")),
     };
-    if let Err(e) = job::check_runtime(&config, request.runtime, &node) {
-        return would_fail(&format!("tre-spank: {e}"));
-    }
+    let runtime = match job::choose_runtime(&config, request.runtime, &node) {
+        Ok(r) => r,
+        Err(e) => return would_fail(&format!("tre-spank: {e}")),
+    };
     let account = match account::lookup_name(user) {
         Ok(a) => a,
         Err(e) => return would_fail(&format!("tre-spank: {e}")),
@@ -424,7 +450,7 @@ fn plan_for(opts: &Opts, user: &str, container: &str) -> i32 {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!("image {} (runtime {})", request.image, request.runtime);
+    println!("image {} (runtime {runtime})", request.image);
     let result = as_user(&account, || {
         let home_fd = match dirs::open_home(&account.home) {
             Ok(fd) => fd,
@@ -453,20 +479,27 @@ fn plan_for(opts: &Opts, user: &str, container: &str) -> i32 {
             batch_script: batch,
             task_env_names: &[],
             tty: false,
+            user_env: &request.env,
+            entrypoint: request.entrypoint,
+            gpus: &[],
         };
-        let storage = PodmanStorage {
-            job_dir: &job_dir,
-            home: &account.home,
+        let container = plan::container_plan(&request.image, runtime, &resolution, &dirs);
+        let sif = runtime::sif_path(&config.apptainer.sif_dir, &request.image).unwrap_or_default();
+        let scratch = PathBuf::from(plan::CONTAINER_SCRATCH);
+        let target = match runtime {
+            Runtime::Podman => Target::Podman(PodmanStorage {
+                job_dir: &job_dir,
+                home: &account.home,
+            }),
+            Runtime::Apptainer => Target::Apptainer {
+                sif: &sif,
+                workdir: &scratch,
+            },
         };
-        let command = runtime::job_command(
-            &config,
-            &request.image,
-            request.runtime,
-            &resolution,
-            &dirs,
-            &storage,
-            &launch,
-        );
+        let command = match runtime::job_command(&config, &container, &target, &launch) {
+            Ok(c) => c,
+            Err(e) => return would_fail(&format!("tre-spank: {e}")),
+        };
         println!(
             "project: {} ({})",
             resolution
@@ -477,7 +510,7 @@ fn plan_for(opts: &Opts, user: &str, container: &str) -> i32 {
             resolution.reason
         );
         println!("mounts:");
-        for m in plan::container_plan(&request.image, request.runtime, &resolution, &dirs).mounts {
+        for m in &container.mounts {
             println!(
                 "  {} -> {}{}",
                 m.host.display(),
@@ -493,10 +526,10 @@ fn plan_for(opts: &Opts, user: &str, container: &str) -> i32 {
             "  Running: {}",
             runtime::display_command(&command.runtime_argv)
         );
-        println!(
-            "task command: {}",
-            runtime::display_command(&command.task_argv)
-        );
+        // Slurm appends the task's own arguments to what the plugin prepends.
+        let mut task = command.task_prefix.clone();
+        task.extend(argv.iter().cloned());
+        println!("task command: {}", runtime::display_command(&task));
         println!("(N: the job's number, JOBID: its Slurm job id; nothing was created or run)");
         0
     });

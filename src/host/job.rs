@@ -7,7 +7,7 @@ use std::path::Path;
 use super::account::Account;
 use super::dirs;
 use crate::rules::config::{self, Config, ConfigError};
-use crate::rules::options::Runtime;
+use crate::rules::options::{Runtime, RuntimeChoice};
 use crate::rules::project::{self, ProjectError, ProjectFacts, Resolution, SafeData};
 use crate::rules::runtime;
 
@@ -27,6 +27,20 @@ pub fn load_node_config(plugstack_args: &[&str], node: &str) -> Result<Config, C
 /// (without the `tre-spank: ` prefix).
 pub fn check_runtime(config: &Config, runtime: Runtime, node: &str) -> Result<(), String> {
     runtime::availability(config, runtime, node, &|p: &Path| p.is_file())
+}
+
+/// The runtime for a job's choice (`auto`: the first of the node's runtimes that is
+/// installed); the error is the line the job shows (without the `tre-spank: ` prefix).
+pub fn choose_runtime(
+    config: &Config,
+    choice: RuntimeChoice,
+    node: &str,
+) -> Result<Runtime, String> {
+    let installed = |r: Runtime| match r {
+        Runtime::Podman => config.podman.path.is_file(),
+        Runtime::Apptainer => config.apptainer.path.is_file(),
+    };
+    runtime::choose_runtime(choice, &config.runtimes, &installed, node)
 }
 
 /// Which project data the job sees. Must run with the job user's identity: what the

@@ -13,6 +13,7 @@ use nix::sys::signal::{kill, raise, signal, SigHandler, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
+use crate::rules::options::Runtime;
 use crate::rules::runtime::{diagnose_runtime_exit, RuntimeFailure};
 
 /// Signals passed on to the runtime (which passes them into the container).
@@ -31,7 +32,26 @@ const FORWARDED: &[Signal] = &[
 
 pub struct Launch {
     pub image: String,
+    pub runtime: Runtime,
+    /// The runtime's command line as received (the plugin's prefix plus the task's
+    /// own arguments, which Slurm appends).
     pub argv: Vec<OsString>,
+    /// `(start, count)`: task arguments Slurm appended that are not for the runtime
+    /// (see `TaskLaunch::dropped_args`); `start` indexes `argv`.
+    pub drop: Option<(usize, usize)>,
+}
+
+impl Launch {
+    /// The command actually run.
+    pub fn command(&self) -> Vec<OsString> {
+        let mut argv = self.argv.clone();
+        if let Some((start, count)) = self.drop {
+            let start = start.min(argv.len());
+            let end = start.saturating_add(count).min(argv.len());
+            argv.drain(start..end);
+        }
+        argv
+    }
 }
 
 fn say(line: &str) {
@@ -41,7 +61,8 @@ fn say(line: &str) {
 /// Runs the launch and returns the process exit code (or does not return, dying of
 /// the child's signal).
 pub fn supervise(launch: &Launch) -> i32 {
-    let Some((program, args)) = launch.argv.split_first() else {
+    let argv = launch.command();
+    let Some((program, args)) = argv.split_first() else {
         say("tre-spank: launch: no command");
         return 125;
     };
@@ -69,7 +90,9 @@ pub fn supervise(launch: &Launch) -> i32 {
     loop {
         match mask.wait() {
             Ok(Signal::SIGCHLD) => match waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(_, code)) => return explain_exit(launch, program, code),
+                Ok(WaitStatus::Exited(_, code)) => {
+                    return explain_exit(launch, &argv, program, code)
+                }
                 Ok(WaitStatus::Signaled(_, sig, _)) => die_of(sig),
                 Ok(_) => {}
                 Err(e) => {
@@ -85,12 +108,16 @@ pub fn supervise(launch: &Launch) -> i32 {
     }
 }
 
-fn explain_exit(launch: &Launch, program: &OsString, code: i32) -> i32 {
-    let Some(failure) = diagnose_runtime_exit(code) else {
+fn explain_exit(launch: &Launch, argv: &[OsString], program: &OsString, code: i32) -> i32 {
+    let Some(failure) = diagnose_runtime_exit(launch.runtime, code) else {
         return code;
     };
     let runtime = program.to_string_lossy();
-    if failure == RuntimeFailure::RuntimeError && image_missing(&launch.argv, &launch.image) {
+    // apptainer's image is a SIF file the plugin checked before the launch.
+    if failure == RuntimeFailure::RuntimeError
+        && launch.runtime == Runtime::Podman
+        && image_missing(argv, &launch.image)
+    {
         say(&format!(
             "tre-spank: image {} is not on this node: images reach the nodes only through the site's approved process, and jobs never pull (ask your TRE administrators to approve it)",
             launch.image
@@ -129,4 +156,38 @@ fn die_of(sig: Signal) -> ! {
     let _ = only.thread_unblock();
     let _ = raise(sig);
     std::process::exit(128 + sig as i32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_arguments_are_removed_where_the_plugin_said() {
+        let argv: Vec<OsString> = [
+            "apptainer",
+            "run",
+            "x.sif",
+            "/spool/slurm_script",
+            "a b",
+            "c",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        let l = Launch {
+            image: "ghcr.io/a/b:1".into(),
+            runtime: Runtime::Apptainer,
+            argv: argv.clone(),
+            drop: Some((3, 1)),
+        };
+        assert_eq!(l.command(), ["apptainer", "run", "x.sif", "a b", "c"]);
+        let l = Launch { drop: None, ..l };
+        assert_eq!(l.command(), argv);
+        let l = Launch {
+            drop: Some((5, 9)),
+            ..l
+        };
+        assert_eq!(l.command().len(), 5);
+    }
 }

@@ -6,7 +6,7 @@
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
-use super::options::Runtime;
+use super::options::{Runtime, RuntimeChoice};
 
 /// Where the config lives unless plugstack.conf says `config=PATH`.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/slurm/tre-spank.toml";
@@ -16,8 +16,11 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/slurm/tre-spank.toml";
 pub struct Config {
     /// Image references must lie under one of these (`registry[/path]`).
     pub allowed_registries: Vec<String>,
-    /// Runtime used when the job does not say `--tre-runtime`.
-    pub default_runtime: Runtime,
+    /// Runtime used when the job does not say `--tre-runtime` (`auto`: the first of
+    /// `runtimes` installed on the node).
+    pub default_runtime: RuntimeChoice,
+    /// The runtimes this node offers, in the site's order of preference.
+    pub runtimes: Vec<Runtime>,
     /// Where project directories live (`<root>/<project>`).
     pub safe_data_root: PathBuf,
     /// Whether this node mounts project data at all (TRE-level hosts have none).
@@ -35,9 +38,8 @@ pub struct Config {
     pub secret_file: PathBuf,
     /// The `tre-spank` tool, which supervises each container task.
     pub tool_path: PathBuf,
-    /// Runtimes installed on this node; a job asking for another fails with a message.
-    pub runtimes: Vec<Runtime>,
     pub podman: PodmanConfig,
+    pub apptainer: ApptainerConfig,
     /// `[[node]]` sections: overrides for nodes whose hostname matches (see
     /// [`Config::for_node`]).
     #[serde(rename = "node")]
@@ -53,7 +55,7 @@ pub struct NodeSection {
     pub names: Vec<String>,
     pub safe_data: Option<bool>,
     pub safe_data_root: Option<PathBuf>,
-    pub default_runtime: Option<Runtime>,
+    pub default_runtime: Option<RuntimeChoice>,
     pub runtimes: Option<Vec<Runtime>>,
     pub podman_network: Option<Network>,
 }
@@ -123,6 +125,30 @@ impl Config {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApptainerConfig {
+    pub path: PathBuf,
+    /// Root-managed directory of approved images as SIF files (see
+    /// `rules::runtime::sif_path` for the layout).
+    pub sif_dir: PathBuf,
+    /// Mount the user's home (apptainer's default, as the real service did).
+    pub mount_home: bool,
+    /// `--userns`: always run unprivileged, even where a setuid starter is installed.
+    pub userns: bool,
+}
+
+impl Default for ApptainerConfig {
+    fn default() -> Self {
+        ApptainerConfig {
+            path: PathBuf::from("/usr/bin/apptainer"),
+            sif_dir: PathBuf::from("/var/lib/tre-spank/sif"),
+            mount_home: true,
+            userns: true,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum MultipleProjects {
@@ -149,6 +175,11 @@ pub struct PodmanConfig {
     /// Also read images from the user's own rootless storage
     /// (`$HOME/.local/share/containers/storage`), read-only.
     pub user_image_store: bool,
+    /// CDI device kind for the job's GPUs (`--device=<kind>=<index>`).
+    pub gpu_cdi_kind: String,
+    /// The site's containers.conf, given to podman as `CONTAINERS_CONF` (when it
+    /// exists) so that the user's own `~/.config/containers/containers.conf` is not read.
+    pub containers_conf: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -172,7 +203,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             allowed_registries: vec!["ghcr.io/".to_string()],
-            default_runtime: Runtime::Podman,
+            default_runtime: RuntimeChoice::Podman,
+            runtimes: vec![Runtime::Podman, Runtime::Apptainer],
             safe_data_root: PathBuf::from("/safe_data"),
             safe_data: true,
             project_group_separator: "-".to_string(),
@@ -181,9 +213,9 @@ impl Default for Config {
             runtime_dir: PathBuf::from("/var/lib/tre-spank/jobs"),
             secret_file: PathBuf::from("/etc/munge/munge.key"),
             tool_path: PathBuf::from("/usr/sbin/tre-spank"),
-            runtimes: vec![Runtime::Podman],
             podman: PodmanConfig::default(),
             nodes: Vec::new(),
+            apptainer: ApptainerConfig::default(),
         }
     }
 }
@@ -199,6 +231,8 @@ impl Default for PodmanConfig {
             cgroups_disabled: true,
             image_stores: Vec::new(),
             user_image_store: true,
+            gpu_cdi_kind: "nvidia.com/gpu".to_string(),
+            containers_conf: PathBuf::from("/etc/containers/containers.conf"),
         }
     }
 }
@@ -416,6 +450,8 @@ mod tests {
             .to_string();
         assert!(e.contains("bridge"), "{e}");
         assert!(parse("default_runtime = \"docker\"\n", p(), &[]).is_err());
+        assert!(parse("runtimes = [\"auto\"]\n", p(), &[]).is_err());
+        assert!(parse("[apptainer]\nmount_hom = false\n", p(), &[]).is_err());
     }
 
     #[test]
@@ -436,6 +472,24 @@ mod tests {
         assert_eq!(c.allowed_registries, vec!["ghcr.io/a", "r.example.org"]);
         let c = parse("", p(), &["safe_data_root=/srv/safe data"]).unwrap();
         assert_eq!(c.safe_data_root, PathBuf::from("/srv/safe data"));
+    }
+
+    #[test]
+    fn runtime_settings() {
+        let c = parse(
+            "default_runtime = \"auto\"\nruntimes = [\"apptainer\"]\n[apptainer]\nsif_dir = \"/srv/sif\"\n",
+            p(),
+            &["apptainer.mount_home=false"],
+        )
+        .unwrap();
+        assert_eq!(c.default_runtime, RuntimeChoice::Auto);
+        assert_eq!(c.runtimes, vec![Runtime::Apptainer]);
+        assert_eq!(c.apptainer.sif_dir, PathBuf::from("/srv/sif"));
+        assert!(!c.apptainer.mount_home);
+        let d = Config::default();
+        assert_eq!(d.runtimes, vec![Runtime::Podman, Runtime::Apptainer]);
+        assert_eq!(d.apptainer.sif_dir, PathBuf::from("/var/lib/tre-spank/sif"));
+        assert!(d.apptainer.mount_home && d.apptainer.userns);
     }
 
     #[test]
@@ -536,11 +590,11 @@ mod tests {
         let c = parse(text, p(), &[]).unwrap();
         let n1 = c.for_node("n1");
         assert!(n1.safe_data);
-        assert_eq!(n1.default_runtime, Runtime::Apptainer);
+        assert_eq!(n1.default_runtime, RuntimeChoice::Apptainer);
         assert_eq!(n1.podman.network, Network::None);
         let n2 = c.for_node("n2");
         assert!(!n2.safe_data);
-        assert_eq!(n2.default_runtime, Runtime::Podman);
+        assert_eq!(n2.default_runtime, RuntimeChoice::Podman);
         assert_eq!(c.matching_sections("n1"), vec![1, 2]);
         assert_eq!(c.matching_sections("m1"), Vec::<usize>::new());
         assert!(c.for_node("m1").safe_data);

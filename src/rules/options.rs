@@ -12,6 +12,8 @@ use super::image::{ImageError, ImageRef};
 pub const OPT_CONTAINER: &str = "tre-container";
 pub const OPT_RUNTIME: &str = "tre-runtime";
 pub const OPT_PROJECT: &str = "tre-project";
+pub const OPT_ENV: &str = "tre-env";
+pub const OPT_ENTRYPOINT: &str = "tre-entrypoint";
 
 /// Every option, its argument name and its `--help` line.
 pub const OPTIONS: &[(&str, &str, &str)] = &[
@@ -20,9 +22,14 @@ pub const OPTIONS: &[(&str, &str, &str)] = &[
         "IMAGE",
         "Run the job (batch script or srun tasks) inside container IMAGE, e.g. ghcr.io/org/name:tag, with /safe_data, /safe_outputs and /scratch mounted",
     ),
-    (OPT_RUNTIME, "RUNTIME", "Container runtime for --tre-container: podman or apptainer (default: the site's)"),
+    (OPT_RUNTIME, "RUNTIME", "Container runtime for --tre-container: podman, apptainer or auto (default: the site's)"),
     (OPT_PROJECT, "PROJECT", "Project whose data is mounted at /safe_data, when you belong to several"),
+    (OPT_ENV, "NAME[,NAME...]", "Also pass these variables of the job's environment into the container (by name; values are never printed)"),
+    (OPT_ENTRYPOINT, "MODE", "command (default): run the step's command in the container; image: run the image's own ENTRYPOINT/CMD (apptainer: runscript) with the step's arguments"),
 ];
+
+/// Most names `--tre-env` accepts.
+pub const MAX_ENV_NAMES: usize = 64;
 
 /// Longest option value accepted (values are copied into the job environment).
 pub const MAX_VALUE_LEN: usize = 4096;
@@ -49,20 +56,65 @@ impl fmt::Display for Runtime {
     }
 }
 
+/// What the site or the job asked for: a runtime, or the first one the node has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuntimeChoice {
+    Auto,
+    Podman,
+    Apptainer,
+}
+
+impl RuntimeChoice {
+    pub fn named(self) -> Option<Runtime> {
+        match self {
+            RuntimeChoice::Auto => None,
+            RuntimeChoice::Podman => Some(Runtime::Podman),
+            RuntimeChoice::Apptainer => Some(Runtime::Apptainer),
+        }
+    }
+}
+
+/// What runs in the container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Entrypoint {
+    /// The step's own command (the image's ENTRYPOINT is bypassed), like pyxis.
+    #[default]
+    Command,
+    /// The image's ENTRYPOINT/CMD (apptainer: its runscript), given the step's
+    /// arguments (for the batch step: the batch script's arguments).
+    Image,
+}
+
 /// Raw option values as Slurm hands them over (`None`: option not given).
 #[derive(Debug, Default, Clone)]
 pub struct RawOptions {
     pub container: Option<Vec<u8>>,
     pub runtime: Option<Vec<u8>>,
     pub project: Option<Vec<u8>>,
+    pub env: Option<Vec<u8>>,
+    pub entrypoint: Option<Vec<u8>>,
+}
+
+impl RawOptions {
+    pub fn any(&self) -> bool {
+        self.container.is_some()
+            || self.runtime.is_some()
+            || self.project.is_some()
+            || self.env.is_some()
+            || self.entrypoint.is_some()
+    }
 }
 
 /// A validated request to run in a container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerRequest {
     pub image: ImageRef,
-    pub runtime: Runtime,
+    pub runtime: RuntimeChoice,
     pub project: Option<String>,
+    /// Extra variables the user forwards by name.
+    pub env: Vec<String>,
+    pub entrypoint: Entrypoint,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,8 +127,16 @@ pub enum OptionError {
     NotUtf8(&'static str),
     #[error("--{0} value contains control characters")]
     Control(&'static str),
-    #[error("--tre-runtime={0:?} is not a runtime: use podman or apptainer")]
+    #[error("--tre-runtime={0:?} is not a runtime: use podman, apptainer or auto")]
     UnknownRuntime(String),
+    #[error("--tre-env: {0:?} is not a variable name (letters, digits and '_', not starting with a digit)")]
+    BadEnvName(String),
+    #[error("--tre-env: {0} is set by tre-spank or the runtime and cannot be forwarded")]
+    ReservedEnvName(String),
+    #[error("--tre-env: at most {MAX_ENV_NAMES} names")]
+    TooManyEnvNames,
+    #[error("--tre-entrypoint={0:?} is not a mode: use command or image")]
+    UnknownEntrypoint(String),
     #[error("--{0} only makes sense with --tre-container")]
     NeedsContainer(&'static str),
     #[error("--tre-project={0:?} is not a project name")]
@@ -99,12 +159,65 @@ fn text(option: &'static str, raw: &[u8]) -> Result<String, OptionError> {
     Ok(s.to_string())
 }
 
-pub fn parse_runtime(s: &str) -> Result<Runtime, OptionError> {
+pub fn parse_runtime(s: &str) -> Result<RuntimeChoice, OptionError> {
     match s {
-        "podman" => Ok(Runtime::Podman),
-        "apptainer" => Ok(Runtime::Apptainer),
+        "podman" => Ok(RuntimeChoice::Podman),
+        "apptainer" => Ok(RuntimeChoice::Apptainer),
+        "auto" => Ok(RuntimeChoice::Auto),
         other => Err(OptionError::UnknownRuntime(other.to_string())),
     }
+}
+
+pub fn parse_entrypoint(s: &str) -> Result<Entrypoint, OptionError> {
+    match s {
+        "command" => Ok(Entrypoint::Command),
+        "image" => Ok(Entrypoint::Image),
+        other => Err(OptionError::UnknownEntrypoint(other.to_string())),
+    }
+}
+
+/// A portable variable name: `[A-Za-z_][A-Za-z0-9_]*`, at most 128 bytes.
+pub fn valid_env_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && s.len() <= 128
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Names the plugin or the runtimes own: tre-spank's own variables, the runtimes'
+/// control variables, and Slurm's (already forwarded, all of them).
+pub fn reserved_env_name(s: &str) -> bool {
+    [
+        "TRE_",
+        "SLURM_",
+        "APPTAINER",
+        "SINGULARITY",
+        "PODMAN",
+        "CONTAINERS_",
+    ]
+    .iter()
+    .any(|p| s.starts_with(p))
+        || ["TMPDIR", "TMP", "XDG_RUNTIME_DIR", "CUDA_VISIBLE_DEVICES"].contains(&s)
+}
+
+/// `NAME[,NAME...]`: strict names, duplicates dropped, order kept.
+pub fn parse_env_names(s: &str) -> Result<Vec<String>, OptionError> {
+    let mut names: Vec<String> = Vec::new();
+    for name in s.split(',') {
+        if !valid_env_name(name) {
+            return Err(OptionError::BadEnvName(name.to_string()));
+        }
+        if reserved_env_name(name) {
+            return Err(OptionError::ReservedEnvName(name.to_string()));
+        }
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    }
+    if names.len() > MAX_ENV_NAMES {
+        return Err(OptionError::TooManyEnvNames);
+    }
+    Ok(names)
 }
 
 /// Project names are Unix-group-like: they become a path component under the safe_data root.
@@ -127,12 +240,22 @@ pub fn parse(raw: &RawOptions, config: &Config) -> Result<Option<ContainerReques
         .as_deref()
         .map(|p| text(OPT_PROJECT, p))
         .transpose()?;
+    let env = raw.env.as_deref().map(|e| text(OPT_ENV, e)).transpose()?;
+    let entrypoint = raw
+        .entrypoint
+        .as_deref()
+        .map(|e| text(OPT_ENTRYPOINT, e))
+        .transpose()?;
     let Some(container) = raw.container.as_deref() else {
-        if runtime.is_some() {
-            return Err(OptionError::NeedsContainer(OPT_RUNTIME));
-        }
-        if project.is_some() {
-            return Err(OptionError::NeedsContainer(OPT_PROJECT));
+        for (given, name) in [
+            (runtime.is_some(), OPT_RUNTIME),
+            (project.is_some(), OPT_PROJECT),
+            (env.is_some(), OPT_ENV),
+            (entrypoint.is_some(), OPT_ENTRYPOINT),
+        ] {
+            if given {
+                return Err(OptionError::NeedsContainer(name));
+            }
         }
         return Ok(None);
     };
@@ -147,10 +270,22 @@ pub fn parse(raw: &RawOptions, config: &Config) -> Result<Option<ContainerReques
             return Err(OptionError::BadProject(p.clone()));
         }
     }
+    let env = env
+        .as_deref()
+        .map(parse_env_names)
+        .transpose()?
+        .unwrap_or_default();
+    let entrypoint = entrypoint
+        .as_deref()
+        .map(parse_entrypoint)
+        .transpose()?
+        .unwrap_or_default();
     Ok(Some(ContainerRequest {
         image,
         runtime,
         project,
+        env,
+        entrypoint,
     }))
 }
 
@@ -163,6 +298,7 @@ mod tests {
             container: c.map(<[u8]>::to_vec),
             runtime: r.map(<[u8]>::to_vec),
             project: p.map(<[u8]>::to_vec),
+            ..RawOptions::default()
         }
     }
 
@@ -183,7 +319,9 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!(r.runtime, Runtime::Podman);
+        assert_eq!(r.runtime, RuntimeChoice::Podman);
+        assert_eq!(r.entrypoint, Entrypoint::Command);
+        assert!(r.env.is_empty());
         assert_eq!(r.image.to_string(), "ghcr.io/mikej888/hello-tre:1.0");
     }
 
@@ -195,11 +333,15 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!(r.runtime, Runtime::Apptainer);
+        assert_eq!(r.runtime, RuntimeChoice::Apptainer);
+        let r = parse(&raw(Some(b"ghcr.io/a/b:1"), Some(b"auto"), None), &cfg())
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.runtime, RuntimeChoice::Auto);
         let e = parse(&raw(Some(b"ghcr.io/a/b:1"), Some(b"docker"), None), &cfg()).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "--tre-runtime=\"docker\" is not a runtime: use podman or apptainer"
+            "--tre-runtime=\"docker\" is not a runtime: use podman, apptainer or auto"
         );
     }
 
@@ -248,5 +390,84 @@ mod tests {
         for bad in ["", ".", "..", "-x", "a/b", "a b", &"p".repeat(65)] {
             assert!(!valid_project_name(bad), "{bad:?}");
         }
+    }
+
+    fn with(env: Option<&[u8]>, entrypoint: Option<&[u8]>) -> RawOptions {
+        RawOptions {
+            env: env.map(<[u8]>::to_vec),
+            entrypoint: entrypoint.map(<[u8]>::to_vec),
+            ..raw(Some(b"ghcr.io/a/b:1"), None, None)
+        }
+    }
+
+    #[test]
+    fn env_names_are_strict_and_deduplicated() {
+        let r = parse(
+            &with(Some(b"MY_VAR,OMP_NUM_THREADS,MY_VAR,_x1"), None),
+            &cfg(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.env, vec!["MY_VAR", "OMP_NUM_THREADS", "_x1"]);
+        for bad in [
+            &b""[..],
+            b"A,,B",
+            b"1ABC",
+            b"A-B",
+            b"A=B",
+            b"A B",
+            b"$HOME",
+            b"A,\xc3\xa9",
+        ] {
+            assert!(parse(&with(Some(bad), None), &cfg()).is_err(), "{bad:?}");
+        }
+        for reserved in [
+            "TRE_PROJECT",
+            "SLURM_JOB_ID",
+            "APPTAINERENV_X",
+            "APPTAINER_BIND",
+            "SINGULARITY_BIND",
+            "TMPDIR",
+            "CUDA_VISIBLE_DEVICES",
+        ] {
+            let e = parse(&with(Some(reserved.as_bytes()), None), &cfg())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("cannot be forwarded"), "{reserved}: {e}");
+        }
+        let many: Vec<String> = (0..=MAX_ENV_NAMES).map(|i| format!("V{i}")).collect();
+        let e = parse(&with(Some(many.join(",").as_bytes()), None), &cfg()).unwrap_err();
+        assert_eq!(e, OptionError::TooManyEnvNames);
+    }
+
+    #[test]
+    fn entrypoint_modes() {
+        let r = parse(&with(None, Some(b"image")), &cfg()).unwrap().unwrap();
+        assert_eq!(r.entrypoint, Entrypoint::Image);
+        let r = parse(&with(None, Some(b"command")), &cfg())
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.entrypoint, Entrypoint::Command);
+        let e = parse(&with(None, Some(b"shell")), &cfg()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--tre-entrypoint=\"shell\" is not a mode: use command or image"
+        );
+    }
+
+    #[test]
+    fn env_and_entrypoint_need_a_container() {
+        let mut r = with(Some(b"A"), None);
+        r.container = None;
+        assert_eq!(
+            parse(&r, &cfg()).unwrap_err().to_string(),
+            "--tre-env only makes sense with --tre-container"
+        );
+        let mut r = with(None, Some(b"image"));
+        r.container = None;
+        assert_eq!(
+            parse(&r, &cfg()).unwrap_err().to_string(),
+            "--tre-entrypoint only makes sense with --tre-container"
+        );
     }
 }

@@ -107,6 +107,9 @@ pub fn container_plan(
         ("TRE_PROJECT".to_string(), project),
         ("TRE_CONTAINER".to_string(), image.to_string()),
         (IN_CONTAINER_VAR.to_string(), "1".to_string()),
+        // Temporary files go to the job's scratch, which is removed at the job's end.
+        ("TMPDIR".to_string(), CONTAINER_SCRATCH.to_string()),
+        ("TMP".to_string(), CONTAINER_SCRATCH.to_string()),
     ];
     ContainerPlan {
         image: image.clone(),
@@ -227,6 +230,8 @@ mod tests {
             .env
             .contains(&("TRE_OUTPUTS_DIR".into(), "/safe_outputs".into())));
         assert!(plan.env.contains(&("TRE_PROJECT".into(), "proj1".into())));
+        assert!(plan.env.contains(&("TMPDIR".into(), "/scratch".into())));
+        assert!(plan.env.contains(&("TMP".into(), "/scratch".into())));
         assert_eq!(plan.workdir, PathBuf::from("/scratch"));
     }
 

@@ -3,62 +3,12 @@
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::config::{Config, ContainerUser, Network, PodmanConfig};
+use super::config::{ApptainerConfig, Config, ContainerUser, Network, PodmanConfig};
 use super::image::ImageRef;
-use super::options::Runtime;
-use super::plan::{container_plan, ContainerPlan, JobDirs};
-use super::project::Resolution;
-
-/// Whether `runtime` can run on `node`: listed in the node's `runtimes` and installed
-/// (`is_file` probes the binary). The error is the line the job shows.
-pub fn availability(
-    config: &Config,
-    runtime: Runtime,
-    node: &str,
-    is_file: &dyn Fn(&Path) -> bool,
-) -> Result<(), String> {
-    let unavailable = || format!("the {runtime} runtime is not available on node {node}");
-    if !config.runtimes.contains(&runtime) {
-        return Err(unavailable());
-    }
-    match runtime {
-        Runtime::Podman if !is_file(&config.podman.path) => Err(format!(
-            "podman is not installed on node {node} (looked for {})",
-            config.podman.path.display()
-        )),
-        Runtime::Podman => Ok(()),
-        Runtime::Apptainer => Err(unavailable()),
-    }
-}
-
-/// One job task's commands: what the `Running:` line shows, and the task's real argv.
-pub struct JobCommand {
-    pub runtime_argv: Vec<OsString>,
-    pub task_argv: Vec<OsString>,
-}
-
-/// The whole command for one task: the plan (mounts, env), spelt for the runtime, under
-/// the `tre-spank launch` supervisor. slurmstepd and `tre-spank plan` both call this.
-#[allow(clippy::too_many_arguments)]
-pub fn job_command(
-    config: &Config,
-    image: &ImageRef,
-    runtime: Runtime,
-    resolution: &Resolution,
-    dirs: &JobDirs,
-    storage: &PodmanStorage<'_>,
-    task: &TaskLaunch<'_>,
-) -> JobCommand {
-    let plan = container_plan(image, runtime, resolution, dirs);
-    let runtime_argv = podman_argv(&plan, &config.podman, storage, task);
-    let task_argv = supervised_argv(&config.tool_path, image, runtime_argv.clone());
-    JobCommand {
-        runtime_argv,
-        task_argv,
-    }
-}
+use super::options::{Entrypoint, Runtime, RuntimeChoice};
+use super::plan::ContainerPlan;
 
 /// Facts about the task being wrapped.
 pub struct TaskLaunch<'a> {
@@ -70,6 +20,85 @@ pub struct TaskLaunch<'a> {
     pub task_env_names: &'a [String],
     /// Whether stdin is a terminal (`srun --pty`).
     pub tty: bool,
+    /// Variables the user forwards by name (`--tre-env`, validated).
+    pub user_env: &'a [String],
+    pub entrypoint: Entrypoint,
+    /// Host indices of the GPUs allocated to the step; empty: no GPU flags at all.
+    pub gpus: &'a [u32],
+}
+
+impl TaskLaunch<'_> {
+    /// What follows the image on the runtime's command line. For the batch step
+    /// under `--tre-entrypoint=image` the script itself is dropped: the image's own
+    /// entrypoint gets the script's arguments (`ces-run IMAGE args`).
+    pub fn container_args(&self) -> &[OsString] {
+        match (self.entrypoint, self.batch_script) {
+            (Entrypoint::Image, Some(_)) => self.argv.get(1..).unwrap_or(&[]),
+            _ => self.argv,
+        }
+    }
+
+    /// How many of the task's own arguments the runtime command line leaves out
+    /// (Slurm appends them all after the prepended prefix; the supervisor drops them).
+    pub fn dropped_args(&self) -> usize {
+        self.argv.len() - self.container_args().len()
+    }
+}
+
+/// The runtime for this step: the one asked for, or under `auto` the first of the
+/// node's runtimes (in the site's order) that is installed.
+pub fn choose_runtime(
+    choice: RuntimeChoice,
+    node_runtimes: &[Runtime],
+    installed: &dyn Fn(Runtime) -> bool,
+    node: &str,
+) -> Result<Runtime, String> {
+    let offered = || {
+        let names: Vec<&str> = node_runtimes.iter().map(|r| r.name()).collect();
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    };
+    match choice.named() {
+        Some(r) if !node_runtimes.contains(&r) => Err(format!(
+            "{r} is not offered on node {node} (this node offers: {})",
+            offered()
+        )),
+        Some(r) if !installed(r) => Err(format!("{r} is not installed on node {node}")),
+        Some(r) => Ok(r),
+        None => node_runtimes
+            .iter()
+            .copied()
+            .find(|r| installed(*r))
+            .ok_or_else(|| {
+                format!(
+                    "no container runtime is installed on node {node} (looked for: {})",
+                    offered()
+                )
+            }),
+    }
+}
+
+/// Where an approved image lives as a SIF file:
+/// `<sif_dir>/<registry>/<path...>/<name>_<tag>.sif` (tag `latest` when none is
+/// given), or `<name>@sha256_<hex>.sif` for a digest (the digest wins over a tag).
+/// A registry port `host:5000` becomes `host_5000`. The parsed reference has no
+/// empty, `.` or `..` components, so the result always lies under `sif_dir`.
+pub fn sif_path(sif_dir: &Path, image: &ImageRef) -> Option<PathBuf> {
+    let mut path = sif_dir.join(image.registry.replace(':', "_"));
+    let (last, dirs) = image.path.split_last()?;
+    for d in dirs {
+        path.push(d);
+    }
+    let file = match (&image.digest, &image.tag) {
+        (Some(hex), _) => format!("{last}@sha256_{hex}.sif"),
+        (None, Some(tag)) => format!("{last}_{tag}.sif"),
+        (None, None) => format!("{last}_latest.sif"),
+    };
+    path.push(file);
+    Some(path)
 }
 
 /// Where podman keeps its state for one job: a fresh storage and run root per job on
@@ -156,6 +185,13 @@ pub fn podman_argv(
     if task.tty {
         argv.push("--tty".into());
     }
+    if task.entrypoint == Entrypoint::Command {
+        // The step's command runs as given, whatever ENTRYPOINT the image declares.
+        argv.push("--entrypoint=".into());
+    }
+    for gpu in task.gpus {
+        argv.push(flag("device", format!("{}={gpu}", config.gpu_cdi_kind)));
+    }
     argv.push(flag("workdir", &plan.workdir));
     for m in &plan.mounts {
         argv.push(volume(&m.host, &m.container, m.read_only));
@@ -163,7 +199,10 @@ pub fn podman_argv(
     if let Some(script) = task.batch_script {
         argv.push(volume(script, script, true));
     }
-    for name in forwarded_env(task.task_env_names) {
+    for name in forwarded_env(task.task_env_names)
+        .into_iter()
+        .chain(task.user_env.iter().cloned())
+    {
         // By name only: values (possibly secrets) stay out of the Running: line.
         argv.push(flag("env", name));
     }
@@ -171,8 +210,153 @@ pub fn podman_argv(
         argv.push(flag("env", format!("{name}={value}")));
     }
     argv.push(plan.image.to_string().into());
-    argv.extend(task.argv.iter().cloned());
+    argv.extend(task.container_args().iter().cloned());
     argv
+}
+
+/// Variables apptainer passes in by name: `--cleanenv` drops the task's environment,
+/// and the plugin sets `APPTAINERENV_<NAME>` from the task's own value for each of
+/// these (so no value appears on the command line). Slurm's variables, terminal and
+/// locale settings, the user's `--tre-env` names present in the task, and with GPUs
+/// Slurm's `CUDA_VISIBLE_DEVICES`.
+pub fn apptainer_passed_env(task: &TaskLaunch<'_>) -> Vec<String> {
+    let has = |n: &str| task.task_env_names.iter().any(|t| t == n);
+    let mut names: Vec<String> = task
+        .task_env_names
+        .iter()
+        .filter(|n| n.starts_with("SLURM_"))
+        .cloned()
+        .collect();
+    let gpu_var = (!task.gpus.is_empty()).then_some("CUDA_VISIBLE_DEVICES");
+    let wanted = PASSED_BY_NAME
+        .iter()
+        .copied()
+        .chain(task.user_env.iter().map(String::as_str))
+        .chain(gpu_var);
+    for n in wanted {
+        if has(n) && !names.iter().any(|m| m == n) {
+            names.push(n.to_string());
+        }
+    }
+    names
+}
+
+/// Variables of the task that would steer apptainer itself (`APPTAINER_BIND` adds
+/// mounts, `APPTAINERENV_*` adds variables, and the `SINGULARITY*` spellings of both):
+/// removed from the runtime's environment before it starts, so only code and the site
+/// config decide its flags. Flags on apptainer's command line win over these anyway
+/// for what the plugin sets; removing them covers what it does not.
+pub fn apptainer_control_vars(task_env_names: &[String]) -> Vec<String> {
+    task_env_names
+        .iter()
+        .filter(|n| n.starts_with("APPTAINER") || n.starts_with("SINGULARITY"))
+        .cloned()
+        .collect()
+}
+
+/// Variables of the task that would steer podman itself (`CONTAINERS_CONF` replaces
+/// the site's containers.conf, which can add volumes; `CONTAINER_HOST` would send the
+/// run to another podman; `PODMAN_USERNS` changes the user namespace): removed from
+/// the runtime's environment before it starts.
+pub fn podman_control_vars(task_env_names: &[String]) -> Vec<String> {
+    task_env_names
+        .iter()
+        .filter(|n| {
+            n.starts_with("CONTAINERS_")
+                || n.starts_with("PODMAN_")
+                || ["CONTAINER_HOST", "CONTAINER_CONNECTION", "CONTAINER_SSHKEY"]
+                    .contains(&n.as_str())
+        })
+        .cloned()
+        .collect()
+}
+
+/// Working directory under apptainer: the submission directory when it is visible in
+/// the container (home mounted and the directory inside it), else `/scratch`.
+pub fn apptainer_workdir(
+    plan: &ContainerPlan,
+    config: &ApptainerConfig,
+    home: &Path,
+    cwd: Option<&Path>,
+) -> PathBuf {
+    match cwd {
+        Some(c) if config.mount_home && c.is_absolute() && c.starts_with(home) => c.to_path_buf(),
+        _ => plan.workdir.clone(),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApptainerError {
+    #[error("cannot bind {0}: apptainer's --bind cannot express a path containing ',' or ':'")]
+    UnbindablePath(String),
+}
+
+/// The apptainer command line. Images come from SIF files only (a path, never a
+/// `docker://` URI, so nothing is ever pulled); the user keeps their uid.
+pub fn apptainer_argv(
+    plan: &ContainerPlan,
+    config: &ApptainerConfig,
+    sif: &Path,
+    workdir: &Path,
+    task: &TaskLaunch<'_>,
+) -> Result<Vec<OsString>, ApptainerError> {
+    let mut argv: Vec<OsString> = vec![config.path.clone().into()];
+    argv.push(
+        match task.entrypoint {
+            Entrypoint::Command => "exec",
+            Entrypoint::Image => "run",
+        }
+        .into(),
+    );
+    argv.push("--cleanenv".into());
+    // Values (and arguments) reach the container as they are: no shell evaluation.
+    argv.push("--no-eval".into());
+    if config.userns {
+        argv.push("--userns".into());
+    }
+    // The current directory is never bound implicitly (only the site's mounts);
+    // home is bound (apptainer's default) unless the site turns it off.
+    argv.push(if config.mount_home {
+        "--no-mount=cwd".into()
+    } else {
+        "--no-mount=home,cwd".into()
+    });
+    if !task.gpus.is_empty() {
+        argv.push("--nv".into());
+    }
+    argv.push(flag("pwd", workdir));
+    for m in &plan.mounts {
+        argv.push(bind(&m.host, &m.container, m.read_only)?);
+    }
+    if let Some(script) = task.batch_script {
+        argv.push(bind(script, script, true)?);
+    }
+    for (name, value) in &plan.env {
+        argv.push(flag("env", format!("{name}={value}")));
+    }
+    argv.push(sif.into());
+    argv.extend(task.container_args().iter().cloned());
+    Ok(argv)
+}
+
+fn bind(host: &Path, container: &Path, read_only: bool) -> Result<OsString, ApptainerError> {
+    for p in [host, container] {
+        if p.as_os_str()
+            .as_bytes()
+            .iter()
+            .any(|b| *b == b',' || *b == b':')
+        {
+            return Err(ApptainerError::UnbindablePath(p.display().to_string()));
+        }
+    }
+    let mut v = OsString::from("--bind=");
+    v.push(host);
+    v.push(":");
+    v.push(container);
+    if read_only {
+        v.push(":ro");
+    }
+    Ok(v)
 }
 
 fn volume(host: &Path, container: &Path, read_only: bool) -> OsString {
@@ -187,20 +371,131 @@ fn volume(host: &Path, container: &Path, read_only: bool) -> OsString {
 }
 
 /// The task's real command line: the `tre-spank` tool supervising the runtime.
+/// `prefix` is the runtime command line without the task's own arguments (Slurm
+/// appends those); `dropped` of them, right after the prefix, are removed by the tool
+/// (see [`TaskLaunch::dropped_args`]).
 pub fn supervised_argv(
     tool: &Path,
     image: &ImageRef,
-    runtime_argv: Vec<OsString>,
+    runtime: Runtime,
+    dropped: usize,
+    prefix: Vec<OsString>,
 ) -> Vec<OsString> {
     let mut argv: Vec<OsString> = vec![
         tool.into(),
         "launch".into(),
         "--image".into(),
         image.to_string().into(),
-        "--".into(),
+        "--runtime".into(),
+        runtime.name().into(),
     ];
-    argv.extend(runtime_argv);
+    if dropped > 0 {
+        argv.extend([
+            "--drop-args".into(),
+            format!("{},{dropped}", prefix.len()).into(),
+        ]);
+    }
+    argv.push("--".into());
+    argv.extend(prefix);
     argv
+}
+
+/// Whether `runtime` can run on `node`: offered there (`runtimes`) and installed
+/// (`is_file` probes the binary). The error is the line the job shows.
+pub fn availability(
+    config: &Config,
+    runtime: Runtime,
+    node: &str,
+    is_file: &dyn Fn(&Path) -> bool,
+) -> Result<(), String> {
+    let installed = |r: Runtime| match r {
+        Runtime::Podman => is_file(&config.podman.path),
+        Runtime::Apptainer => is_file(&config.apptainer.path),
+    };
+    let choice = match runtime {
+        Runtime::Podman => RuntimeChoice::Podman,
+        Runtime::Apptainer => RuntimeChoice::Apptainer,
+    };
+    choose_runtime(choice, &config.runtimes, &installed, node).map(|_| ())
+}
+
+/// How one task's container is reached: podman with the job's storage, or apptainer
+/// with the image's SIF file and the working directory inside.
+pub enum Target<'a> {
+    Podman(PodmanStorage<'a>),
+    Apptainer { sif: &'a Path, workdir: &'a Path },
+}
+
+/// One task's commands: what the `Running:` line shows, and what slurmstepd prepends
+/// to the task's argv (the supervised runtime command without the task's own args,
+/// which Slurm keeps after it).
+pub struct JobCommand {
+    pub runtime_argv: Vec<OsString>,
+    pub task_prefix: Vec<OsString>,
+}
+
+/// The whole command for one task under the `tre-spank launch` supervisor.
+/// slurmstepd and `tre-spank plan` both call this.
+pub fn job_command(
+    config: &Config,
+    plan: &ContainerPlan,
+    target: &Target<'_>,
+    task: &TaskLaunch<'_>,
+) -> Result<JobCommand, String> {
+    let runtime_argv = match target {
+        Target::Podman(storage) => podman_argv(plan, &config.podman, storage, task),
+        Target::Apptainer { sif, workdir } => {
+            apptainer_argv(plan, &config.apptainer, sif, workdir, task)
+                .map_err(|e| e.to_string())?
+        }
+    };
+    let kept = task.container_args().len();
+    let task_prefix = supervised_argv(
+        &config.tool_path,
+        &plan.image,
+        plan.runtime,
+        task.dropped_args(),
+        runtime_argv[..runtime_argv.len() - kept].to_vec(),
+    );
+    Ok(JobCommand {
+        runtime_argv,
+        task_prefix,
+    })
+}
+
+/// The variable that holds the step's GPUs. The environment is the user's, so only a
+/// variable slurmstepd's gres/gpu plugin always rewrites is trusted: for the batch
+/// step `SLURM_JOB_GPUS` (set when the job has GPUs, removed otherwise; a user's
+/// `SLURM_STEP_GPUS` survives there), for other steps `SLURM_STEP_GPUS` (set or
+/// removed per step; a user's `SLURM_JOB_GPUS` survives there). Checked in the bed
+/// with Slurm 26.05 and 24.11.
+pub fn gpu_list_variable(is_batch: bool) -> &'static str {
+    if is_batch {
+        "SLURM_JOB_GPUS"
+    } else {
+        "SLURM_STEP_GPUS"
+    }
+}
+
+/// Strict parse of Slurm's GPU index list (`SLURM_STEP_GPUS` / `SLURM_JOB_GPUS`,
+/// e.g. `0,2`). Anything else (ranges, names, empty items) means no GPUs: a bad
+/// value never becomes a flag.
+pub fn parse_gpu_list(value: Option<&str>) -> Vec<u32> {
+    let Some(v) = value.filter(|v| !v.is_empty()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for item in v.split(',') {
+        if item.is_empty() || item.len() > 4 || !item.bytes().all(|b| b.is_ascii_digit()) {
+            return Vec::new();
+        }
+        match item.parse::<u32>() {
+            Ok(n) if !out.contains(&n) => out.push(n),
+            Ok(_) => {}
+            Err(_) => return Vec::new(),
+        }
+    }
+    out
 }
 
 /// How the runtime's own failures look in its exit status.
@@ -228,13 +523,14 @@ impl RuntimeFailure {
     }
 }
 
-/// podman's documented statuses (a command's own `exit 125` looks the same; the
-/// message says what the runtime means by it).
-pub fn diagnose_runtime_exit(code: i32) -> Option<RuntimeFailure> {
-    match code {
-        125 => Some(RuntimeFailure::RuntimeError),
-        126 => Some(RuntimeFailure::CannotExecute),
-        127 => Some(RuntimeFailure::NotFound),
+/// The runtime's documented statuses (a command's own `exit 125` looks the same; the
+/// message says what the runtime means by it). podman: 125-127; apptainer: 255 for
+/// its own fatal errors (including a command missing from the image).
+pub fn diagnose_runtime_exit(runtime: Runtime, code: i32) -> Option<RuntimeFailure> {
+    match (runtime, code) {
+        (Runtime::Podman, 125) | (Runtime::Apptainer, 255) => Some(RuntimeFailure::RuntimeError),
+        (Runtime::Podman, 126) => Some(RuntimeFailure::CannotExecute),
+        (Runtime::Podman, 127) => Some(RuntimeFailure::NotFound),
         _ => None,
     }
 }
@@ -260,7 +556,6 @@ fn quote(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::rules::image::ImageRef;
-    use crate::rules::options::Runtime;
     use crate::rules::plan::{container_plan, JobDirs};
     use crate::rules::project::{Project, Resolution, SafeData};
 
@@ -313,6 +608,9 @@ mod tests {
                 batch_script: None,
                 task_env_names: &pass,
                 tty: false,
+                user_env: &[],
+                entrypoint: Entrypoint::Command,
+                gpus: &[],
             },
         ));
         let want = [
@@ -329,6 +627,7 @@ mod tests {
             "--security-opt=no-new-privileges",
             "--cgroups=disabled",
             "--interactive",
+            "--entrypoint=",
             "--workdir=/scratch",
             "--volume=/safe_data/proj1:/safe_data",
             "--volume=/home/alice/outputs-1234567:/safe_outputs",
@@ -341,6 +640,8 @@ mod tests {
             "--env=TRE_PROJECT=proj1",
             "--env=TRE_CONTAINER=ghcr.io/mikej888/hello-tre:1.0",
             "--env=TRE_IN_CONTAINER=1",
+            "--env=TMPDIR=/scratch",
+            "--env=TMP=/scratch",
             "ghcr.io/mikej888/hello-tre:1.0",
             "cat",
             "/safe_data/README.txt",
@@ -361,6 +662,9 @@ mod tests {
                 batch_script: Some(script),
                 task_env_names: &[],
                 tty: true,
+                user_env: &[],
+                entrypoint: Entrypoint::Command,
+                gpus: &[],
             },
         ));
         assert!(got.contains(&"--volume=/var/spool/slurmd/job00042/slurm_script:/var/spool/slurmd/job00042/slurm_script:ro".into()));
@@ -392,6 +696,9 @@ mod tests {
                 batch_script: None,
                 task_env_names: &[],
                 tty: false,
+                user_env: &[],
+                entrypoint: Entrypoint::Command,
+                gpus: &[],
             },
         ));
         assert_eq!(
@@ -418,6 +725,475 @@ mod tests {
             .collect();
         assert_eq!(forwarded_env(&names), vec!["SLURM_*", "TERM", "LANG"]);
         assert_eq!(forwarded_env(&[]), vec!["SLURM_*"]);
+    }
+
+    fn task<'a>(argv: &'a [OsString], names: &'a [String]) -> TaskLaunch<'a> {
+        TaskLaunch {
+            argv,
+            batch_script: None,
+            task_env_names: names,
+            tty: false,
+            user_env: &[],
+            entrypoint: Entrypoint::Command,
+            gpus: &[],
+        }
+    }
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn podman_gpus_user_env_and_image_entrypoint() {
+        let argv = os(&["a b", "$HOME", "it's\nnew"]);
+        let user = vec!["MY_TOKEN".to_string()];
+        let t = TaskLaunch {
+            user_env: &user,
+            entrypoint: Entrypoint::Image,
+            gpus: &[0, 2],
+            ..task(&argv, &[])
+        };
+        let got = strings(&podman_argv(
+            &plan(),
+            &PodmanConfig::default(),
+            &storage(),
+            &t,
+        ));
+        assert!(!got.iter().any(|a| a.starts_with("--entrypoint")));
+        let devices: Vec<&String> = got.iter().filter(|a| a.starts_with("--device")).collect();
+        assert_eq!(
+            devices,
+            ["--device=nvidia.com/gpu=0", "--device=nvidia.com/gpu=2"]
+        );
+        assert!(got.contains(&"--env=MY_TOKEN".to_string()));
+        // Arguments reach the runtime unchanged, after the image.
+        assert_eq!(
+            &got[got.len() - 4..],
+            [
+                "ghcr.io/mikej888/hello-tre:1.0",
+                "a b",
+                "$HOME",
+                "it's\nnew"
+            ]
+        );
+        // No GPUs: no device flags at all.
+        let got = strings(&podman_argv(
+            &plan(),
+            &PodmanConfig::default(),
+            &storage(),
+            &task(&argv, &[]),
+        ));
+        assert!(!got
+            .iter()
+            .any(|a| a.contains("device") || a.contains("nvidia")));
+    }
+
+    #[test]
+    fn batch_step_with_image_entrypoint_passes_only_the_script_arguments() {
+        let script = Path::new("/var/spool/slurmd/job00042/slurm_script");
+        let argv = os(&["/var/spool/slurmd/job00042/slurm_script", "x", "y z"]);
+        let t = TaskLaunch {
+            batch_script: Some(script),
+            entrypoint: Entrypoint::Image,
+            ..task(&argv, &[])
+        };
+        assert_eq!(t.container_args(), &argv[1..]);
+        assert_eq!(t.dropped_args(), 1);
+        let t = TaskLaunch {
+            entrypoint: Entrypoint::Command,
+            ..t
+        };
+        assert_eq!(t.container_args(), &argv[..]);
+        assert_eq!(t.dropped_args(), 0);
+        // srun steps: every argument goes to the image's entrypoint.
+        let t = TaskLaunch {
+            entrypoint: Entrypoint::Image,
+            ..task(&argv, &[])
+        };
+        assert_eq!(t.dropped_args(), 0);
+    }
+
+    #[test]
+    fn supervised_command_line_says_what_to_drop() {
+        let image = ImageRef::parse("ghcr.io/mikej888/hello-tre:1.0").unwrap();
+        let got = strings(&supervised_argv(
+            Path::new("/usr/sbin/tre-spank"),
+            &image,
+            Runtime::Apptainer,
+            1,
+            os(&["apptainer", "run", "/x.sif"]),
+        ));
+        assert_eq!(
+            got,
+            [
+                "/usr/sbin/tre-spank",
+                "launch",
+                "--image",
+                "ghcr.io/mikej888/hello-tre:1.0",
+                "--runtime",
+                "apptainer",
+                "--drop-args",
+                "3,1",
+                "--",
+                "apptainer",
+                "run",
+                "/x.sif"
+            ]
+        );
+        let got = strings(&supervised_argv(
+            Path::new("/t"),
+            &image,
+            Runtime::Podman,
+            0,
+            os(&["podman"]),
+        ));
+        assert_eq!(
+            got,
+            [
+                "/t",
+                "launch",
+                "--image",
+                "ghcr.io/mikej888/hello-tre:1.0",
+                "--runtime",
+                "podman",
+                "--",
+                "podman"
+            ]
+        );
+    }
+
+    fn app_plan() -> ContainerPlan {
+        let mut p = plan();
+        p.runtime = Runtime::Apptainer;
+        p
+    }
+
+    const SIF: &str = "/var/lib/tre-spank/sif/ghcr.io/mikej888/hello-tre_1.0.sif";
+
+    #[test]
+    fn apptainer_srun_command_line() {
+        let argv = os(&["cat", "/safe_data/README.txt"]);
+        let names: Vec<String> = ["SLURM_JOB_ID", "AWS_SECRET", "TERM", "MY_VAR"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let t = task(&argv, &names);
+        let got = strings(
+            &apptainer_argv(
+                &app_plan(),
+                &ApptainerConfig::default(),
+                Path::new(SIF),
+                Path::new("/home/alice/work"),
+                &t,
+            )
+            .unwrap(),
+        );
+        let want = [
+            "/usr/bin/apptainer",
+            "exec",
+            "--cleanenv",
+            "--no-eval",
+            "--userns",
+            "--no-mount=cwd",
+            "--pwd=/home/alice/work",
+            "--bind=/safe_data/proj1:/safe_data",
+            "--bind=/home/alice/outputs-1234567:/safe_outputs",
+            "--bind=/home/alice/scratch-1234567:/scratch",
+            "--env=TRE_OUTPUTS_DIR=/safe_outputs",
+            "--env=TRE_SCRATCH_DIR=/scratch",
+            "--env=TRE_SAFE_DATA=/safe_data",
+            "--env=TRE_PROJECT=proj1",
+            "--env=TRE_CONTAINER=ghcr.io/mikej888/hello-tre:1.0",
+            "--env=TRE_IN_CONTAINER=1",
+            "--env=TMPDIR=/scratch",
+            "--env=TMP=/scratch",
+            SIF,
+            "cat",
+            "/safe_data/README.txt",
+        ];
+        assert_eq!(got, want);
+        assert!(!got
+            .iter()
+            .any(|a| a.contains("docker://") || a.contains("pull")));
+        // Passed by name through APPTAINERENV_ (values never on the command line).
+        assert_eq!(apptainer_passed_env(&t), ["SLURM_JOB_ID", "TERM"]);
+        let user = vec!["MY_VAR".to_string(), "ABSENT".to_string()];
+        let t = TaskLaunch {
+            user_env: &user,
+            ..task(&argv, &names)
+        };
+        assert_eq!(apptainer_passed_env(&t), ["SLURM_JOB_ID", "TERM", "MY_VAR"]);
+    }
+
+    #[test]
+    fn apptainer_batch_home_off_gpus_and_image_entrypoint() {
+        let script = Path::new("/var/spool/slurmd/job00042/slurm_script");
+        let argv = os(&["/var/spool/slurmd/job00042/slurm_script", "arg 1"]);
+        let names = vec![
+            "CUDA_VISIBLE_DEVICES".to_string(),
+            "SLURM_JOB_GPUS".to_string(),
+        ];
+        let cfg = ApptainerConfig {
+            mount_home: false,
+            userns: false,
+            ..ApptainerConfig::default()
+        };
+        let t = TaskLaunch {
+            batch_script: Some(script),
+            entrypoint: Entrypoint::Image,
+            gpus: &[1],
+            ..task(&argv, &names)
+        };
+        let got = strings(
+            &apptainer_argv(&app_plan(), &cfg, Path::new(SIF), Path::new("/scratch"), &t).unwrap(),
+        );
+        assert_eq!(
+            got[..7],
+            [
+                "/usr/bin/apptainer",
+                "run",
+                "--cleanenv",
+                "--no-eval",
+                "--no-mount=home,cwd",
+                "--nv",
+                "--pwd=/scratch"
+            ]
+        );
+        assert!(got.contains(&format!("--bind={0}:{0}:ro", script.display())));
+        assert_eq!(&got[got.len() - 2..], [SIF, "arg 1"]);
+        assert_eq!(
+            apptainer_passed_env(&t),
+            ["SLURM_JOB_GPUS", "CUDA_VISIBLE_DEVICES"]
+        );
+        // Without GPUs: no --nv, and CUDA_VISIBLE_DEVICES is not passed.
+        let t = TaskLaunch { gpus: &[], ..t };
+        let got = strings(
+            &apptainer_argv(&app_plan(), &cfg, Path::new(SIF), Path::new("/scratch"), &t).unwrap(),
+        );
+        assert!(!got.iter().any(|a| a == "--nv"));
+        assert_eq!(apptainer_passed_env(&t), ["SLURM_JOB_GPUS"]);
+    }
+
+    #[test]
+    fn apptainer_refuses_paths_its_bind_syntax_cannot_express() {
+        let mut p = app_plan();
+        p.mounts[1].host = "/home/a,b/outputs-1".into();
+        let e = apptainer_argv(
+            &p,
+            &ApptainerConfig::default(),
+            Path::new(SIF),
+            Path::new("/scratch"),
+            &task(&[], &[]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("/home/a,b/outputs-1"), "{e}");
+        p.mounts[1].host = "/home/a:b/outputs-1".into();
+        assert!(apptainer_argv(
+            &p,
+            &ApptainerConfig::default(),
+            Path::new(SIF),
+            Path::new("/scratch"),
+            &task(&[], &[])
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn variables_that_steer_podman_are_removed() {
+        let names: Vec<String> = [
+            "CONTAINERS_CONF",
+            "CONTAINERS_CONF_OVERRIDE",
+            "CONTAINER_HOST",
+            "PODMAN_USERNS",
+            "HOME",
+            "MY_CONTAINERS_CONF",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            podman_control_vars(&names),
+            [
+                "CONTAINERS_CONF",
+                "CONTAINERS_CONF_OVERRIDE",
+                "CONTAINER_HOST",
+                "PODMAN_USERNS"
+            ]
+        );
+    }
+
+    #[test]
+    fn variables_that_steer_apptainer_are_removed() {
+        let names: Vec<String> = [
+            "APPTAINER_BIND",
+            "APPTAINERENV_X",
+            "SINGULARITY_BIND",
+            "SINGULARITYENV_Y",
+            "APPTAINER_NO_MOUNT",
+            "HOME",
+            "SLURM_JOB_ID",
+            "MY_APPTAINER",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            apptainer_control_vars(&names),
+            [
+                "APPTAINER_BIND",
+                "APPTAINERENV_X",
+                "SINGULARITY_BIND",
+                "SINGULARITYENV_Y",
+                "APPTAINER_NO_MOUNT"
+            ]
+        );
+    }
+
+    #[test]
+    fn apptainer_workdir_is_the_submission_dir_only_when_home_is_mounted() {
+        let p = app_plan();
+        let on = ApptainerConfig::default();
+        let off = ApptainerConfig {
+            mount_home: false,
+            ..ApptainerConfig::default()
+        };
+        let home = Path::new("/home/alice");
+        let wd = |c: &ApptainerConfig, cwd: Option<&str>| {
+            apptainer_workdir(&p, c, home, cwd.map(Path::new))
+        };
+        assert_eq!(
+            wd(&on, Some("/home/alice/proj")),
+            PathBuf::from("/home/alice/proj")
+        );
+        assert_eq!(wd(&on, Some("/home/alice")), PathBuf::from("/home/alice"));
+        assert_eq!(wd(&on, Some("/home/alicex")), PathBuf::from("/scratch"));
+        assert_eq!(wd(&on, Some("/tmp")), PathBuf::from("/scratch"));
+        assert_eq!(wd(&on, None), PathBuf::from("/scratch"));
+        assert_eq!(
+            wd(&off, Some("/home/alice/proj")),
+            PathBuf::from("/scratch")
+        );
+    }
+
+    #[test]
+    fn sif_files_are_named_from_the_reference() {
+        let dir = Path::new("/var/lib/tre-spank/sif");
+        let sif = |r: &str| {
+            sif_path(dir, &ImageRef::parse(r).unwrap())
+                .unwrap()
+                .display()
+                .to_string()
+        };
+        assert_eq!(
+            sif("ghcr.io/mikej888/hello-tre:1.0"),
+            "/var/lib/tre-spank/sif/ghcr.io/mikej888/hello-tre_1.0.sif"
+        );
+        assert_eq!(
+            sif("GHCR.IO/org/team/tool"),
+            "/var/lib/tre-spank/sif/ghcr.io/org/team/tool_latest.sif"
+        );
+        let hex = "0123456789abcdef".repeat(4);
+        assert_eq!(
+            sif(&format!("ghcr.io/org/tool:2.0@sha256:{hex}")),
+            format!("/var/lib/tre-spank/sif/ghcr.io/org/tool@sha256_{hex}.sif")
+        );
+        assert_eq!(
+            sif("registry.example.org:5000/a/b:v1"),
+            "/var/lib/tre-spank/sif/registry.example.org_5000/a/b_v1.sif"
+        );
+        // Never outside the directory: no component is empty, "." or "..".
+        for r in [
+            "ghcr.io/a/b:1",
+            "ghcr.io/a.b/c.d:x..y",
+            "ghcr.io/a__b/c-d:_x",
+        ] {
+            let p = sif_path(dir, &ImageRef::parse(r).unwrap()).unwrap();
+            assert!(p.starts_with(dir));
+            assert!(p.components().all(|c| matches!(
+                c,
+                std::path::Component::RootDir | std::path::Component::Normal(_)
+            )));
+        }
+        for bad in ["ghcr.io/../x:1", "ghcr.io/a/./b", "ghcr.io//b"] {
+            assert!(ImageRef::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn runtime_choice_follows_the_node() {
+        let both = [Runtime::Podman, Runtime::Apptainer];
+        let all = |_: Runtime| true;
+        let only_apptainer = |r: Runtime| r == Runtime::Apptainer;
+        let none = |_: Runtime| false;
+        assert_eq!(
+            choose_runtime(RuntimeChoice::Auto, &both, &all, "n1"),
+            Ok(Runtime::Podman)
+        );
+        assert_eq!(
+            choose_runtime(RuntimeChoice::Auto, &both, &only_apptainer, "n1"),
+            Ok(Runtime::Apptainer)
+        );
+        assert_eq!(
+            choose_runtime(
+                RuntimeChoice::Auto,
+                &[Runtime::Apptainer, Runtime::Podman],
+                &all,
+                "n1"
+            ),
+            Ok(Runtime::Apptainer)
+        );
+        assert_eq!(
+            choose_runtime(RuntimeChoice::Auto, &both, &none, "n1"),
+            Err(
+                "no container runtime is installed on node n1 (looked for: podman, apptainer)"
+                    .into()
+            )
+        );
+        assert_eq!(
+            choose_runtime(RuntimeChoice::Apptainer, &both, &all, "n1"),
+            Ok(Runtime::Apptainer)
+        );
+        assert_eq!(
+            choose_runtime(RuntimeChoice::Apptainer, &both, &none, "n1"),
+            Err("apptainer is not installed on node n1".into())
+        );
+        assert_eq!(
+            choose_runtime(RuntimeChoice::Apptainer, &[Runtime::Podman], &all, "n1"),
+            Err("apptainer is not offered on node n1 (this node offers: podman)".into())
+        );
+    }
+
+    #[test]
+    fn gpu_lists_are_parsed_strictly() {
+        assert_eq!(parse_gpu_list(Some("0")), [0]);
+        assert_eq!(parse_gpu_list(Some("0,2,2,3")), [0, 2, 3]);
+        for bad in [
+            None,
+            Some(""),
+            Some("0-3"),
+            Some("0,,1"),
+            Some("a"),
+            Some("0, 1"),
+            Some("99999"),
+            Some("-1"),
+        ] {
+            assert!(parse_gpu_list(bad).is_empty(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn exit_statuses_are_diagnosed_per_runtime() {
+        assert_eq!(
+            diagnose_runtime_exit(Runtime::Podman, 125),
+            Some(RuntimeFailure::RuntimeError)
+        );
+        assert_eq!(diagnose_runtime_exit(Runtime::Podman, 255), None);
+        assert_eq!(
+            diagnose_runtime_exit(Runtime::Apptainer, 255),
+            Some(RuntimeFailure::RuntimeError)
+        );
+        assert_eq!(diagnose_runtime_exit(Runtime::Apptainer, 125), None);
+        assert_eq!(diagnose_runtime_exit(Runtime::Apptainer, 3), None);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::rules::{config, options};
 
 pub fn init_post_opt(spank: &mut SpankHandle) -> Result<(), Box<dyn Error>> {
     let raw = raw_options(spank);
-    if raw.container.is_none() && raw.runtime.is_none() && raw.project.is_none() {
+    if !raw.any() {
         return Ok(());
     }
     let args = spank

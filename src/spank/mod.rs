@@ -20,7 +20,9 @@ use slurm_spank::{
     spank_log_error, Context, Plugin, SpankHandle, SpankOption, SLURM_VERSION_NUMBER, SPANK_PLUGIN,
 };
 
-use crate::rules::options::{RawOptions, OPTIONS, OPT_CONTAINER, OPT_PROJECT, OPT_RUNTIME};
+use crate::rules::options::{
+    RawOptions, OPTIONS, OPT_CONTAINER, OPT_ENTRYPOINT, OPT_ENV, OPT_PROJECT, OPT_RUNTIME,
+};
 
 SPANK_PLUGIN!(b"tre_spank", SLURM_VERSION_NUMBER, TreSpank);
 
@@ -44,6 +46,8 @@ fn raw_options(spank: &SpankHandle) -> RawOptions {
         container: value(OPT_CONTAINER),
         runtime: value(OPT_RUNTIME),
         project: value(OPT_PROJECT),
+        env: value(OPT_ENV),
+        entrypoint: value(OPT_ENTRYPOINT),
     }
 }
 

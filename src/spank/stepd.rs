@@ -31,10 +31,10 @@ use crate::host::state::{JobRecord, StateDir};
 use crate::rules::audit::{self, Event};
 use crate::rules::config::Config;
 use crate::rules::job_number::job_number;
-use crate::rules::options::{self, ContainerRequest};
+use crate::rules::options::{self, ContainerRequest, Runtime};
 use crate::rules::plan::{self, outputs_name, scratch_name, JobDirs, IN_CONTAINER_VAR};
 use crate::rules::project::{Resolution, SafeData};
-use crate::rules::runtime::{self, TaskLaunch};
+use crate::rules::runtime::{self, Target, TaskLaunch};
 
 /// Slurm's step id for the batch script (`SLURM_BATCH_SCRIPT`).
 const BATCH_STEP_ID: u32 = 0xffff_fffb;
@@ -49,6 +49,10 @@ pub struct Step {
 struct Job {
     config: Config,
     request: ContainerRequest,
+    /// The runtime chosen for this node.
+    runtime: Runtime,
+    /// apptainer: the image's SIF file (checked to exist).
+    sif: Option<PathBuf>,
     account: Account,
     job_id: u32,
     number: u32,
@@ -83,7 +87,7 @@ impl Step {
             return;
         }
         let raw = raw_options(spank);
-        if raw.container.is_none() && raw.runtime.is_none() && raw.project.is_none() {
+        if !raw.any() {
             return;
         }
         // A step started from inside the container (it inherits the options) runs as is.
@@ -207,7 +211,7 @@ fn run_fields(spank: &SpankHandle, job: &Job, ready: &Ready) -> Vec<(&'static st
         ),
         ("safe_data", safe_data),
         ("image", job.request.image.to_string()),
-        ("runtime", job.request.runtime.to_string()),
+        ("runtime", job.runtime.to_string()),
         ("node", job.node.clone()),
         ("outputs", ready.dirs.outputs.display().to_string()),
     ]
@@ -258,7 +262,28 @@ fn prepare(spank: &SpankHandle, raw: &options::RawOptions) -> Result<Job, String
     let request = options::parse(raw, &config)
         .map_err(|e| format!("tre-spank: {e}"))?
         .ok_or_else(|| "tre-spank: --tre-container is missing".to_string())?;
-    job::check_runtime(&config, request.runtime, &node).map_err(|e| format!("tre-spank: {e}"))?;
+    let installed = |r: Runtime| match r {
+        Runtime::Podman => config.podman.path.is_file(),
+        Runtime::Apptainer => config.apptainer.path.is_file(),
+    };
+    let runtime = runtime::choose_runtime(request.runtime, &config.runtimes, &installed, &node)
+        .map_err(|e| format!("tre-spank: {e}"))?;
+    // A root-managed path: a stat here is cheap and needs no runtime call.
+    let sif = match runtime {
+        Runtime::Podman => None,
+        Runtime::Apptainer => {
+            let sif = runtime::sif_path(&config.apptainer.sif_dir, &request.image)
+                .ok_or_else(|| "tre-spank: the image reference has no name".to_string())?;
+            if !sif.is_file() {
+                return Err(format!(
+                    "tre-spank: image {} is not on node {node}: no SIF file {} (images reach the nodes only through the site's approved process, and jobs never pull)",
+                    request.image,
+                    sif.display()
+                ));
+            }
+            Some(sif)
+        }
+    };
     let uid = spank
         .job_uid()
         .map_err(|e| format!("tre-spank: cannot get the job's uid: {e}"))?;
@@ -292,6 +317,8 @@ fn prepare(spank: &SpankHandle, raw: &options::RawOptions) -> Result<Job, String
     Ok(Job {
         config,
         request,
+        runtime,
+        sif,
         account,
         job_id,
         number,
@@ -383,25 +410,80 @@ fn wrap_task(spank: &mut SpankHandle, job: &Job, ready: &Ready) -> Result<(), St
         .into_iter()
         .filter_map(|kv| kv.to_str()?.split_once('=').map(|(k, _)| k.to_string()))
         .collect();
+    let plan = plan::container_plan(
+        &job.request.image,
+        job.runtime,
+        &ready.resolution,
+        &ready.dirs,
+    );
+    let gpus = runtime::parse_gpu_list(
+        spank
+            .getenv(runtime::gpu_list_variable(is_batch))
+            .ok()
+            .flatten()
+            .as_deref(),
+    );
     let launch = TaskLaunch {
         argv: &task_argv,
         batch_script: batch_script.as_deref(),
         task_env_names: &env_names,
         tty: stdin_is_tty(),
+        user_env: &job.request.env,
+        entrypoint: job.request.entrypoint,
+        gpus: &gpus,
     };
-    let storage = runtime::PodmanStorage {
-        job_dir: &job.runtime_dir,
-        home: &job.account.home,
+    let cwd = std::env::current_dir().ok();
+    let workdir;
+    let target = match (job.runtime, &job.sif) {
+        (Runtime::Apptainer, Some(sif)) => {
+            // The user's APPTAINER_BIND and the like would add mounts: drop them all.
+            for name in runtime::apptainer_control_vars(&env_names) {
+                spank
+                    .unsetenv(&name)
+                    .map_err(|e| format!("tre-spank: cannot remove {name}: {e}"))?;
+            }
+            // --cleanenv: the variables passed in are set as APPTAINERENV_<NAME>, by
+            // name, from the task's own values (never on the command line).
+            for name in runtime::apptainer_passed_env(&launch) {
+                if let Ok(Some(value)) = spank.getenv_os(&name) {
+                    spank
+                        .setenv(format!("APPTAINERENV_{name}"), &value, true)
+                        .map_err(|e| format!("tre-spank: cannot pass {name}: {e}"))?;
+                }
+            }
+            workdir = runtime::apptainer_workdir(
+                &plan,
+                &job.config.apptainer,
+                &job.account.home,
+                cwd.as_deref(),
+            );
+            Target::Apptainer {
+                sif,
+                workdir: &workdir,
+            }
+        }
+        _ => {
+            // The user's CONTAINERS_CONF, CONTAINER_HOST and the like: drop them all,
+            // and point podman at the site's containers.conf only.
+            for name in runtime::podman_control_vars(&env_names) {
+                spank
+                    .unsetenv(&name)
+                    .map_err(|e| format!("tre-spank: cannot remove {name}: {e}"))?;
+            }
+            let site_conf = &job.config.podman.containers_conf;
+            if site_conf.is_file() {
+                spank
+                    .setenv("CONTAINERS_CONF", site_conf, true)
+                    .map_err(|e| format!("tre-spank: cannot set CONTAINERS_CONF: {e}"))?;
+            }
+            Target::Podman(runtime::PodmanStorage {
+                job_dir: &job.runtime_dir,
+                home: &job.account.home,
+            })
+        }
     };
-    let command = runtime::job_command(
-        &job.config,
-        &job.request.image,
-        job.request.runtime,
-        &ready.resolution,
-        &ready.dirs,
-        &storage,
-        &launch,
-    );
+    let command = runtime::job_command(&job.config, &plan, &target, &launch)
+        .map_err(|e| format!("tre-spank: {e}"))?;
     if spank.task_global_id().unwrap_or(0) == 0 {
         for line in plan::summary_lines(&ready.resolution, &ready.dirs) {
             say(&line);
@@ -414,11 +496,9 @@ fn wrap_task(spank: &mut SpankHandle, job: &Job, ready: &Ready) -> Result<(), St
     let mut fields = run_fields(spank, job, ready);
     fields.push(("start", audit::utc_time(ready.started)));
     audit(spank, Event::Start, fields);
-    let task = command.task_argv;
     // Slurm keeps the task's own argv after what is prepended.
-    let prefix = &task[..task.len() - task_argv.len()];
     spank
-        .prepend_task_argv_os(prefix.iter().map(|a| a.as_os_str()).collect())
+        .prepend_task_argv_os(command.task_prefix.iter().map(|a| a.as_os_str()).collect())
         .map_err(|e| format!("tre-spank: cannot start the container: {e}"))
 }
 

@@ -10,7 +10,7 @@ refused() {
 }
 
 test_unknown_runtime_is_refused_at_submission() {
-  refused alice '--tre-runtime="docker" is not a runtime: use podman or apptainer' --tre-container=$IMAGE --tre-runtime=docker
+  refused alice '--tre-runtime="docker" is not a runtime: use podman, apptainer or auto' --tre-container=$IMAGE --tre-runtime=docker
 }
 
 test_disallowed_registry_is_refused_at_submission() {

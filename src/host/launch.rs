@@ -4,14 +4,24 @@
 //!
 //! Exit status: the child's, unchanged; a child killed by a signal is mirrored by
 //! dying of the same signal, so Slurm reports what it would without a container.
+//!
+//! Signals (docs/job-semantics.md): Slurm usually signals every process of the step
+//! (`scancel --signal`, `--full`, the time limit, srun's Ctrl-C); the container's
+//! processes then have the signal already, and passing it on would deliver it again.
+//! Only `scancel --batch` signals the task's first process alone. A sentinel child
+//! (in the step's cgroup, doing nothing but collect signals) tells the two apart: a
+//! signal the sentinel also got was step-wide and is not passed on.
 
 use std::ffi::OsString;
 use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, raise, signal, SigHandler, SigSet, Signal};
-use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::Pid;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, pipe, read, ForkResult, Pid};
 
 use crate::rules::options::Runtime;
 use crate::rules::runtime::{diagnose_runtime_exit, RuntimeFailure};
@@ -66,10 +76,7 @@ pub fn supervise(launch: &Launch) -> i32 {
         say("tre-spank: launch: no command");
         return 125;
     };
-    let mut mask = SigSet::empty();
-    for s in FORWARDED {
-        mask.add(*s);
-    }
+    let mut mask = forwarded_mask();
     mask.add(Signal::SIGCHLD);
     // Blocked here and collected with sigwait; std resets the mask in the child.
     if let Err(e) = mask.thread_block() {
@@ -87,24 +94,123 @@ pub fn supervise(launch: &Launch) -> i32 {
         }
     };
     let pid = Pid::from_raw(child.id() as i32);
-    loop {
+    // Without a sentinel every signal is passed on (the behaviour before it existed).
+    let mut sentinel = Sentinel::start(&forwarded_mask());
+    let outcome = loop {
         match mask.wait() {
-            Ok(Signal::SIGCHLD) => match waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(_, code)) => {
-                    return explain_exit(launch, &argv, program, code)
-                }
-                Ok(WaitStatus::Signaled(_, sig, _)) => die_of(sig),
+            Ok(Signal::SIGCHLD) => match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, code)) => break Ok(code),
+                Ok(WaitStatus::Signaled(_, sig, _)) => break Err(sig),
                 Ok(_) => {}
                 Err(e) => {
                     say(&format!("tre-spank: launch: waiting for the runtime: {e}"));
-                    return 125;
+                    break Ok(125);
                 }
             },
             Ok(sig) => {
-                let _ = kill(pid, sig);
+                let step_wide = sentinel.as_mut().is_some_and(|s| s.also_got(sig));
+                if !step_wide {
+                    let _ = kill(pid, sig);
+                }
             }
             Err(_) => {}
         }
+    };
+    if let Some(s) = sentinel {
+        s.stop();
+    }
+    match outcome {
+        Ok(code) => explain_exit(launch, &argv, program, code),
+        Err(sig) => die_of(sig),
+    }
+}
+
+fn forwarded_mask() -> SigSet {
+    let mut mask = SigSet::empty();
+    for s in FORWARDED {
+        mask.add(*s);
+    }
+    mask
+}
+
+/// How long a step-wide signal may take to reach the sentinel after the supervisor
+/// (Slurm signals the step's processes one after another, microseconds apart).
+const SENTINEL_WAIT: Duration = Duration::from_millis(150);
+
+/// A child process that only collects the forwarded signals and reports each on a pipe.
+struct Sentinel {
+    pid: Pid,
+    reports: OwnedFd,
+    /// Signals reported and not yet matched with one the supervisor got.
+    seen: Vec<Signal>,
+}
+
+impl Sentinel {
+    fn start(mask: &SigSet) -> Option<Sentinel> {
+        let (reports, report) = pipe().ok()?;
+        // SAFETY: the supervisor has no other threads, and the child only calls
+        // async-signal-safe functions (prctl, sigwait, write, _exit) before it ends.
+        match unsafe { fork() } {
+            Ok(ForkResult::Child) => {
+                drop(reports);
+                // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number only.
+                unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+                // The signals are blocked (inherited): sigwait takes each one.
+                loop {
+                    if let Ok(sig) = mask.wait() {
+                        let byte = [sig as i32 as u8];
+                        if nix::unistd::write(&report, &byte).is_err() {
+                            // SAFETY: _exit ends the process without running anything.
+                            unsafe { libc::_exit(0) };
+                        }
+                    }
+                }
+            }
+            Ok(ForkResult::Parent { child }) => Some(Sentinel {
+                pid: child,
+                reports,
+                seen: Vec::new(),
+            }),
+            Err(_) => None,
+        }
+    }
+
+    /// Whether the sentinel got `sig` too (waiting briefly for its report).
+    fn also_got(&mut self, sig: Signal) -> bool {
+        let deadline = Instant::now() + SENTINEL_WAIT;
+        loop {
+            if let Some(i) = self.seen.iter().position(|s| *s == sig) {
+                self.seen.remove(i);
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+            let mut fds = [PollFd::new(self.reports.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::from(ms)) {
+                Ok(0) => return false,
+                Ok(_) => {
+                    let mut buf = [0u8; 64];
+                    match read(&self.reports, &mut buf) {
+                        Ok(0) | Err(_) => return false,
+                        Ok(n) => self.seen.extend(
+                            buf[..n]
+                                .iter()
+                                .filter_map(|b| Signal::try_from(i32::from(*b)).ok()),
+                        ),
+                    }
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
+    fn stop(self) {
+        let _ = kill(self.pid, Signal::SIGKILL);
+        let _ = waitpid(self.pid, None);
     }
 }
 

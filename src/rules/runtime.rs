@@ -159,6 +159,10 @@ pub fn podman_argv(
     let mut argv: Vec<OsString> = vec![config.path.clone().into()];
     argv.extend(storage.global_flags(config));
     argv.extend(["run".into(), "--rm".into(), "--pull=never".into()]);
+    // podman passes the signals it gets to the container and keeps waiting for it.
+    // Without the proxy podman exits on SIGTERM/SIGINT/SIGHUP, which ends the task
+    // early and cuts the time limit's KillWait grace short (docs/job-semantics.md).
+    argv.push("--sig-proxy=true".into());
     argv.push(
         match config.network {
             Network::Host => "--network=host",
@@ -621,6 +625,7 @@ mod tests {
             "run",
             "--rm",
             "--pull=never",
+            "--sig-proxy=true",
             "--network=host",
             "--user=0:0",
             "--group-add=keep-groups",

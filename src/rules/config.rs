@@ -29,6 +29,8 @@ pub struct Config {
     pub project_group_separator: String,
     /// What to do when a user has several projects and names none.
     pub multiple_projects: MultipleProjects,
+    /// Projects whose data is mounted read-only; `"*"`: all, `$HOME/safe_data` included.
+    pub read_only_projects: Vec<String>,
     /// Root-owned node-local directory for per-job records.
     pub state_dir: PathBuf,
     /// Root-owned node-local directory for per-job runtime state (podman's storage,
@@ -91,6 +93,14 @@ pub fn glob_match(glob: &str, name: &str) -> bool {
 }
 
 impl Config {
+    /// Whether project data is mounted read-only for `project` (`None`: a
+    /// `$HOME/safe_data` that belongs to no known project; only `"*"` covers it).
+    pub fn safe_data_read_only(&self, project: Option<&str>) -> bool {
+        self.read_only_projects
+            .iter()
+            .any(|p| p == "*" || Some(p.as_str()) == project)
+    }
+
     /// The settings for one node: every `[[node]]` section whose `names` match the
     /// hostname applies, in file order. The hostname comes from the node itself
     /// (gethostname), never from the job.
@@ -209,6 +219,7 @@ impl Default for Config {
             safe_data: true,
             project_group_separator: "-".to_string(),
             multiple_projects: MultipleProjects::Refuse,
+            read_only_projects: Vec::new(),
             state_dir: PathBuf::from("/var/spool/tre-spank"),
             runtime_dir: PathBuf::from("/var/lib/tre-spank/jobs"),
             secret_file: PathBuf::from("/etc/munge/munge.key"),

@@ -77,7 +77,7 @@ pub fn container_plan(
         mounts.push(Mount {
             host: host.to_path_buf(),
             container: CONTAINER_SAFE_DATA.into(),
-            read_only: false,
+            read_only: resolution.read_only,
         });
     }
     mounts.push(Mount {
@@ -146,8 +146,13 @@ pub fn summary_lines(resolution: &Resolution, dirs: &JobDirs) -> Vec<String> {
     let mut lines = Vec::new();
     match safe_data_host(resolution) {
         Some(p) => lines.push(format!(
-            "tre-spank: safe data: {} -> {CONTAINER_SAFE_DATA} ({})",
+            "tre-spank: safe data: {} -> {CONTAINER_SAFE_DATA}{} ({})",
             p.display(),
+            if resolution.read_only {
+                " read-only"
+            } else {
+                ""
+            },
             resolution.reason
         )),
         None => lines.push(format!(
@@ -182,7 +187,19 @@ mod tests {
                 group: "proj1".into(),
             }),
             reason: "r".into(),
+            read_only: false,
         }
+    }
+
+    #[test]
+    fn read_only_project_data_is_mounted_read_only() {
+        let image = ImageRef::parse("ghcr.io/a/b:1").unwrap();
+        let dirs = JobDirs::new(Path::new("/home/alice"), 1234567);
+        let mut r = resolution(SafeData::ProjectDir("/safe_data/proj1".into()));
+        r.read_only = true;
+        let plan = container_plan(&image, Runtime::Podman, &r, &dirs);
+        let ro: Vec<bool> = plan.mounts.iter().map(|m| m.read_only).collect();
+        assert_eq!(ro, vec![true, false, false]);
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub struct Resolution {
     pub project: Option<Project>,
     /// One line for the job output: why this data was chosen.
     pub reason: String,
+    /// Mount the data read-only (`read_only_projects` in the site config).
+    pub read_only: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -156,16 +158,19 @@ pub fn resolve(
             safe_data: SafeData::Disabled,
             project,
             reason: "this node has no project data".into(),
+            read_only: false,
         });
     }
     let home_data = facts.home.join("safe_data");
     match facts.home_safe_data {
         HomeSafeData::Directory => {
+            let project = chosen.map(|(p, _)| p);
             return Ok(Resolution {
                 safe_data: SafeData::Home(home_data),
-                project: chosen.map(|(p, _)| p),
+                read_only: config.safe_data_read_only(project.as_ref().map(|p| p.name.as_str())),
+                project,
                 reason: "your $HOME/safe_data exists".into(),
-            })
+            });
         }
         HomeSafeData::NotADirectory => return Err(ProjectError::HomeNotDirectory(home_data)),
         HomeSafeData::DanglingLink => return Err(ProjectError::HomeDangling(home_data)),
@@ -198,6 +203,7 @@ pub fn resolve(
     };
     Ok(Resolution {
         safe_data: SafeData::ProjectDir(config.safe_data_root.join(&project.name)),
+        read_only: config.safe_data_read_only(Some(&project.name)),
         project: Some(project),
         reason,
     })
@@ -404,6 +410,29 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.project.unwrap().name, "proj2");
+    }
+
+    #[test]
+    fn read_only_data_where_the_site_says_so() {
+        let sup = groups(&["proj2", "proj1"]);
+        let listed = Config {
+            read_only_projects: vec!["proj2".into()],
+            ..Config::default()
+        };
+        let pick = |cfg: &Config, p: &'static str, home| {
+            resolve(&facts("carol", &sup, home, Some(p)), cfg, &dirs(EXISTING))
+                .unwrap()
+                .read_only
+        };
+        assert!(pick(&listed, "proj2", HomeSafeData::Absent));
+        assert!(!pick(&listed, "proj1", HomeSafeData::Absent));
+        assert!(!pick(&Config::default(), "proj2", HomeSafeData::Absent));
+        let all = Config {
+            read_only_projects: vec!["*".into()],
+            ..Config::default()
+        };
+        assert!(pick(&all, "proj1", HomeSafeData::Absent));
+        assert!(pick(&all, "proj1", HomeSafeData::Directory));
     }
 
     #[test]

@@ -571,6 +571,7 @@ mod tests {
                 group: "proj1".into(),
             }),
             reason: String::new(),
+            read_only: false,
         };
         container_plan(
             &ImageRef::parse("ghcr.io/mikej888/hello-tre:1.0").unwrap(),

@@ -91,7 +91,7 @@ test_attack_hard_links_in_scratch_leave_their_targets_owner_mode_and_content() {
     echo "root secret" > /var/tmp/hl/root-only && chmod 0600 /var/tmp/hl/root-only
     echo "root shared" > /var/tmp/hl/root-rw && chmod 0666 /var/tmp/hl/root-rw
     echo "setuid" > /var/tmp/hl/root-suid && chmod 4755 /var/tmp/hl/root-suid'
-  as alice sh -c 'echo precious > precious.txt && chmod 0400 precious.txt'
+  as alice sh -c 'rm -f precious.txt && echo precious > precious.txt && chmod 0400 precious.txt'
   before=$(fingerprint /var/tmp/hl /home/alice/precious.txt)
   job=$(submit alice --tre-container=$IMAGE --wrap "$SLEEPER")
   wait_running "$job"

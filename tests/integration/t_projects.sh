@@ -97,3 +97,16 @@ test_home_safe_data_wins_over_groups() {
   as alice rm -rf safe_data
   assert_line "$(job_output alice "$job")" "home data"
 }
+
+test_read_only_project_data_is_read_only_inside_where_the_site_says_so() {
+  local job out
+  with_config 'read_only_projects = ["proj1"]'
+  job=$(run_job alice --tre-container=$IMAGE --wrap 'cat /safe_data/README.txt; touch /safe_data/x-$SLURM_JOB_ID 2>/dev/null && echo WROTE || echo READ-ONLY') ||
+    { restore_config; return 1; }
+  restore_config
+  out=$(job_output alice "$job")
+  assert_contains "$out" "tre-spank: safe data: /safe_data/proj1 -> /safe_data read-only ("
+  assert_line "$out" "data of proj1"
+  assert_line "$out" "READ-ONLY"
+  assert_absent "/safe_data/proj1/x-$job"
+}

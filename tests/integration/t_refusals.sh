@@ -47,7 +47,7 @@ test_bad_values_in_the_environment_are_refused_on_the_node() {
   local out
   out=$(as alice env SLURM_SPANK__SLURM_SPANK_OPTION_tre_spank_tre_runtime=docker \
     srun --tre-container=$IMAGE echo STARTED 2>&1) || true
-  assert_contains "$out" 'tre-spank: --tre-runtime="docker" is not a runtime: use podman or apptainer'
+  assert_contains "$out" 'tre-spank: --tre-runtime="docker" is not a runtime: use podman, apptainer or auto'
   assert_not_contains "$out" "STARTED"
   assert_node_idle
 }

@@ -245,6 +245,9 @@ fn check(opts: &Opts) -> ExitCode {
     for line in &about {
         c.ok(line);
     }
+    // A runtime the node offers but lacks is a problem only for jobs that rely on it
+    // by default; a job asking for it gets a clear error.
+    let default = config.default_runtime.named();
     for r in &config.runtimes {
         match job::check_runtime(&config, *r, &node) {
             Ok(()) => c.ok(&format!(
@@ -254,13 +257,21 @@ fn check(opts: &Opts) -> ExitCode {
                     Runtime::Apptainer => config.apptainer.path.display(),
                 }
             )),
-            Err(e) => c.problem(&format!("runtime {r}: {e}")),
+            Err(e) if default == Some(*r) => c.problem(&format!("runtime {r} (the default): {e}")),
+            Err(e) => c.ok(&format!(
+                "runtime {r}: {e} (jobs asking for it fail with this)"
+            )),
         }
     }
-    if let Err(e) = job::choose_runtime(&config, config.default_runtime, &node) {
-        c.problem(&format!(
-            "default_runtime: jobs without --tre-runtime would fail: {e}"
-        ));
+    // A named default that is offered was checked above; one that is not offered, or
+    // `auto` with nothing installed, is checked here.
+    let checked_above = default.is_some_and(|r| config.runtimes.contains(&r));
+    if !checked_above {
+        if let Err(e) = job::choose_runtime(&config, config.default_runtime, &node) {
+            c.problem(&format!(
+                "default_runtime: jobs without --tre-runtime would fail: {e}"
+            ));
+        }
     }
     if config.allowed_registries.is_empty() {
         c.problem("allowed_registries is empty: every container job would be refused");

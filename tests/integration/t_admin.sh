@@ -29,7 +29,7 @@ test_check_reports_a_missing_runtime_and_an_unsafe_state_dir() {
   put_file /tmp/broken.toml $'state_dir = "/tmp/open-state"\n[podman]\npath = "/opt/none/podman"\n'
   out=$(admin check --config /tmp/broken.toml) && rc=0 || rc=$?
   assert_eq "$rc" 1 "exit status"
-  assert_contains "$out" "PROBLEM  runtime podman: podman is not installed on node"
+  assert_contains "$out" "PROBLEM  runtime podman (the default): podman is not installed on node"
   assert_contains "$out" "PROBLEM  state_dir /tmp/open-state has mode 0777"
   assert_line "$out" "2 problems"
 }
@@ -52,7 +52,7 @@ test_plan_shows_project_mounts_and_command_without_running_anything() {
   assert_line "$out" "  /home/alice/outputs-N -> /safe_outputs"
   assert_line "$out" "  /home/alice/scratch-N -> /scratch"
   assert_contains "$out" "  Running: /usr/bin/podman --root=/var/lib/tre-spank/jobs/job-JOBID/storage "
-  assert_contains "$out" "task command: /usr/sbin/tre-spank launch --image $IMAGE -- /usr/bin/podman "
+  assert_contains "$out" "task command: /usr/sbin/tre-spank launch --image $IMAGE --runtime podman -- /usr/bin/podman "
   assert_eq "$(job_dirs alice)" "$before" "alice's directories"
 }
 

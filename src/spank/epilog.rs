@@ -59,7 +59,7 @@ pub fn slurmd_sweep(spank: &mut SpankHandle) {
         Ok(report) => {
             for job_id in &report.swept {
                 spank_log_info!(
-                    "tre-spank: sweep: job {job_id} has no slurmstepd on this node: cleaned up"
+                    "tre-spank: sweep: job {job_id} has no slurmstepd on this node: cleaning up"
                 );
             }
             log_notes(&report.notes);

@@ -121,3 +121,34 @@ wait_number() {
 number_of() { bed exec tre-spank number --job-id "$1"; }
 
 slurmd_log() { bed exec cat /var/log/slurm/slurmd.log; }
+
+# clean_slate: no job of an earlier run is left (a requeued leftover would start in the
+# middle of this run), and the node is idle.
+clean_slate() {
+  local i
+  bed exec scancel --user=alice --user=bob --user=carol --user=dave --user=mallory 2>/dev/null ||
+    for u in alice bob carol dave mallory; do bed exec scancel --user="$u" 2>/dev/null || true; done
+  for ((i = 0; i < 300; i++)); do
+    [ -z "$(bed exec squeue -h)" ] && [ "$(node_state)" = idle ] && return 0
+    sleep 0.2
+  done
+  echo "the $SUITE bed did not become idle with an empty queue" >&2
+  return 1
+}
+
+# with_config TOML: the bed's /etc/slurm/tre-spank.toml for the rest of this test (each
+# test runs in its own subshell); the previous file, or its absence, comes back when the
+# test ends, or earlier with restore_config (idempotent). slurmstepd reads the config at
+# every step, the client at every submission: no restart is needed.
+with_config() {
+  bed exec sh -c 'c=/etc/slurm/tre-spank.toml
+    if [ ! -e $c.test-saved ] && [ ! -e $c.test-absent ]; then
+      if [ -e $c ]; then cp -p $c $c.test-saved; else : > $c.test-absent; fi; fi'
+  trap restore_config EXIT
+  printf '%s\n' "$1" | bed exec sh -c 'cat > /etc/slurm/tre-spank.toml'
+}
+restore_config() {
+  bed exec sh -c 'c=/etc/slurm/tre-spank.toml
+    if [ -e $c.test-saved ]; then mv $c.test-saved $c
+    elif [ -e $c.test-absent ]; then rm -f $c $c.test-absent; fi'
+}

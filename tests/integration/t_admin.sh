@@ -130,18 +130,10 @@ test_sweep_leaves_a_directory_that_replaced_the_recorded_one() {
   as alice rm -r scratch-4242002
 }
 
-# with_site_config TEXT: replaces /etc/slurm/tre-spank.toml in the bed until the test's
-# subshell exits (the tests run each in a subshell).
-with_site_config() {
-  bed exec sh -c 'test -e /etc/slurm/tre-spank.toml && cp -p /etc/slurm/tre-spank.toml /etc/slurm/tre-spank.toml.test-saved || true'
-  trap 'bed exec sh -c "if test -e /etc/slurm/tre-spank.toml.test-saved; then mv /etc/slurm/tre-spank.toml.test-saved /etc/slurm/tre-spank.toml; else rm -f /etc/slurm/tre-spank.toml; fi"' EXIT
-  put_file /etc/slurm/tre-spank.toml "$1"
-}
-
 test_a_node_section_for_this_host_applies_to_real_jobs() {
   local host job out
   host=$(bed exec hostname)
-  with_site_config "$(printf '[[node]]\nnames = ["other*"]\npodman_network = "private"\n[[node]]\nnames = ["%s"]\nsafe_data = false\npodman_network = "none"\n' "$host")"
+  with_config "$(printf '[[node]]\nnames = ["other*"]\npodman_network = "private"\n[[node]]\nnames = ["%s"]\nsafe_data = false\npodman_network = "none"\n' "$host")"
   job=$(run_job alice --tre-container=$IMAGE --wrap 'echo "safe=[$TRE_SAFE_DATA]"')
   out=$(job_output alice "$job")
   assert_contains "$out" "tre-spank: safe data: none"
@@ -152,7 +144,7 @@ test_a_node_section_for_this_host_applies_to_real_jobs() {
 
 test_a_config_typo_is_reported_with_file_line_and_key_at_submission() {
   local out rc
-  with_site_config $'safe_data = true\n[podman]\nnetwrk = "none"\n'
+  with_config $'safe_data = true\n[podman]\nnetwrk = "none"\n'
   out=$(as alice sbatch --parsable -o /dev/null --tre-container=$IMAGE --wrap true 2>&1) && rc=0 || rc=$?
   [ "$rc" -ne 0 ] || fail "sbatch accepted a job under a broken config (job $out)"
   assert_contains "$out" "tre-spank: config /etc/slurm/tre-spank.toml line 3, key podman.netwrk: unknown field \`netwrk\`"

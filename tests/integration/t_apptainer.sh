@@ -16,13 +16,6 @@ need_apptainer() {
   exit 77
 }
 
-# with_site_config TOML: install a site config for the rest of this test (the plugin
-# reads it at every step; it is removed when the test's subshell exits).
-with_site_config() {
-  bed exec sh -c 'cat > "$1"' sh "$SITE_CONFIG" <<<"$1"
-  trap 'bed exec rm -f "$SITE_CONFIG"' EXIT
-}
-
 write_script() {  # write_script U NAME CONTENT: ~/tests/NAME, executable
   as "$1" sh -c 'mkdir -p ~/tests && cat > ~/tests/"$1" && chmod +x ~/tests/"$1"' sh "$2" <<<"$3"
 }
@@ -68,7 +61,7 @@ test_apptainer_job_runs_as_the_user_with_the_three_mounts_and_home() {
 test_apptainer_home_is_not_mounted_when_the_site_turns_it_off() {
   need_apptainer
   local job out
-  with_site_config $'[apptainer]\nmount_home = false'
+  with_config $'[apptainer]\nmount_home = false'
   job=$(run_job alice --tre-container=$IMAGE --tre-runtime=apptainer --wrap '
     test -e /home/alice/tests && echo home-mounted || echo no-home
     echo "cwd=$(pwd)"; echo x > /safe_outputs/x')
@@ -162,7 +155,7 @@ test_apptainer_missing_on_the_node_is_a_clear_error() {
 
 test_auto_runtime_takes_the_first_installed_in_the_sites_order() {
   local job out
-  with_site_config $'default_runtime = "auto"\nruntimes = ["apptainer", "podman"]'
+  with_config $'default_runtime = "auto"\nruntimes = ["apptainer", "podman"]'
   job=$(run_job alice --tre-container=$IMAGE --wrap true)
   out=$(job_output alice "$job")
   if have_apptainer; then
@@ -175,7 +168,7 @@ test_auto_runtime_takes_the_first_installed_in_the_sites_order() {
 
 test_a_runtime_the_node_does_not_offer_is_a_clear_error() {
   local job out
-  with_site_config 'runtimes = ["apptainer"]'
+  with_config 'runtimes = ["apptainer"]'
   job=$(run_job alice --tre-container=$IMAGE --tre-runtime=podman --wrap 'echo STARTED')
   out=$(job_output alice "$job")
   assert_line "$out" "tre-spank: podman is not offered on node tbnode (this node offers: apptainer)"

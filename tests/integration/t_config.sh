@@ -18,11 +18,6 @@ test_options_work_as_sbatch_directives() {
   assert_line "$(job_output alice "$job")" "in podman"
 }
 
-# with_config TOML: install the plugin's config for the rest of the test (restored by
-# restore_config); slurmd re-reads it at each step, the client at each submission.
-with_config() { printf '%s\n' "$1" | bed exec tee /etc/slurm/tre-spank.toml >/dev/null; }
-restore_config() { bed exec rm -f /etc/slurm/tre-spank.toml; }
-
 test_a_broken_config_fails_container_jobs_clearly_and_leaves_other_jobs_alone() {
   local out job rc
   with_config 'allowed_registries = ["ghcr.io/"]

@@ -33,3 +33,16 @@ test_a_job_runs_with_the_installed_package() {
   assert_line "$(job_output alice "$job")" "from-the-package"
   assert_eq "$(job_field "$job" JobState)" COMPLETED
 }
+
+test_the_rpm_is_built_for_real_and_lists_what_a_site_needs() {
+  local rpm list f
+  rpm=$(ls -t "$ROOT_DIR/target/$SUITE/rpmbuild/RPMS/"*/tre-spank-*.rpm 2>/dev/null | head -n 1)
+  [ -n "$rpm" ] || fail "no .rpm: run packaging/build-rpm --suite $SUITE"
+  list=$(rpm -qlp "$rpm")
+  for f in /usr/lib64/slurm-tre/tre_spank.so /usr/sbin/tre-spank /etc/slurm/tre-spank.toml \
+    /etc/slurm/plugstack.conf.d/tre-spank.conf /usr/share/man/man8/tre-spank.8 \
+    /usr/share/man/man7/tre-spank-options.7 /var/spool/tre-spank /var/lib/tre-spank/jobs; do
+    assert_line "$list" "$f"
+  done
+  assert_eq "$(rpm -qp --qf '%{NAME} %{VERSION}' "$rpm")" "tre-spank 0.1.0"
+}

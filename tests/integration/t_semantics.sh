@@ -259,22 +259,6 @@ test_srun_container_environment_is_the_documented_one() {
 
 # ---- network ----
 
-# with_config TOML: install a site config for this test; the previous one comes back
-# when the test's subshell exits.
-with_config() {
-  SEM_SAVED_CONFIG=$(bed exec sh -c 'cat /etc/slurm/tre-spank.toml 2>/dev/null; echo x')
-  SEM_HAD_CONFIG=$(bed exec sh -c 'test -e /etc/slurm/tre-spank.toml && echo yes || echo no')
-  trap restore_config EXIT
-  printf '%s\n' "$1" | bed exec sh -c 'cat > /etc/slurm/tre-spank.toml'
-}
-restore_config() {
-  if [ "$SEM_HAD_CONFIG" = yes ]; then
-    printf '%s' "${SEM_SAVED_CONFIG%x}" | bed exec sh -c 'cat > /etc/slurm/tre-spank.toml'
-  else
-    bed exec rm -f /etc/slurm/tre-spank.toml
-  fi
-}
-
 interfaces_probe='tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d " " | sort | tr "\n" " "; echo'
 
 test_network_none_leaves_only_loopback() {

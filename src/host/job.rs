@@ -2,7 +2,6 @@
 //! `tre-spank plan` shows exactly what a job would get.
 
 use std::os::fd::OwnedFd;
-use std::path::Path;
 
 use super::account::Account;
 use super::dirs;
@@ -26,7 +25,7 @@ pub fn load_node_config(plugstack_args: &[&str], node: &str) -> Result<Config, C
 /// Whether the runtime can run on this node; the error is the line the job shows
 /// (without the `tre-spank: ` prefix).
 pub fn check_runtime(config: &Config, runtime: Runtime, node: &str) -> Result<(), String> {
-    runtime::availability(config, runtime, node, &|p: &Path| p.is_file())
+    choose_runtime(config, runtime.into(), node).map(|_| ())
 }
 
 /// The runtime for a job's choice (`auto`: the first of the node's runtimes that is

@@ -65,6 +65,15 @@ pub enum RuntimeChoice {
     Apptainer,
 }
 
+impl From<Runtime> for RuntimeChoice {
+    fn from(runtime: Runtime) -> Self {
+        match runtime {
+            Runtime::Podman => RuntimeChoice::Podman,
+            Runtime::Apptainer => RuntimeChoice::Apptainer,
+        }
+    }
+}
+
 impl RuntimeChoice {
     pub fn named(self) -> Option<Runtime> {
         match self {

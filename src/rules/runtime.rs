@@ -404,25 +404,6 @@ pub fn supervised_argv(
     argv
 }
 
-/// Whether `runtime` can run on `node`: offered there (`runtimes`) and installed
-/// (`is_file` probes the binary). The error is the line the job shows.
-pub fn availability(
-    config: &Config,
-    runtime: Runtime,
-    node: &str,
-    is_file: &dyn Fn(&Path) -> bool,
-) -> Result<(), String> {
-    let installed = |r: Runtime| match r {
-        Runtime::Podman => is_file(&config.podman.path),
-        Runtime::Apptainer => is_file(&config.apptainer.path),
-    };
-    let choice = match runtime {
-        Runtime::Podman => RuntimeChoice::Podman,
-        Runtime::Apptainer => RuntimeChoice::Apptainer,
-    };
-    choose_runtime(choice, &config.runtimes, &installed, node).map(|_| ())
-}
-
 /// How one task's container is reached: podman with the job's storage, or apptainer
 /// with the image's SIF file and the working directory inside.
 pub enum Target<'a> {

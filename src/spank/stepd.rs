@@ -262,11 +262,7 @@ fn prepare(spank: &SpankHandle, raw: &options::RawOptions) -> Result<Job, String
     let request = options::parse(raw, &config)
         .map_err(|e| format!("tre-spank: {e}"))?
         .ok_or_else(|| "tre-spank: --tre-container is missing".to_string())?;
-    let installed = |r: Runtime| match r {
-        Runtime::Podman => config.podman.path.is_file(),
-        Runtime::Apptainer => config.apptainer.path.is_file(),
-    };
-    let runtime = runtime::choose_runtime(request.runtime, &config.runtimes, &installed, &node)
+    let runtime = job::choose_runtime(&config, request.runtime, &node)
         .map_err(|e| format!("tre-spank: {e}"))?;
     // A root-managed path: a stat here is cheap and needs no runtime call.
     let sif = match runtime {

@@ -4,8 +4,10 @@
 //! permission checks apply; names are resolved relative to the home directory handle
 //! with `O_NOFOLLOW`, so a planted symbolic link is refused, never followed.
 
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::AtFlags;
@@ -14,6 +16,7 @@ use nix::sys::stat::{fchmod, fstat, fstatat, mkdirat, FileStat, Mode, SFlag};
 use serde::{Deserialize, Serialize};
 
 use crate::rules::project::HomeSafeData;
+use crate::rules::proof::{JobFacts, ProofKey, MAX_PROOF_LEN, PROOF_FILE};
 
 /// A directory's identity: a path can be swapped, device and inode cannot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +46,8 @@ pub enum DirError {
     Create { path: String, errno: Errno },
     #[error("{path} is not the directory this job created")]
     Replaced { path: String },
+    #[error("cannot write the job's proof {path}: {errno}")]
+    Proof { path: String, errno: Errno },
 }
 
 fn is_dir(st: &FileStat) -> bool {
@@ -140,6 +145,187 @@ pub fn confirm_dir(
     }
 }
 
+/// The job's two directories under `$HOME`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobDirIds {
+    pub outputs: DirId,
+    pub scratch: DirId,
+}
+
+/// Whether this step made the directories or found them made for this job by another
+/// step (on another node, or starting at the same moment on this one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Created,
+    Joined,
+}
+
+/// How long a step that finds `outputs-N` already there waits for the step that
+/// created it to finish `scratch-N` and its proof (normally a few milliseconds).
+pub const JOIN_WAIT: Duration = Duration::from_secs(10);
+const JOIN_POLL: Duration = Duration::from_millis(50);
+
+/// Names and facts of one job's directories.
+pub struct JobDirSpec<'a> {
+    pub home: &'a Path,
+    pub outputs: &'a str,
+    pub scratch: &'a str,
+    pub facts: JobFacts,
+    pub key: &'a ProofKey,
+}
+
+/// Creates the job's directories, or joins them when another step of the same job
+/// created them (see [`crate::rules::proof`]). Anything else already at either name is
+/// refused, never adopted. Runs as the user.
+pub fn create_or_join(spec: &JobDirSpec, wait: Duration) -> Result<(JobDirIds, Origin), DirError> {
+    let home = open_home(spec.home)?;
+    let outputs = match create_private_dir(&home, spec.home, spec.outputs) {
+        Ok(id) => id,
+        Err(DirError::Exists { path }) => return join(spec, wait, path),
+        Err(e) => return Err(e),
+    };
+    // Leave nothing half-made: what this step created is new and empty.
+    let undo = |with_scratch: bool| {
+        if with_scratch {
+            let _ =
+                nix::unistd::unlinkat(&home, spec.scratch, nix::unistd::UnlinkatFlags::RemoveDir);
+        }
+        let _ = nix::unistd::unlinkat(&home, spec.outputs, nix::unistd::UnlinkatFlags::RemoveDir);
+    };
+    let scratch = match create_private_dir(&home, spec.home, spec.scratch) {
+        Ok(id) => id,
+        Err(e) => {
+            undo(false);
+            return Err(e);
+        }
+    };
+    let line = spec.key.line(&spec.facts, outputs.ino, scratch.ino);
+    if let Err(e) = write_proof(&home, spec, scratch, &line) {
+        let _ = open_dir(&home, spec.scratch).and_then(|fd| {
+            nix::unistd::unlinkat(&fd, PROOF_FILE, nix::unistd::UnlinkatFlags::NoRemoveDir)
+        });
+        undo(true);
+        return Err(e);
+    }
+    Ok((JobDirIds { outputs, scratch }, Origin::Created))
+}
+
+fn open_dir(parent: impl AsFd, name: &str) -> nix::Result<OwnedFd> {
+    openat(
+        parent.as_fd(),
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+fn write_proof(
+    home: impl AsFd,
+    spec: &JobDirSpec,
+    scratch: DirId,
+    line: &str,
+) -> Result<(), DirError> {
+    let path = spec
+        .home
+        .join(spec.scratch)
+        .join(PROOF_FILE)
+        .display()
+        .to_string();
+    let err = |errno| DirError::Proof {
+        path: path.clone(),
+        errno,
+    };
+    let dir = open_dir(home, spec.scratch).map_err(err)?;
+    if fstat(dir.as_fd()).map(|st| DirId::of(&st)).map_err(err)? != scratch {
+        return Err(err(Errno::ESTALE));
+    }
+    let fd = openat(
+        dir.as_fd(),
+        PROOF_FILE,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::S_IRUSR,
+    )
+    .map_err(err)?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(line.as_bytes())
+        .map_err(|e| err(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))))
+}
+
+/// Why a join attempt did not succeed: still waiting, or never going to.
+enum NotJoined {
+    Wait,
+    Refuse,
+}
+
+fn join(
+    spec: &JobDirSpec,
+    wait: Duration,
+    outputs_path: String,
+) -> Result<(JobDirIds, Origin), DirError> {
+    let deadline = Instant::now() + wait;
+    loop {
+        match try_join(spec) {
+            Ok(ids) => return Ok((ids, Origin::Joined)),
+            Err(NotJoined::Wait) if Instant::now() < deadline => std::thread::sleep(JOIN_POLL),
+            Err(_) => return Err(DirError::Exists { path: outputs_path }),
+        }
+    }
+}
+
+fn try_join(spec: &JobDirSpec) -> Result<JobDirIds, NotJoined> {
+    // Opened afresh each time: on NFS an open revalidates the directory, so a name
+    // created on another node is seen (close-to-open consistency).
+    let home = open_home(spec.home).map_err(|_| NotJoined::Refuse)?;
+    let owned_dir = |st: &FileStat| is_dir(st) && st.st_uid == spec.facts.uid;
+    let outputs = match fstatat(&home, spec.outputs, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if owned_dir(&st) => DirId::of(&st),
+        _ => return Err(NotJoined::Refuse),
+    };
+    let scratch_fd = match open_dir(&home, spec.scratch) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Err(NotJoined::Wait),
+        Err(_) => return Err(NotJoined::Refuse),
+    };
+    let scratch = match fstat(scratch_fd.as_fd()) {
+        Ok(st) if owned_dir(&st) => DirId::of(&st),
+        _ => return Err(NotJoined::Refuse),
+    };
+    // O_NONBLOCK: a FIFO planted under the name must not hang the step.
+    let proof = match openat(
+        scratch_fd.as_fd(),
+        PROOF_FILE,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Err(NotJoined::Wait),
+        Err(_) => return Err(NotJoined::Refuse),
+    };
+    match fstat(proof.as_fd()) {
+        Ok(st)
+            if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG
+                && st.st_size <= MAX_PROOF_LEN as i64 => {}
+        _ => return Err(NotJoined::Refuse),
+    }
+    let mut content = Vec::with_capacity(MAX_PROOF_LEN);
+    let mut file = std::fs::File::from(proof);
+    if (&mut file)
+        .take(MAX_PROOF_LEN as u64 + 1)
+        .read_to_end(&mut content)
+        .is_err()
+    {
+        return Err(NotJoined::Wait);
+    }
+    // A proof being written is short for a moment: wait, then refuse.
+    if !spec
+        .key
+        .verifies(&content, &spec.facts, outputs.ino, scratch.ino)
+    {
+        return Err(NotJoined::Wait);
+    }
+    Ok(JobDirIds { outputs, scratch })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,5 +382,100 @@ mod tests {
         std::fs::remove_file(t.path().join("safe_data")).unwrap();
         std::fs::create_dir(t.path().join("safe_data")).unwrap();
         assert_eq!(probe_home_safe_data(&home), HomeSafeData::Directory);
+    }
+
+    fn spec<'a>(home: &'a Path, key: &'a ProofKey, job_id: u32) -> JobDirSpec<'a> {
+        JobDirSpec {
+            home,
+            outputs: "outputs-7654321",
+            scratch: "scratch-7654321",
+            facts: JobFacts {
+                job_id,
+                restart_count: 0,
+                uid: nix::unistd::geteuid().as_raw(),
+                number: 7_654_321,
+            },
+            key,
+        }
+    }
+
+    const SHORT: Duration = Duration::from_millis(300);
+
+    #[test]
+    fn a_second_step_of_the_job_joins_what_the_first_created() {
+        let t = tempfile::tempdir().unwrap();
+        let key = ProofKey::derive(b"secret").unwrap();
+        let (ids, origin) = create_or_join(&spec(t.path(), &key, 9), SHORT).unwrap();
+        assert_eq!(origin, Origin::Created);
+        let proof = t.path().join("scratch-7654321").join(PROOF_FILE);
+        let meta = std::fs::metadata(&proof).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o400);
+        let (again, origin) = create_or_join(&spec(t.path(), &key, 9), SHORT).unwrap();
+        assert_eq!((again, origin), (ids, Origin::Joined));
+        // Another job with the same NUMBER (or another key) is refused.
+        let e = create_or_join(&spec(t.path(), &key, 10), SHORT).unwrap_err();
+        assert!(e.to_string().ends_with("outputs-7654321 already exists; tre-spank never reuses a directory it did not create for this job"), "{e}");
+        let other_key = ProofKey::derive(b"other").unwrap();
+        assert!(create_or_join(&spec(t.path(), &other_key, 9), SHORT).is_err());
+    }
+
+    #[test]
+    fn steps_starting_together_make_the_directories_once() {
+        let t = tempfile::tempdir().unwrap();
+        let key = ProofKey::derive(b"secret").unwrap();
+        let results: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| create_or_join(&spec(t.path(), &key, 9), JOIN_WAIT)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap().unwrap())
+                .collect()
+        });
+        let created = results
+            .iter()
+            .filter(|(_, o)| *o == Origin::Created)
+            .count();
+        assert_eq!(created, 1);
+        assert!(results.iter().all(|(ids, _)| *ids == results[0].0));
+    }
+
+    #[test]
+    fn directories_without_a_valid_proof_are_never_joined() {
+        let t = tempfile::tempdir().unwrap();
+        let key = ProofKey::derive(b"secret").unwrap();
+        let s = spec(t.path(), &key, 9);
+        // Planted by the user before the job: no proof.
+        std::fs::create_dir(t.path().join(s.outputs)).unwrap();
+        std::fs::create_dir(t.path().join(s.scratch)).unwrap();
+        let started = Instant::now();
+        assert!(create_or_join(&s, SHORT).is_err());
+        assert!(started.elapsed() >= SHORT);
+        // A proof copied from elsewhere names other inodes.
+        let copied = key.line(&s.facts, 1, 2);
+        std::fs::write(t.path().join(s.scratch).join(PROOF_FILE), copied).unwrap();
+        assert!(create_or_join(&s, SHORT).is_err());
+        // A FIFO under the proof's name is refused at once, not waited on.
+        std::fs::remove_file(t.path().join(s.scratch).join(PROOF_FILE)).unwrap();
+        nix::unistd::mkfifo(&t.path().join(s.scratch).join(PROOF_FILE), Mode::S_IRWXU).unwrap();
+        let started = Instant::now();
+        assert!(create_or_join(&s, JOIN_WAIT).is_err());
+        assert!(started.elapsed() < JOIN_WAIT);
+        // A symbolic link at scratch is refused at once.
+        std::fs::remove_dir_all(t.path().join(s.scratch)).unwrap();
+        std::os::unix::fs::symlink("/tmp", t.path().join(s.scratch)).unwrap();
+        let started = Instant::now();
+        assert!(create_or_join(&s, JOIN_WAIT).is_err());
+        assert!(started.elapsed() < JOIN_WAIT);
+    }
+
+    #[test]
+    fn a_failed_scratch_leaves_no_outputs_behind() {
+        let t = tempfile::tempdir().unwrap();
+        let key = ProofKey::derive(b"secret").unwrap();
+        let s = spec(t.path(), &key, 9);
+        std::os::unix::fs::symlink("/nonexistent", t.path().join(s.scratch)).unwrap();
+        assert!(create_or_join(&s, SHORT).is_err());
+        assert!(!t.path().join(s.outputs).exists());
     }
 }

@@ -6,7 +6,7 @@
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
-use super::options::{Runtime, RuntimeChoice};
+use super::options::{BatchMode, Runtime, RuntimeChoice};
 
 /// Where the config lives unless plugstack.conf says `config=PATH`.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/slurm/tre-spank.toml";
@@ -21,6 +21,8 @@ pub struct Config {
     pub default_runtime: RuntimeChoice,
     /// The runtimes this node offers, in the site's order of preference.
     pub runtimes: Vec<Runtime>,
+    /// Where a batch script runs when the job does not say `--tre-batch`.
+    pub batch: BatchMode,
     /// Where project directories live (`<root>/<project>`).
     pub safe_data_root: PathBuf,
     /// Whether this node mounts project data at all (TRE-level hosts have none).
@@ -215,6 +217,7 @@ impl Default for Config {
             allowed_registries: vec!["ghcr.io/".to_string()],
             default_runtime: RuntimeChoice::Podman,
             runtimes: vec![Runtime::Podman, Runtime::Apptainer],
+            batch: BatchMode::Container,
             safe_data_root: PathBuf::from("/safe_data"),
             safe_data: true,
             project_group_separator: "-".to_string(),

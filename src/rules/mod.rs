@@ -9,4 +9,5 @@ pub mod job_number;
 pub mod options;
 pub mod plan;
 pub mod project;
+pub mod proof;
 pub mod runtime;

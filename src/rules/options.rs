@@ -14,6 +14,7 @@ pub const OPT_RUNTIME: &str = "tre-runtime";
 pub const OPT_PROJECT: &str = "tre-project";
 pub const OPT_ENV: &str = "tre-env";
 pub const OPT_ENTRYPOINT: &str = "tre-entrypoint";
+pub const OPT_BATCH: &str = "tre-batch";
 
 /// Every option, its argument name and its `--help` line.
 pub const OPTIONS: &[(&str, &str, &str)] = &[
@@ -26,6 +27,7 @@ pub const OPTIONS: &[(&str, &str, &str)] = &[
     (OPT_PROJECT, "PROJECT", "Project whose data is mounted at /safe_data, when you belong to several"),
     (OPT_ENV, "NAME[,NAME...]", "Also pass these variables of the job's environment into the container (by name; values are never printed)"),
     (OPT_ENTRYPOINT, "MODE", "command (default): run the step's command in the container; image: run the image's own ENTRYPOINT/CMD (apptainer: runscript) with the step's arguments"),
+    (OPT_BATCH, "WHERE", "container: the batch script runs in the container; host: it runs on the node and each srun step in it runs in the container (multi-node jobs) (default: the site's)"),
 ];
 
 /// Most names `--tre-env` accepts.
@@ -95,6 +97,18 @@ pub enum Entrypoint {
     Image,
 }
 
+/// Where a batch job's script runs (its `srun` steps always run in the container).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BatchMode {
+    /// In the container on the first node: a job is one container run.
+    #[default]
+    Container,
+    /// On the host, so that it can start `srun` steps (on one node or several); the
+    /// job's directories exist and `TRE_*` name their host paths.
+    Host,
+}
+
 /// Raw option values as Slurm hands them over (`None`: option not given).
 #[derive(Debug, Default, Clone)]
 pub struct RawOptions {
@@ -103,6 +117,7 @@ pub struct RawOptions {
     pub project: Option<Vec<u8>>,
     pub env: Option<Vec<u8>>,
     pub entrypoint: Option<Vec<u8>>,
+    pub batch: Option<Vec<u8>>,
 }
 
 impl RawOptions {
@@ -112,6 +127,7 @@ impl RawOptions {
             || self.project.is_some()
             || self.env.is_some()
             || self.entrypoint.is_some()
+            || self.batch.is_some()
     }
 }
 
@@ -124,6 +140,7 @@ pub struct ContainerRequest {
     /// Extra variables the user forwards by name.
     pub env: Vec<String>,
     pub entrypoint: Entrypoint,
+    pub batch: BatchMode,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -146,6 +163,8 @@ pub enum OptionError {
     TooManyEnvNames,
     #[error("--tre-entrypoint={0:?} is not a mode: use command or image")]
     UnknownEntrypoint(String),
+    #[error("--tre-batch={0:?} is not a place: use container or host")]
+    UnknownBatchMode(String),
     #[error("--{0} only makes sense with --tre-container")]
     NeedsContainer(&'static str),
     #[error("--tre-project={0:?} is not a project name")]
@@ -182,6 +201,14 @@ pub fn parse_entrypoint(s: &str) -> Result<Entrypoint, OptionError> {
         "command" => Ok(Entrypoint::Command),
         "image" => Ok(Entrypoint::Image),
         other => Err(OptionError::UnknownEntrypoint(other.to_string())),
+    }
+}
+
+pub fn parse_batch_mode(s: &str) -> Result<BatchMode, OptionError> {
+    match s {
+        "container" => Ok(BatchMode::Container),
+        "host" => Ok(BatchMode::Host),
+        other => Err(OptionError::UnknownBatchMode(other.to_string())),
     }
 }
 
@@ -255,12 +282,18 @@ pub fn parse(raw: &RawOptions, config: &Config) -> Result<Option<ContainerReques
         .as_deref()
         .map(|e| text(OPT_ENTRYPOINT, e))
         .transpose()?;
+    let batch = raw
+        .batch
+        .as_deref()
+        .map(|b| text(OPT_BATCH, b))
+        .transpose()?;
     let Some(container) = raw.container.as_deref() else {
         for (given, name) in [
             (runtime.is_some(), OPT_RUNTIME),
             (project.is_some(), OPT_PROJECT),
             (env.is_some(), OPT_ENV),
             (entrypoint.is_some(), OPT_ENTRYPOINT),
+            (batch.is_some(), OPT_BATCH),
         ] {
             if given {
                 return Err(OptionError::NeedsContainer(name));
@@ -289,12 +322,17 @@ pub fn parse(raw: &RawOptions, config: &Config) -> Result<Option<ContainerReques
         .map(parse_entrypoint)
         .transpose()?
         .unwrap_or_default();
+    let batch = match batch {
+        Some(b) => parse_batch_mode(&b)?,
+        None => config.batch,
+    };
     Ok(Some(ContainerRequest {
         image,
         runtime,
         project,
         env,
         entrypoint,
+        batch,
     }))
 }
 
@@ -477,6 +515,36 @@ mod tests {
         assert_eq!(
             parse(&r, &cfg()).unwrap_err().to_string(),
             "--tre-entrypoint only makes sense with --tre-container"
+        );
+    }
+
+    #[test]
+    fn batch_mode_from_the_option_or_the_site() {
+        let mut r = with(None, None);
+        assert_eq!(
+            parse(&r, &cfg()).unwrap().unwrap().batch,
+            BatchMode::Container
+        );
+        let site = Config {
+            batch: BatchMode::Host,
+            ..cfg()
+        };
+        assert_eq!(parse(&r, &site).unwrap().unwrap().batch, BatchMode::Host);
+        r.batch = Some(b"container".to_vec());
+        assert_eq!(
+            parse(&r, &site).unwrap().unwrap().batch,
+            BatchMode::Container
+        );
+        r.batch = Some(b"hosts".to_vec());
+        assert_eq!(
+            parse(&r, &cfg()).unwrap_err().to_string(),
+            "--tre-batch=\"hosts\" is not a place: use container or host"
+        );
+        r.container = None;
+        r.batch = Some(b"host".to_vec());
+        assert_eq!(
+            parse(&r, &cfg()).unwrap_err().to_string(),
+            "--tre-batch only makes sense with --tre-container"
         );
     }
 }

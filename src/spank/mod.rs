@@ -21,7 +21,8 @@ use slurm_spank::{
 };
 
 use crate::rules::options::{
-    RawOptions, OPTIONS, OPT_CONTAINER, OPT_ENTRYPOINT, OPT_ENV, OPT_PROJECT, OPT_RUNTIME,
+    RawOptions, OPTIONS, OPT_BATCH, OPT_CONTAINER, OPT_ENTRYPOINT, OPT_ENV, OPT_PROJECT,
+    OPT_RUNTIME,
 };
 
 SPANK_PLUGIN!(b"tre_spank", SLURM_VERSION_NUMBER, TreSpank);
@@ -48,6 +49,7 @@ fn raw_options(spank: &SpankHandle) -> RawOptions {
         project: value(OPT_PROJECT),
         env: value(OPT_ENV),
         entrypoint: value(OPT_ENTRYPOINT),
+        batch: value(OPT_BATCH),
     }
 }
 

@@ -24,16 +24,17 @@ use slurm_spank::{spank_log_info, spank_log_verbose, SpankHandle};
 use super::{fail, raw_options};
 use crate::host::account::{self, Account};
 use crate::host::audit as host_audit;
-use crate::host::dirs::{self, DirId};
+use crate::host::dirs::{self, DirId, JobDirSpec};
 use crate::host::job;
 use crate::host::runtime_dir;
 use crate::host::state::{JobRecord, StateDir};
 use crate::rules::audit::{self, Event};
 use crate::rules::config::Config;
 use crate::rules::job_number::job_number;
-use crate::rules::options::{self, ContainerRequest, Runtime};
+use crate::rules::options::{self, BatchMode, ContainerRequest, Runtime};
 use crate::rules::plan::{self, outputs_name, scratch_name, JobDirs, IN_CONTAINER_VAR};
 use crate::rules::project::{Resolution, SafeData};
+use crate::rules::proof::{JobFacts, ProofKey};
 use crate::rules::runtime::{self, Target, TaskLaunch};
 
 /// Slurm's step id for the batch script (`SLURM_BATCH_SCRIPT`).
@@ -56,12 +57,18 @@ struct Job {
     account: Account,
     job_id: u32,
     number: u32,
+    /// What the proof of the job's directories names (see rules::proof).
+    facts: JobFacts,
+    proof_key: ProofKey,
     /// The record an earlier step of this job left on this node.
     earlier: Option<JobRecord>,
     /// Per-job `$XDG_RUNTIME_DIR` for the runtime.
     runtime_dir: PathBuf,
     /// This node's name, for the audit records.
     node: String,
+    /// The batch step of a `--tre-batch=host` job: directories and variables, no
+    /// container (its srun steps run in the container).
+    host_batch: bool,
     ready: Option<Ready>,
 }
 
@@ -71,8 +78,8 @@ struct Ready {
     dirs: JobDirs,
     outputs: DirId,
     scratch: DirId,
-    /// Created by this step (so no record exists yet).
-    created_now: bool,
+    /// The first step of the job on this node: no record exists here yet.
+    needs_record: bool,
     /// When the step's tasks were about to start (audit records).
     started: SystemTime,
 }
@@ -113,7 +120,7 @@ impl Step {
     pub fn task_init_privileged(&mut self, _spank: &mut SpankHandle) {
         let Some(Ok(job)) = &self.job else { return };
         let Some(ready) = &job.ready else { return };
-        if !ready.created_now {
+        if !ready.needs_record {
             return;
         }
         let record = JobRecord {
@@ -154,6 +161,9 @@ impl Step {
     pub fn task_exit(&mut self, spank: &mut SpankHandle) {
         let Some(Ok(job)) = &self.job else { return };
         let Some(ready) = &job.ready else { return };
+        if job.host_batch {
+            return;
+        }
         let mut fields = run_fields(spank, job, ready);
         fields.push(("start", audit::utc_time(ready.started)));
         fields.push(("end", audit::utc_time(SystemTime::now())));
@@ -299,6 +309,15 @@ fn prepare(spank: &SpankHandle, raw: &options::RawOptions) -> Result<Job, String
         )
     })?;
     let number = job_number(&secret, job_id, restarts).map_err(|e| format!("tre-spank: {e}"))?;
+    let proof_key = ProofKey::derive(&secret)
+        .ok_or_else(|| "tre-spank: the job number secret is empty".to_string())?;
+    drop(secret);
+    let facts = JobFacts {
+        job_id,
+        restart_count: restarts,
+        uid,
+        number,
+    };
     let state = StateDir::open(&config.state_dir).map_err(|e| format!("tre-spank: {e}"))?;
     let earlier = state.load(job_id).map_err(|e| format!("tre-spank: {e}"))?;
     if let Some(r) = &earlier {
@@ -308,6 +327,11 @@ fn prepare(spank: &SpankHandle, raw: &options::RawOptions) -> Result<Job, String
             ));
         }
     }
+    let host_batch = request.batch == BatchMode::Host
+        && spank
+            .job_stepid()
+            .map(|s| s == BATCH_STEP_ID)
+            .unwrap_or(false);
     let runtime_dir = runtime_dir::ensure(&config.runtime_dir, job_id, uid, gid)
         .map_err(|e| format!("tre-spank: {e}"))?;
     Ok(Job {
@@ -318,9 +342,12 @@ fn prepare(spank: &SpankHandle, raw: &options::RawOptions) -> Result<Job, String
         account,
         job_id,
         number,
+        facts,
+        proof_key,
         earlier,
         runtime_dir,
         node,
+        host_batch,
         ready: None,
     })
 }
@@ -347,30 +374,27 @@ fn make_ready(job: &Job) -> Result<Ready, String> {
             dirs,
             outputs: earlier.outputs,
             scratch: earlier.scratch,
-            created_now: false,
+            needs_record: false,
             started: SystemTime::now(),
         });
     }
-    let outputs = dirs::create_private_dir(&home_fd, home, &outputs_dir)
-        .map_err(|e| format!("tre-spank: {e}"))?;
-    let scratch = match dirs::create_private_dir(&home_fd, home, &scratch_dir) {
-        Ok(id) => id,
-        Err(e) => {
-            // Leave nothing half-made: the outputs directory is new and empty.
-            let _ = nix::unistd::unlinkat(
-                &home_fd,
-                outputs_dir.as_str(),
-                nix::unistd::UnlinkatFlags::RemoveDir,
-            );
-            return Err(format!("tre-spank: {e}"));
-        }
+    // First step of the job on this node: create the directories, or join those
+    // another node (or a step starting at the same moment) created for this job.
+    let spec = JobDirSpec {
+        home,
+        outputs: &outputs_dir,
+        scratch: &scratch_dir,
+        facts: job.facts,
+        key: &job.proof_key,
     };
+    let (ids, _origin) =
+        dirs::create_or_join(&spec, dirs::JOIN_WAIT).map_err(|e| format!("tre-spank: {e}"))?;
     Ok(Ready {
         resolution,
         dirs,
-        outputs,
-        scratch,
-        created_now: true,
+        outputs: ids.outputs,
+        scratch: ids.scratch,
+        needs_record: true,
         started: SystemTime::now(),
     })
 }
@@ -380,6 +404,16 @@ fn wrap_task(spank: &mut SpankHandle, job: &Job, ready: &Ready) -> Result<(), St
         spank
             .setenv(&name, &value, true)
             .map_err(|e| format!("tre-spank: cannot set {name}: {e}"))?;
+    }
+    if job.host_batch {
+        for line in plan::summary_lines(&ready.resolution, &ready.dirs) {
+            say(&line);
+        }
+        say(&format!(
+            "tre-spank: the batch script runs on the host (--tre-batch=host); its srun steps run in {}",
+            job.request.image
+        ));
+        return Ok(());
     }
     // The runtime's own state lives per job on local disk (see host::runtime_dir).
     spank

@@ -1,0 +1,192 @@
+//! Proof that a job's directories were created for that job.
+//!
+//! With a shared `$HOME` (NFS), the first step of a job on one node creates
+//! `outputs-N` and `scratch-N`; a step of the same job on another node finds them
+//! already there and has no local record of them. It adopts them only if
+//! `scratch-N` holds a proof line that names this job and both directories' inode
+//! numbers, signed with a key derived from the site secret (root-only on every node).
+//! A user can delete the proof (their own later steps then fail) but cannot forge
+//! one, and a proof copied from another job names other inodes and another job.
+//!
+//! Inode numbers, not devices: on NFS each client numbers the mount's device
+//! itself, while the inode is the server's file id, the same on every node.
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+/// The proof's file name inside `scratch-N` (visible as `/scratch/.tre-spank-job`).
+pub const PROOF_FILE: &str = ".tre-spank-job";
+
+/// Longest proof file accepted (a real one is about 150 bytes).
+pub const MAX_PROOF_LEN: usize = 512;
+
+/// What a proof is about: facts every node of the job learns from Slurm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobFacts {
+    pub job_id: u32,
+    pub restart_count: u32,
+    pub uid: u32,
+    pub number: u32,
+}
+
+/// The key for proofs, derived from the site secret so that the secret itself (by
+/// default the munge key) need not be kept in memory.
+#[derive(Clone)]
+pub struct ProofKey(Hmac<Sha256>);
+
+impl ProofKey {
+    /// `None` for an empty secret (the job NUMBER refuses it first).
+    pub fn derive(secret: &[u8]) -> Option<ProofKey> {
+        if secret.is_empty() {
+            return None;
+        }
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret).ok()?;
+        mac.update(b"tre-spank directory proof key v1\0");
+        let key = mac.finalize().into_bytes();
+        <Hmac<Sha256> as KeyInit>::new_from_slice(&key)
+            .ok()
+            .map(ProofKey)
+    }
+
+    fn mac(&self, facts: &JobFacts, outputs_ino: u64, scratch_ino: u64) -> Hmac<Sha256> {
+        let mut mac = self.0.clone();
+        mac.update(&body(facts, outputs_ino, scratch_ino).into_bytes());
+        mac
+    }
+
+    /// The proof line for these facts and directories.
+    pub fn line(&self, facts: &JobFacts, outputs_ino: u64, scratch_ino: u64) -> String {
+        let tag = self
+            .mac(facts, outputs_ino, scratch_ino)
+            .finalize()
+            .into_bytes();
+        format!(
+            "{} mac={}\n",
+            body(facts, outputs_ino, scratch_ino),
+            hex(&tag)
+        )
+    }
+
+    /// Whether `content` proves that these directories were created for this job.
+    pub fn verifies(
+        &self,
+        content: &[u8],
+        facts: &JobFacts,
+        outputs_ino: u64,
+        scratch_ino: u64,
+    ) -> bool {
+        let Ok(text) = std::str::from_utf8(content) else {
+            return false;
+        };
+        let Some(line) = text.strip_suffix('\n') else {
+            return false;
+        };
+        let Some((claimed_body, tag_hex)) = line.rsplit_once(" mac=") else {
+            return false;
+        };
+        if claimed_body != body(facts, outputs_ino, scratch_ino) {
+            return false;
+        }
+        let Some(tag) = unhex(tag_hex) else {
+            return false;
+        };
+        self.mac(facts, outputs_ino, scratch_ino)
+            .verify_slice(&tag)
+            .is_ok()
+    }
+}
+
+fn body(f: &JobFacts, outputs_ino: u64, scratch_ino: u64) -> String {
+    format!(
+        "tre-spank-job v1 job={} restart={} uid={} number={} outputs={outputs_ino} scratch={scratch_ino}",
+        f.job_id, f.restart_count, f.uid, f.number
+    )
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FACTS: JobFacts = JobFacts {
+        job_id: 42,
+        restart_count: 0,
+        uid: 1001,
+        number: 1_234_567,
+    };
+
+    #[test]
+    fn a_proof_verifies_for_its_job_and_directories_only() {
+        let key = ProofKey::derive(b"site secret").unwrap();
+        let line = key.line(&FACTS, 100, 200);
+        assert!(line.starts_with("tre-spank-job v1 job=42 restart=0 uid=1001 number=1234567 outputs=100 scratch=200 mac="));
+        assert!(line.len() < MAX_PROOF_LEN);
+        assert!(key.verifies(line.as_bytes(), &FACTS, 100, 200));
+        // Another directory (a swap), another job, a requeue, another user.
+        assert!(!key.verifies(line.as_bytes(), &FACTS, 101, 200));
+        assert!(!key.verifies(line.as_bytes(), &FACTS, 100, 201));
+        for other in [
+            JobFacts {
+                job_id: 43,
+                ..FACTS
+            },
+            JobFacts {
+                restart_count: 1,
+                ..FACTS
+            },
+            JobFacts { uid: 1002, ..FACTS },
+            JobFacts {
+                number: 1_234_568,
+                ..FACTS
+            },
+        ] {
+            assert!(
+                !key.verifies(line.as_bytes(), &other, 100, 200),
+                "{other:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_proof_cannot_be_forged_without_the_secret() {
+        let key = ProofKey::derive(b"site secret").unwrap();
+        let forged = ProofKey::derive(b"guess").unwrap().line(&FACTS, 100, 200);
+        assert!(!key.verifies(forged.as_bytes(), &FACTS, 100, 200));
+        let good = key.line(&FACTS, 100, 200);
+        let last = good.len() - 2;
+        let flip = if &good[last..last + 1] == "0" {
+            "1"
+        } else {
+            "0"
+        };
+        let flipped = format!("{}{flip}\n", &good[..last]);
+        assert!(!key.verifies(flipped.as_bytes(), &FACTS, 100, 200));
+        for junk in [
+            &b""[..],
+            b"\n",
+            b"mac=",
+            b"\xff\xfe",
+            good.trim_end().as_bytes(),
+        ] {
+            assert!(!key.verifies(junk, &FACTS, 100, 200), "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn an_empty_secret_gives_no_key() {
+        assert!(ProofKey::derive(b"").is_none());
+    }
+}

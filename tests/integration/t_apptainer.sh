@@ -204,6 +204,8 @@ test_bad_env_and_entrypoint_values_are_refused_at_submission() {
   refused alice '--tre-env: "A-B" is not a variable name' --tre-container=$IMAGE --tre-env=A-B
   refused alice '--tre-env: SLURM_JOB_ID is set by tre-spank or the runtime' --tre-container=$IMAGE --tre-env=SLURM_JOB_ID
   refused alice '--tre-entrypoint="shell" is not a mode: use command or image' --tre-container=$IMAGE --tre-entrypoint=shell
+  refused alice '--tre-batch="hosts" is not a place: use container or host' --tre-container=$IMAGE --tre-batch=hosts
+  refused alice '--tre-batch only makes sense with --tre-container' --tre-batch=host
 }
 
 test_help_lists_the_new_options() {
@@ -211,6 +213,7 @@ test_help_lists_the_new_options() {
   out=$(as alice sbatch --help 2>&1)
   assert_contains "$out" "--tre-env=NAME[,NAME...]"
   assert_contains "$out" "--tre-entrypoint=MODE"
+  assert_contains "$out" "--tre-batch=WHERE"
 }
 
 # GPUs: the bed has two fake GPUs (GRES gpu:2 on stand-in /dev/nvidia0-1, a CDI spec).

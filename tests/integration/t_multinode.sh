@@ -24,7 +24,7 @@ test_multinode_bed_two_nodes_with_own_hostnames_and_shared_home() {
   for p in /home /home/alice /safe_data /etc /usr/lib/slurm-tre; do
     assert_eq "$(same_dir_on "$p")" same "$p on both nodes"
   done
-  for p in /var/spool/tre-spank /var/lib/tre-spank /var/lib/tre-spank/jobs /var/spool/slurmd /var/log/slurm /tmp /run; do
+  for p in /var/spool/tre-spank /var/lib/tre-spank /var/spool/slurmd /var/log/slurm /tmp /run; do
     assert_eq "$(same_dir_on "$p")" separate "$p on both nodes"
   done
   # tbnode2's node-local directories, seen from tbnode, are its own.
@@ -48,8 +48,8 @@ SCRIPT
   job=$(run_job alice -p multi -N2 multinode.sh)
   out=$(job_output alice "$job")
   assert_eq "$(grep -x 'tbnode2\|tbnode' <<<"$out" | sort | paste -sd, -)" tbnode,tbnode2 "hostnames of the job's step"
-  grep -q "^cgroup tbnode /.*/job_$job/step_0\$" <<<"$out" || fail "no step cgroup on tbnode: $out"
-  grep -q "^cgroup tbnode2 /.*/job_$job/step_0\$" <<<"$out" || fail "no step cgroup on tbnode2: $out"
+  grep -q "^cgroup tbnode /.*/job_$job/step_[0-9]*\$" <<<"$out" || fail "no step cgroup on tbnode: $out"
+  grep -q "^cgroup tbnode2 /.*/job_$job/step_[0-9]*\$" <<<"$out" || fail "no step cgroup on tbnode2: $out"
   assert_eq "$(job_field "$job" JobState)" COMPLETED
   assert_eq "$(job_field "$job" ExitCode)" 0:0
   assert_eq "$(job_field "$job" NodeList)" tbnode,tbnode2

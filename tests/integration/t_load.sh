@@ -37,19 +37,28 @@ while read -r t j; do
   else echo "OK $t $j $n"; fi
 done'
 
+# load_cleanup: remove what the load test made, however it ended (later tests see a clean
+# home): the array if still queued, the outputs-N it created, its output files.
+load_cleanup() {
+  local d
+  [ -z "${LOAD_ARRAY:-}" ] || bed exec scancel "$LOAD_ARRAY" 2>/dev/null || true
+  for d in $(comm -13 <(sort <<<"$LOAD_BEFORE") <(job_dirs alice | sort) | grep '^outputs-[0-9]*$'); do
+    bed exec rm -rf "/home/alice/$d"
+  done
+  bed exec rm -rf /home/alice/tests/load /home/alice/tests/load.sh
+}
+
 test_load_array_of_container_jobs_on_one_node_all_complete_intact_and_clean() {
   local n=$LOAD_JOBS arr start limit now peak=0 r tasks bad ok dirs before wall
   before=$(job_dirs alice)
-  # Remove what this test made, however it ends (later tests see a clean home).
-  trap 'bed exec scancel "${arr:-0}" 2>/dev/null || true
-    comm -13 <(sort <<<"$before") <(job_dirs alice | sort) | grep "^outputs-[0-9]*$" |
-      sed "s|^|/home/alice/|" | xargs -r bed exec rm -rf --
-    bed exec rm -rf /home/alice/tests/load' EXIT
+  LOAD_BEFORE=$before
+  trap load_cleanup EXIT
   as alice sh -c 'mkdir -p ~/tests && cat > ~/tests/load.sh' <<<"$LOAD_SCRIPT"
   start=$SECONDS
   arr=$(as alice sh -c 'rm -rf ~/tests/load && mkdir -p ~/tests/load && cd ~/tests &&
     sbatch --parsable --array=1-'"$n"' -c1 --oversubscribe -p debug \
       -o "load/%A_%a.out" --tre-container='"$IMAGE"' load.sh') || fail "sbatch of the array refused"
+  LOAD_ARRAY=$arr
   # Max wait: scales with the size (a job takes about 1-2 s; 2 cores, 8 at once).
   limit=$((120 + 4 * n))
   while :; do

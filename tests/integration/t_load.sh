@@ -5,7 +5,7 @@
 # the user left, and the node idle. CI runs a small size; the full run is
 # `LOAD_JOBS=200 tests/integration/run --suite trixie load` (docs/testing.md, "Load").
 
-LOAD_JOBS=${LOAD_JOBS:-30}
+LOAD_JOBS=${LOAD_JOBS:-40}
 
 # Runs inside each container (busybox): a unique file and a random blob with its
 # checksum in /safe_outputs, a tree in /scratch.

@@ -64,6 +64,33 @@ assert_exists() { bed exec test -e "$1" || fail "$1 does not exist"; }
 assert_absent() { ! bed exec test -e "$1" || fail "$1 exists"; }
 assert_node_idle() { assert_eq "$(node_state)" idle "node state"; }
 
+# Multi-node: the bed has tbnode (partition debug, the default: every single-node test
+# runs there) and tbnode2 (partition multi = tbnode,tbnode2). tbnode2 has its own
+# hostname, pid and cgroup namespaces, /tmp, /run and node-local directories
+# (/var/spool/slurmd, /var/spool/tre-spank, /var/lib/tre-spank, /var/log/slurm); /home,
+# /safe_data, /etc are shared. `bed exec` runs on tbnode, which also sees tbnode2's
+# processes (its pid namespace is nested): job_processes covers both nodes.
+NODES=(tbnode tbnode2)
+# on_node N CMD...: run CMD as root on node N (its namespaces, its node-local paths).
+on_node() { bed node "$@"; }
+# node_path N PATH: where node N's PATH is seen from tbnode (for bed exec, assert_exists,
+# fingerprint...): node-local paths of tbnode2 live under /var/lib/tre-testbed/nodes/.
+node_path() {
+  case $1:$2 in
+    tbnode:*) echo "$2" ;;
+    *:/var/spool/slurmd|*:/var/spool/slurmd/*|*:/var/spool/tre-spank|*:/var/spool/tre-spank/*|\
+    *:/var/lib/tre-spank|*:/var/lib/tre-spank/*|*:/var/log/slurm|*:/var/log/slurm/*)
+      echo "/var/lib/tre-testbed/nodes/$1$2" ;;
+    *) echo "$2" ;;
+  esac
+}
+node_slurmd_log() { on_node "$1" cat /var/log/slurm/slurmd.log; }
+assert_exists_on() { on_node "$1" test -e "$2" || fail "$2 does not exist on $1"; }
+assert_absent_on() { ! on_node "$1" test -e "$2" || fail "$2 exists on $1"; }
+# Every node's state, "idle" when all are idle (node_state is tbnode's).
+nodes_state() { bed exec sinfo -h -N -o %T | sort -u | paste -sd, -; }
+assert_nodes_idle() { assert_eq "$(nodes_state)" idle "state of the nodes"; }
+
 # Processes of U that belong to jobs: the runtime, conmon, and the container's commands.
 # (Rootless podman's per-user pause process lives outside jobs; it is not counted.)
 job_processes() {
@@ -129,7 +156,7 @@ clean_slate() {
   bed exec scancel --user=alice --user=bob --user=carol --user=dave --user=mallory 2>/dev/null ||
     for u in alice bob carol dave mallory; do bed exec scancel --user="$u" 2>/dev/null || true; done
   for ((i = 0; i < 300; i++)); do
-    [ -z "$(bed exec squeue -h)" ] && [ "$(node_state)" = idle ] && return 0
+    [ -z "$(bed exec squeue -h)" ] && [ "$(nodes_state)" = idle ] && return 0
     sleep 0.2
   done
   echo "the $SUITE bed did not become idle with an empty queue" >&2

@@ -128,8 +128,9 @@ impl PodmanStorage<'_> {
     }
 }
 
-/// Terminal and locale settings passed through by name when the task has them.
-const PASSED_BY_NAME: &[&str] = &["TERM", "LANG", "LC_ALL", "TZ"];
+/// Passed through by name when the task has them: the node's name as Slurm gives it to
+/// every task (`SLURMD_NODENAME`, outside the `SLURM_*` prefix), terminal and locale.
+const PASSED_BY_NAME: &[&str] = &["SLURMD_NODENAME", "TERM", "LANG", "LC_ALL", "TZ"];
 
 /// Slurm's own variables, all of them, by podman's prefix form (values stay out of the
 /// command line), plus the terminal and locale settings the task has.
@@ -706,11 +707,21 @@ mod tests {
 
     #[test]
     fn only_slurm_and_terminal_variables_are_forwarded() {
-        let names: Vec<String> = ["HOME", "PATH", "AWS_SECRET", "TERM", "LANG"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        assert_eq!(forwarded_env(&names), vec!["SLURM_*", "TERM", "LANG"]);
+        let names: Vec<String> = [
+            "HOME",
+            "PATH",
+            "AWS_SECRET",
+            "TERM",
+            "LANG",
+            "SLURMD_NODENAME",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            forwarded_env(&names),
+            vec!["SLURM_*", "SLURMD_NODENAME", "TERM", "LANG"]
+        );
         assert_eq!(forwarded_env(&[]), vec!["SLURM_*"]);
     }
 

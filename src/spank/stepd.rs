@@ -529,6 +529,19 @@ fn wrap_task(spank: &mut SpankHandle, job: &Job, ready: &Ready) -> Result<(), St
             "Running: {}",
             runtime::display_command(&command.runtime_argv)
         ));
+        // Only a hint (the variable is the job's own): the script cannot reach the
+        // other nodes from inside the image, which has no srun.
+        let nodes = spank
+            .getenv("SLURM_JOB_NUM_NODES")
+            .ok()
+            .flatten()
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(1);
+        if is_batch && nodes > 1 {
+            say(&format!(
+                "tre-spank: note: this job has {nodes} nodes but its batch script runs in the container on this node, where there is no srun; use --tre-batch=host to run srun steps in the container on every node"
+            ));
+        }
     }
     let mut fields = run_fields(spank, job, ready);
     fields.push(("start", audit::utc_time(ready.started)));

@@ -92,3 +92,17 @@ runtimes = ["apptainer"]'
   assert_job_gone_everywhere alice "$job" "$n"
   as alice rm -rf "outputs-$n"
 }
+
+test_multinode_batch_in_the_container_on_two_nodes_says_to_use_host_batch() {
+  local job out
+  job=$(run_job alice -p multi -N2 --tre-container=$IMAGE --wrap 'echo "in-container=$TRE_IN_CONTAINER"')
+  out=$(job_output alice "$job")
+  assert_eq "$(job_field "$job" JobState)" COMPLETED "$out"
+  assert_line "$out" "in-container=1"
+  assert_line "$out" "tre-spank: note: this job has 2 nodes but its batch script runs in the container on this node, where there is no srun; use --tre-batch=host to run srun steps in the container on every node"
+  as alice sh -c "rm -rf outputs-$(number_of "$job")"
+  # One node: no note.
+  job=$(run_job alice --tre-container=$IMAGE --wrap true)
+  assert_not_contains "$(job_output alice "$job")" "tre-spank: note:"
+  as alice sh -c "rm -rf outputs-$(number_of "$job")"
+}

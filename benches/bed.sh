@@ -23,6 +23,9 @@ CONF=/etc/slurm/plugstack.conf.d/tre-spank.conf
 PARKED=/etc/slurm/tre-spank.conf.bench-off
 LOG=/var/log/slurm/slurmd.log
 JOBS_DIR=/var/lib/tre-spank/jobs
+# This node (tbnode): the default partition's node, whose slurmd /run/slurmd.pid is.
+# Other nodes of the bed are left alone; no job of the benchmark goes to them.
+NODE=$(hostname)
 
 die() { echo "bed.sh: $*" >&2; exit 1; }
 
@@ -50,7 +53,7 @@ timed() {
 wait_queue_empty() {  # the previous job is gone, including its epilog (<= 60 s)
   local i
   for i in $(seq 1200); do
-    [ -z "$(squeue -h 2>/dev/null)" ] && [ "$(sinfo -h -o %T | head -n 1)" = idle ] && return 0
+    [ -z "$(squeue -h 2>/dev/null)" ] && [ "$(sinfo -h -n "$NODE" -o %T)" = idle ] && return 0
     sleep 0.05
   done
   die "the queue did not empty"
@@ -95,7 +98,7 @@ outputs_dirs() { find "$UHOME" -mindepth 1 -maxdepth 1 -name 'outputs-*' -printf
 step_stepd() {
   local p c pp
   for p in /proc/[0-9]*; do
-    c=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+    c=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline") || continue
     case $c in "slurmstepd: ["*".0]"*) ;; *) continue ;; esac
     pp=$(awk '{ print $4 }' "$p/stat" 2>/dev/null) || continue
     [ "$(cat "/proc/$pp/comm" 2>/dev/null)" = slurmstepd ] && continue

@@ -102,7 +102,10 @@ fn run() -> Result<(), String> {
     let (a, b) = ("tree-remover", "tree-rm");
     for name in [a, b] {
         if dir.join(name).exists() {
-            return Err(format!("{} exists; remove it first", dir.join(name).display()));
+            return Err(format!(
+                "{} exists; remove it first",
+                dir.join(name).display()
+            ));
         }
     }
     eprintln!(

@@ -5,27 +5,35 @@
 //! - [`stepd`]: slurmstepd, for every job step (directories, wrapping the task).
 //! - [`epilog`]: the job epilog on each node (scratch removal), and the sweep at slurmd
 //!   start for jobs whose epilog never ran on this node.
+//! - [`start`]: how the task becomes the runtime command (per Slurm series).
 //!
 //! Rule of this layer: user mistakes fail the job (client side or `task_init`), never
 //! the node, so no remote callback returns an error before `task_init`.
 
 mod client;
 mod epilog;
+mod start;
 mod stepd;
+
+/// The Slurm series the plugin is built for, from the headers (build.rs): Slurm loads
+/// the plugin only if this has its own major.minor.
+mod slurm_version {
+    include!(concat!(env!("OUT_DIR"), "/slurm_version.rs"));
+}
 
 use std::error::Error;
 use std::os::unix::ffi::OsStrExt;
 
-use slurm_spank::{
-    spank_log_error, Context, Plugin, SpankHandle, SpankOption, SLURM_VERSION_NUMBER, SPANK_PLUGIN,
-};
+use slurm_spank::{spank_log_error, Context, Plugin, SpankHandle, SpankOption, SPANK_PLUGIN};
 
 use crate::rules::options::{
     RawOptions, OPTIONS, OPT_BATCH, OPT_CONTAINER, OPT_ENTRYPOINT, OPT_ENV, OPT_PROJECT,
     OPT_RUNTIME,
 };
 
-SPANK_PLUGIN!(b"tre_spank", SLURM_VERSION_NUMBER, TreSpank);
+// Not the crate's SLURM_VERSION_NUMBER: with SKIP_SLURM_BINDINGS (Slurm before 23.11)
+// that is the version of the crate's own pre-generated bindings.
+SPANK_PLUGIN!(b"tre_spank", slurm_version::SLURM_VERSION_NUMBER, TreSpank);
 
 #[derive(Default)]
 struct TreSpank {

@@ -6,7 +6,8 @@
 //!   job's directories as the user.
 //! - `task_init_privileged` (root): record what was created, for the epilog.
 //! - `task_init` (the user): report any held error and fail the task, or print the
-//!   plan and prepend the runtime command to the task's argv.
+//!   plan and make the task the runtime command (prepended to the task's argv, or,
+//!   before Slurm 23.11, started with `execve`: see [`super::start`]).
 //!
 //! Errors before `task_init` are held, not returned: srun never sees a `user_init`
 //! failure, and an error there can drain the node.
@@ -21,6 +22,7 @@ use std::time::SystemTime;
 
 use slurm_spank::{spank_log_info, spank_log_verbose, SpankHandle};
 
+use super::start::start_task;
 use super::{fail, raw_options};
 use crate::host::account::{self, Account};
 use crate::host::audit as host_audit;
@@ -546,10 +548,8 @@ fn wrap_task(spank: &mut SpankHandle, job: &Job, ready: &Ready) -> Result<(), St
     let mut fields = run_fields(spank, job, ready);
     fields.push(("start", audit::utc_time(ready.started)));
     audit(spank, Event::Start, fields);
-    // Slurm keeps the task's own argv after what is prepended.
-    spank
-        .prepend_task_argv_os(command.task_prefix.iter().map(|a| a.as_os_str()).collect())
-        .map_err(|e| format!("tre-spank: cannot start the container: {e}"))
+    // The task runs the prefix followed by its own argv (see spank::start).
+    start_task(spank, &command.task_prefix, &task_argv)
 }
 
 fn stdin_is_tty() -> bool {

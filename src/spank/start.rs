@@ -43,10 +43,17 @@ pub fn start_task(
         CString::new(s.as_bytes())
             .map_err(|_| format!("tre-spank: cannot start the container: a NUL byte in {s:?}"))
     };
-    // What slurmstepd does after the plugins for the first task: a task may want it set.
-    spank
-        .setenv("TMPDIR", "/tmp", false)
-        .map_err(|e| format!("tre-spank: cannot set TMPDIR: {e}"))?;
+    // What slurmstepd does after the plugins: TMPDIR is /tmp if the task has none, and
+    // created (mode 0700) if it names a missing directory. This runs as the user.
+    match spank.getenv_os("TMPDIR") {
+        Ok(Some(dir)) => {
+            use std::os::unix::fs::DirBuilderExt;
+            let _ = std::fs::DirBuilder::new().mode(0o700).create(dir);
+        }
+        _ => spank
+            .setenv("TMPDIR", "/tmp", true)
+            .map_err(|e| format!("tre-spank: cannot set TMPDIR: {e}"))?,
+    }
     let argv = prefix
         .iter()
         .chain(task_argv)

@@ -5,7 +5,10 @@ AUDIT_LOG=/var/log/tre-audit.log
 
 start_syslogd() {
   bed exec sh -c 'test -S /dev/log && pgrep -f "^busybox syslogd -O '"$AUDIT_LOG"'" >/dev/null && exit 0
-    rm -f /dev/log; busybox syslogd -O '"$AUDIT_LOG"' -s 10000
+    rm -f /dev/log
+    # -s: rotate late (the bookworm busybox never rotates and has no -s)
+    rot=; busybox syslogd --help 2>&1 | grep -q -- "-s SIZE" && rot="-s 10000"
+    busybox syslogd -O '"$AUDIT_LOG"' $rot
     for i in $(seq 50); do test -S /dev/log && exit 0; sleep 0.1; done; exit 1' ||
     fail "busybox syslogd did not start in the bed"
 }

@@ -110,7 +110,7 @@ pub fn supervise(launch: &Launch) -> i32 {
             Ok(sig) => {
                 let step_wide = sentinel.as_mut().is_some_and(|s| s.also_got(sig));
                 if !step_wide {
-                    let _ = kill(pid, sig);
+                    let _ = kill(signal_target(launch.runtime, pid), sig);
                 }
             }
             Err(_) => {}
@@ -123,6 +123,54 @@ pub fn supervise(launch: &Launch) -> i32 {
         Ok(code) => explain_exit(launch, &argv, program, code),
         Err(sig) => die_of(sig),
     }
+}
+
+/// The process a passed-on signal goes to: the runtime, except for rootless podman
+/// before 5.0 once it has re-executed itself in its user namespace. That podman waits
+/// for its copy (which proxies signals into the container) but, on SIGTERM or SIGINT,
+/// runs its own shutdown handler and exits 0 at once, so the task would end, and Slurm
+/// kill the container, before the container's own handler ran (seen with podman 4.3.1
+/// under Slurm 22.05, which signals only the task's first process). The copy is the
+/// runtime's only child running the same executable; it gets the signal directly.
+fn signal_target(runtime: Runtime, pid: Pid) -> Pid {
+    if runtime != Runtime::Podman {
+        return pid;
+    }
+    let exe = |p: Pid| std::fs::read_link(format!("/proc/{p}/exe")).ok();
+    let Some(own) = exe(pid) else { return pid };
+    let copies: Vec<Pid> = children(pid)
+        .into_iter()
+        .filter(|c| exe(*c).as_ref() == Some(&own))
+        .collect();
+    match copies.as_slice() {
+        [copy] => *copy,
+        _ => pid,
+    }
+}
+
+/// The children of `parent`, from /proc (a few hundred small reads, only when a signal
+/// is passed on).
+fn children(parent: Pid) -> Vec<Pid> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|stat| parent_pid(&stat))
+                == Some(parent.as_raw())
+        })
+        .map(Pid::from_raw)
+        .collect()
+}
+
+/// The parent pid in a /proc/PID/stat line: the second field after the command name,
+/// which is in parentheses and may itself contain spaces and parentheses.
+fn parent_pid(stat: &str) -> Option<i32> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn forwarded_mask() -> SigSet {
@@ -267,6 +315,33 @@ fn die_of(sig: Signal) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_parent_pid_is_read_past_a_command_name_with_spaces_and_parentheses() {
+        assert_eq!(parent_pid("42 (podman) S 41 42 1 0"), Some(41));
+        assert_eq!(parent_pid("42 (a b) c)) S 7 42 1 0"), Some(7));
+        assert_eq!(parent_pid("42 (podman"), None);
+    }
+
+    #[test]
+    fn a_process_without_a_copy_of_itself_is_signalled_itself() {
+        // This test process has no child running its own executable.
+        let me = Pid::this();
+        assert_eq!(signal_target(Runtime::Podman, me), me);
+        assert_eq!(signal_target(Runtime::Apptainer, me), me);
+    }
+
+    #[test]
+    fn the_children_of_this_process_are_found() {
+        let mut child = Command::new("sleep").arg("5").spawn().unwrap();
+        let found = children(Pid::this());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(
+            found.contains(&Pid::from_raw(child.id() as i32)),
+            "{found:?}"
+        );
+    }
 
     #[test]
     fn dropped_arguments_are_removed_where_the_plugin_said() {

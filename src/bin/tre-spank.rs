@@ -6,6 +6,8 @@
 //! - `tre-spank plan --user U --container IMAGE [--runtime R] [--project P] [-- CMD...]`:
 //!   what a job of that user would get on this node, without running anything.
 //! - `tre-spank sweep [--dry-run]`: removes what jobs that no longer exist left here.
+//! - `tre-spank image load|pull|list|remove`: the node's site image stores (approved
+//!   images only: the same reference grammar and registry allow-list as jobs).
 //! - `tre-spank number --job-id J [--restart-count R] [--config PATH]` (not in the
 //!   usage text: for administrators and the test harness) prints job J's NUMBER; it
 //!   reads the root-only secret, so only root can use it.
@@ -21,10 +23,12 @@ use std::process::ExitCode;
 
 use tre_spank::host::account::{self, Account};
 use tre_spank::host::dirs;
+use tre_spank::host::image_store::Site;
 use tre_spank::host::job;
 use tre_spank::host::launch::{supervise, Launch};
 use tre_spank::host::sweep;
 use tre_spank::rules::config::{self, Config};
+use tre_spank::rules::image_store::approved;
 use tre_spank::rules::job_number::job_number;
 use tre_spank::rules::options::{self, RawOptions, Runtime};
 use tre_spank::rules::plan::{self, JobDirs};
@@ -34,7 +38,11 @@ const USAGE: &str = "usage:
   tre-spank launch --image IMAGE [--runtime podman|apptainer] [--drop-args START,COUNT] -- COMMAND [ARGS...]
   tre-spank check [--config PATH]
   tre-spank plan [--config PATH] --user USER --container IMAGE [--runtime R] [--project P] [-- COMMAND...]
-  tre-spank sweep [--config PATH] [--dry-run]";
+  tre-spank sweep [--config PATH] [--dry-run]
+  tre-spank image load [--config PATH] [--runtime podman|apptainer] [--store DIR] --archive FILE IMAGE
+  tre-spank image pull [--config PATH] [--runtime podman|apptainer] [--store DIR] IMAGE
+  tre-spank image list [--config PATH] [--runtime podman|apptainer] [--store DIR]
+  tre-spank image remove [--config PATH] [--runtime podman|apptainer] [--store DIR] IMAGE";
 
 const PLUGSTACK: &str = "/etc/slurm/plugstack.conf";
 const PLUGSTACK_DIR: &str = "/etc/slurm/plugstack.conf.d";
@@ -419,10 +427,11 @@ fn plan_cmd(opts: &Opts) -> ExitCode {
 
 fn plan_for(opts: &Opts, user: &str, container: &str) -> i32 {
     // The same steps, in the same order, as slurmstepd (spank/stepd.rs).
-    let (config, node, about) = match load(opts) {
+    let (mut config, node, about) = match load(opts) {
         Ok(x) => x,
         Err(e) => return would_fail(&e),
     };
+    job::keep_present_image_stores(&mut config);
     for line in &about {
         println!("{line}");
     }
@@ -629,6 +638,144 @@ fn sweep_cmd(opts: &Opts) -> ExitCode {
     }
 }
 
+// ---------------------------------------------------------------------------- image
+
+struct ImageOpts {
+    action: String,
+    config: Option<String>,
+    runtime: Runtime,
+    store: Option<PathBuf>,
+    archive: Option<PathBuf>,
+    image: Option<String>,
+}
+
+fn parse_image(mut args: impl Iterator<Item = OsString>) -> Result<ImageOpts, String> {
+    let action = args
+        .next()
+        .and_then(|a| a.into_string().ok())
+        .filter(|a| ["load", "pull", "list", "remove"].contains(&a.as_str()))
+        .ok_or("image needs load, pull, list or remove")?;
+    let mut o = ImageOpts {
+        action,
+        config: None,
+        runtime: Runtime::Podman,
+        store: None,
+        archive: None,
+        image: None,
+    };
+    while let Some(a) = args.next() {
+        let a = a
+            .into_string()
+            .map_err(|a| format!("argument {a:?} is not UTF-8"))?;
+        let (name, inline) = match a.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (a.clone(), None),
+        };
+        if !name.starts_with("--") {
+            if o.image.replace(a.clone()).is_some() {
+                return Err(format!("image {}: one IMAGE only ({a:?})", o.action));
+            }
+            continue;
+        }
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| args.next().and_then(|v| v.into_string().ok()))
+                .ok_or_else(|| format!("image {}: {name} needs a value", o.action))
+        };
+        match name.as_str() {
+            "--config" => o.config = Some(value()?),
+            "--runtime" => {
+                o.runtime = match value()?.as_str() {
+                    "podman" => Runtime::Podman,
+                    "apptainer" => Runtime::Apptainer,
+                    other => {
+                        return Err(format!(
+                            "--runtime needs podman or apptainer, not {other:?}"
+                        ))
+                    }
+                }
+            }
+            "--store" => o.store = Some(PathBuf::from(value()?)),
+            "--archive" if o.action == "load" => o.archive = Some(PathBuf::from(value()?)),
+            _ => return Err(format!("image {}: unexpected argument {a:?}", o.action)),
+        }
+    }
+    let needs_image = o.action != "list";
+    if needs_image != o.image.is_some() {
+        return Err(if needs_image {
+            format!("image {} needs the IMAGE reference", o.action)
+        } else {
+            "image list takes no IMAGE".to_string()
+        });
+    }
+    if o.action == "load" && o.archive.is_none() {
+        return Err("image load needs --archive FILE".into());
+    }
+    if o.store.is_some() && o.runtime == Runtime::Apptainer {
+        return Err("--store is for podman; apptainer's SIF files go to apptainer.sif_dir".into());
+    }
+    Ok(o)
+}
+
+fn image_cmd(args: impl Iterator<Item = OsString>) -> ExitCode {
+    let o = match parse_image(args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("tre-spank: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!(
+            "tre-spank: image {}: only root manages the site image stores",
+            o.action
+        );
+        return ExitCode::from(2);
+    }
+    let opts = Opts {
+        config: o.config.clone(),
+        ..Opts::default()
+    };
+    let config = match load(&opts) {
+        Ok((c, _, _)) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let site = Site {
+        config: &config,
+        runtime: o.runtime,
+        store: o.store.as_deref(),
+    };
+    let image = match o.image.as_deref().map(|r| approved(&config, r)).transpose() {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("tre-spank: image {}: {e}", o.action);
+            return ExitCode::from(1);
+        }
+    };
+    let result = match (o.action.as_str(), &image, &o.archive) {
+        ("load", Some(image), Some(archive)) => site.load(image, archive).map(Some),
+        ("pull", Some(image), _) => site.pull(image).map(Some),
+        ("remove", Some(image), _) => site.remove(image).map(Some),
+        _ => site.list().map(|()| None),
+    };
+    match result {
+        Ok(line) => {
+            if let Some(line) = line {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tre-spank: image {}: {e}", o.action);
+            ExitCode::from(1)
+        }
+    }
+}
+
 /// `number --job-id J [--restart-count R] [--config PATH]`: the job's NUMBER.
 fn number(mut args: impl Iterator<Item = OsString>) -> Result<u32, String> {
     let (mut job_id, mut restarts, mut config_arg) = (None, 0u32, None);
@@ -688,6 +835,7 @@ fn main() -> ExitCode {
         Some("check") => admin("check", args, check),
         Some("plan") => admin("plan", args, plan_cmd),
         Some("sweep") => admin("sweep", args, sweep_cmd),
+        Some("image") => image_cmd(args),
         Some("number") => match number(args) {
             Ok(n) => {
                 println!("{n}");

@@ -22,6 +22,14 @@ pub fn load_node_config(plugstack_args: &[&str], node: &str) -> Result<Config, C
     Ok(config::load(plugstack_args)?.for_node(node))
 }
 
+/// Leaves out of `podman.image_stores` the stores this node does not have (podman
+/// refuses to start with a missing store): a node that has not received the site
+/// store yet runs jobs from the user's own storage, if the site allows that. One
+/// `stat` of a root-managed path per store, not a runtime call.
+pub fn keep_present_image_stores(config: &mut Config) {
+    config.podman.image_stores.retain(|s| s.is_dir());
+}
+
 /// Whether the runtime can run on this node; the error is the line the job shows
 /// (without the `tre-spank: ` prefix).
 pub fn check_runtime(config: &Config, runtime: Runtime, node: &str) -> Result<(), String> {

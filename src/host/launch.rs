@@ -24,7 +24,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, pipe, read, ForkResult, Pid};
 
 use crate::rules::options::Runtime;
-use crate::rules::runtime::{diagnose_runtime_exit, RuntimeFailure};
+use crate::rules::runtime::{diagnose_runtime_exit, missing_image_message, RuntimeFailure};
 
 /// Signals passed on to the runtime (which passes them into the container).
 const FORWARDED: &[Signal] = &[
@@ -272,10 +272,7 @@ fn explain_exit(launch: &Launch, argv: &[OsString], program: &OsString, code: i3
         && launch.runtime == Runtime::Podman
         && image_missing(argv, &launch.image)
     {
-        say(&format!(
-            "tre-spank: image {} is not on this node: images reach the nodes only through the site's approved process, and jobs never pull (ask your TRE administrators to approve it)",
-            launch.image
-        ));
+        say(&missing_image_message(&launch.image, argv));
     } else {
         say(&format!(
             "tre-spank: {runtime} exited with status {code}: {}",

@@ -5,6 +5,7 @@
 pub mod account;
 pub mod audit;
 pub mod dirs;
+pub mod image_store;
 pub mod job;
 pub mod launch;
 pub mod remove;

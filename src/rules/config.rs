@@ -11,6 +11,9 @@ use super::options::{BatchMode, Runtime, RuntimeChoice};
 /// Where the config lives unless plugstack.conf says `config=PATH`.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/slurm/tre-spank.toml";
 
+/// The site image store for podman unless the config says otherwise.
+pub const DEFAULT_IMAGE_STORE: &str = "/var/lib/tre-spank/images";
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -182,8 +185,15 @@ pub struct PodmanConfig {
     pub keep_groups: bool,
     /// `--cgroups=disabled` keeps the container in the job's own cgroup.
     pub cgroups_disabled: bool,
-    /// Read-only image stores (podman graph roots an administrator populates).
+    /// Read-only site image stores (podman graph roots root populates with
+    /// `tre-spank image`); the first is where `tre-spank image` writes. A store that
+    /// does not exist on the node is left out of the job's command line.
     pub image_stores: Vec<PathBuf>,
+    /// Overlay mount program for jobs that read a site store (`fuse-overlayfs`, run
+    /// with `squash_to_root`): the store's files are root's on the host, which the
+    /// user's namespace cannot map; squashed, they are the container root's (the
+    /// user's) and podman can create its mount points in them. Empty: kernel overlay.
+    pub store_mount_program: PathBuf,
     /// Also read images from the user's own rootless storage
     /// (`$HOME/.local/share/containers/storage`), read-only.
     pub user_image_store: bool,
@@ -243,7 +253,8 @@ impl Default for PodmanConfig {
             no_new_privileges: true,
             keep_groups: true,
             cgroups_disabled: true,
-            image_stores: Vec::new(),
+            image_stores: vec![PathBuf::from(DEFAULT_IMAGE_STORE)],
+            store_mount_program: PathBuf::from("/usr/bin/fuse-overlayfs"),
             user_image_store: true,
             gpu_cdi_kind: "nvidia.com/gpu".to_string(),
             containers_conf: PathBuf::from("/etc/containers/containers.conf"),

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod config;
 pub mod image;
+pub mod image_store;
 pub mod job_number;
 pub mod options;
 pub mod plan;

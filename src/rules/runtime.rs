@@ -116,6 +116,14 @@ impl PodmanStorage<'_> {
             flag("root", self.job_dir.join("storage")),
             flag("runroot", self.job_dir.join("run")),
         ];
+        if !config.image_stores.is_empty() && !config.store_mount_program.as_os_str().is_empty() {
+            // The site store's files are root's: squashed to the container's root so
+            // that podman can create its mount points (docs/images.md).
+            let mut opt = OsString::from("--storage-opt=overlay.mount_program=");
+            opt.push(&config.store_mount_program);
+            flags.push(opt);
+            flags.push("--storage-opt=overlay.mountopt=squash_to_root".into());
+        }
         let user_store = config
             .user_image_store
             .then(|| self.home.join(".local/share/containers/storage"));
@@ -521,6 +529,29 @@ pub fn diagnose_runtime_exit(runtime: Runtime, code: i32) -> Option<RuntimeFailu
     }
 }
 
+/// The job's message when podman did not find the image: it names the image and every
+/// store the failed command looked in (its `additionalimagestore` options), so that
+/// users and administrators know where the image was expected.
+pub fn missing_image_message(image: &str, argv: &[OsString]) -> String {
+    let stores: Vec<String> = argv
+        .iter()
+        .take_while(|a| *a != "run")
+        .filter_map(|a| {
+            a.as_bytes()
+                .strip_prefix(b"--storage-opt=additionalimagestore=")
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+        })
+        .collect();
+    let looked = if stores.is_empty() {
+        "no image store is configured on this node".to_string()
+    } else {
+        format!("looked in {}", stores.join(", "))
+    };
+    format!(
+        "tre-spank: image {image} is not on this node: images reach the nodes only through the site's approved process, and jobs never pull ({looked}; ask your TRE administrators to approve it)"
+    )
+}
+
 /// The command as a shell would need it typed, for the `Running:` line only.
 pub fn display_command(argv: &[OsString]) -> String {
     argv.iter()
@@ -604,6 +635,9 @@ mod tests {
             "/usr/bin/podman",
             "--root=/var/lib/tre-spank/jobs/job-42/storage",
             "--runroot=/var/lib/tre-spank/jobs/job-42/run",
+            "--storage-opt=overlay.mount_program=/usr/bin/fuse-overlayfs",
+            "--storage-opt=overlay.mountopt=squash_to_root",
+            "--storage-opt=additionalimagestore=/var/lib/tre-spank/images",
             "--storage-opt=additionalimagestore=/home/alice/.local/share/containers/storage",
             "run",
             "--rm",
@@ -690,19 +724,49 @@ mod tests {
             },
         ));
         assert_eq!(
-            got[3..5],
+            got[5..7],
             [
                 "--storage-opt=additionalimagestore=/var/lib/tre-spank/images",
                 "--storage-opt=additionalimagestore=/srv/images"
             ]
         );
         assert!(!got.iter().any(|a| a.contains("additionalimagestore=/home")));
+        // No site store: the kernel's overlay, and only the user's own storage.
+        let user_only = PodmanConfig {
+            image_stores: Vec::new(),
+            ..PodmanConfig::default()
+        };
+        let flags = strings(&storage().global_flags(&user_only));
+        assert_eq!(
+            flags[2..],
+            ["--storage-opt=additionalimagestore=/home/alice/.local/share/containers/storage"]
+        );
         assert!(got.contains(&"--network=none".to_string()));
         assert!(got.contains(&"--userns=keep-id".to_string()));
         assert!(!got.iter().any(|a| a == "--user=0:0"
             || a.contains("keep-groups")
             || a.contains("no-new-priv")
             || a.contains("cgroups")));
+    }
+
+    #[test]
+    fn missing_image_message_names_the_stores_looked_in() {
+        let argv = storage().global_flags(&PodmanConfig::default());
+        let mut full = vec![OsString::from("/usr/bin/podman")];
+        full.extend(argv);
+        full.extend(os(&[
+            "run",
+            "--storage-opt=additionalimagestore=/not/this",
+            "x",
+        ]));
+        assert_eq!(
+            missing_image_message("ghcr.io/a/b:1", &full),
+            "tre-spank: image ghcr.io/a/b:1 is not on this node: images reach the nodes only through the site's approved process, and jobs never pull (looked in /var/lib/tre-spank/images, /home/alice/.local/share/containers/storage; ask your TRE administrators to approve it)"
+        );
+        assert!(
+            missing_image_message("ghcr.io/a/b:1", &os(&["podman", "run"]))
+                .contains("(no image store is configured on this node;")
+        );
     }
 
     #[test]

@@ -270,7 +270,8 @@ fn prepare(spank: &SpankHandle, raw: &options::RawOptions) -> Result<Job, String
         .map_err(|e| format!("tre-spank: cannot read plugstack arguments: {e}"))?;
     // Per-node settings by this node's own name, never by anything from the job.
     let node = job::node_name();
-    let config = job::load_node_config(&args, &node).map_err(|e| format!("tre-spank: {e}"))?;
+    let mut config = job::load_node_config(&args, &node).map_err(|e| format!("tre-spank: {e}"))?;
+    job::keep_present_image_stores(&mut config);
     let request = options::parse(raw, &config)
         .map_err(|e| format!("tre-spank: {e}"))?
         .ok_or_else(|| "tre-spank: --tre-container is missing".to_string())?;

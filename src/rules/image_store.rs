@@ -1,0 +1,459 @@
+//! The site image stores: what `tre-spank image load|pull|list|remove` runs.
+//!
+//! Only the command lines and the decisions live here (pure, unit-tested); the
+//! `host::image_store` module runs them as root. The image reference and the registry
+//! allow-list are `rules::image`'s, the same as for jobs.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use super::config::Config;
+use super::image::{ImageError, ImageRef};
+use super::options::Runtime;
+use super::runtime::sif_path;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("podman.image_stores is empty: this node has no site image store to load into")]
+    NoPodmanStore,
+    #[error(
+        "{store} is not one of this node's podman.image_stores ({configured}): jobs would never read it"
+    )]
+    NotAStore { store: PathBuf, configured: String },
+    #[error("{image}: an image archive carries no registry digest; approve it by tag, or pull it by digest from the registry")]
+    DigestFromArchive { image: String },
+    #[error("{path} is neither an image archive (docker-archive or oci-archive tar, as `podman save` writes) nor a SIF file")]
+    UnknownArchive { path: PathBuf },
+    #[error("{path} is a SIF file: podman cannot load it (use --runtime apptainer)")]
+    SifForPodman { path: PathBuf },
+}
+
+/// What an archive file holds, from its first bytes and its tar member names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveKind {
+    /// `podman save --format docker-archive` (the default), `docker save`.
+    DockerArchive,
+    /// `podman save --format oci-archive`, `skopeo copy ... oci-archive:`.
+    OciArchive,
+    /// An apptainer/singularity image file.
+    Sif,
+}
+
+impl ArchiveKind {
+    /// The containers-image transport that reads this kind of archive.
+    pub fn transport(self) -> &'static str {
+        match self {
+            ArchiveKind::DockerArchive => "docker-archive",
+            ArchiveKind::OciArchive => "oci-archive",
+            ArchiveKind::Sif => "sif",
+        }
+    }
+}
+
+/// A SIF file starts with a 32-byte launch line, then `SIF_MAGIC`.
+pub fn is_sif(head: &[u8]) -> bool {
+    head.get(32..41) == Some(b"SIF_MAGIC".as_slice())
+}
+
+/// One tar header block: the member's name and size, or `None` for the end of the
+/// archive or a block that is not a (ustar or old-style) tar header.
+pub fn tar_member(block: &[u8; 512]) -> Option<(String, u64)> {
+    if block.iter().all(|b| *b == 0) {
+        return None;
+    }
+    // The checksum: the header's bytes summed with the checksum field as spaces.
+    let stored = octal(&block[148..156])?;
+    let sum: u64 = block
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u64::from(*b)
+            }
+        })
+        .sum();
+    if sum != stored {
+        return None;
+    }
+    let end = block[..100].iter().position(|b| *b == 0).unwrap_or(100);
+    let mut name = String::from_utf8_lossy(&block[..end]).into_owned();
+    if &block[257..262] == b"ustar" && block[345] != 0 {
+        let pend = block[345..500].iter().position(|b| *b == 0).unwrap_or(155);
+        name = format!(
+            "{}/{name}",
+            String::from_utf8_lossy(&block[345..345 + pend])
+        );
+    }
+    let size = octal(&block[124..136])?;
+    Some((name, size))
+}
+
+fn octal(field: &[u8]) -> Option<u64> {
+    let s: String = field
+        .iter()
+        .take_while(|b| **b != 0)
+        .map(|b| *b as char)
+        .collect();
+    let s = s.trim();
+    if s.is_empty() {
+        return Some(0);
+    }
+    u64::from_str_radix(s, 8).ok()
+}
+
+/// Which image archive a tar holds, from its member names: an OCI layout has
+/// `oci-layout`, a docker archive `manifest.json` (both at the top).
+pub fn archive_kind<'a>(members: impl IntoIterator<Item = &'a str>) -> Option<ArchiveKind> {
+    let mut docker = false;
+    for m in members {
+        match m.trim_start_matches("./") {
+            "oci-layout" => return Some(ArchiveKind::OciArchive),
+            "manifest.json" => docker = true,
+            _ => {}
+        }
+    }
+    docker.then_some(ArchiveKind::DockerArchive)
+}
+
+/// The reference an administrator approves: parsed by the job's grammar and checked
+/// against the same allow-list jobs are checked against.
+pub fn approved(config: &Config, reference: &str) -> Result<ImageRef, StoreError> {
+    let image = ImageRef::parse(reference)?;
+    image.check_allowed(&config.allowed_registries)?;
+    Ok(image)
+}
+
+/// The podman store `tre-spank image` works on: `--store` if given (it must be one of
+/// the node's `podman.image_stores`, or jobs would never read it), else the first.
+pub fn podman_store(config: &Config, chosen: Option<&Path>) -> Result<PathBuf, StoreError> {
+    let stores = &config.podman.image_stores;
+    match chosen {
+        None => stores.first().cloned().ok_or(StoreError::NoPodmanStore),
+        Some(s) if stores.iter().any(|c| c == s) => Ok(s.to_path_buf()),
+        Some(s) => Err(StoreError::NotAStore {
+            store: s.to_path_buf(),
+            configured: if stores.is_empty() {
+                "none".into()
+            } else {
+                stores
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        }),
+    }
+}
+
+/// Root's podman working on one store: the store is its graph root, with a run root of
+/// its own; overlay, the driver jobs read it with.
+pub struct PodmanStore<'a> {
+    pub podman: &'a Path,
+    pub store: &'a Path,
+    pub runroot: &'a Path,
+}
+
+fn os(parts: &[&str]) -> Vec<OsString> {
+    parts.iter().map(OsString::from).collect()
+}
+
+fn joined(prefix: &str, path: &Path) -> OsString {
+    let mut s = OsString::from(prefix);
+    s.push(path);
+    s
+}
+
+impl PodmanStore<'_> {
+    fn base(&self) -> Vec<OsString> {
+        vec![
+            self.podman.into(),
+            joined("--root=", self.store),
+            joined("--runroot=", self.runroot),
+            "--storage-driver=overlay".into(),
+        ]
+    }
+
+    fn with(&self, rest: Vec<OsString>) -> Vec<OsString> {
+        let mut argv = self.base();
+        argv.extend(rest);
+        argv
+    }
+
+    /// Copies the archive's image into the store; prints the image ID.
+    pub fn pull_archive(&self, kind: ArchiveKind, archive: &Path) -> Vec<OsString> {
+        let mut source = OsString::from(format!("{}:", kind.transport()));
+        source.push(archive);
+        self.with(vec!["pull".into(), "--quiet".into(), source])
+    }
+
+    /// Pulls from the registry (never from a short name: the reference is complete).
+    pub fn pull_registry(&self, image: &ImageRef) -> Vec<OsString> {
+        self.with(os(&["pull", "--quiet", &format!("docker://{image}")]))
+    }
+
+    pub fn tag(&self, id: &str, image: &ImageRef) -> Vec<OsString> {
+        self.with(os(&["tag", id, &image.to_string()]))
+    }
+
+    /// The names an image has in the store, one a line.
+    pub fn names(&self, id: &str) -> Vec<OsString> {
+        self.with(os(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{range .RepoTags}}{{println .}}{{end}}",
+            id,
+        ]))
+    }
+
+    pub fn untag(&self, id: &str, name: &str) -> Vec<OsString> {
+        self.with(os(&["untag", id, name]))
+    }
+
+    pub fn list(&self) -> Vec<OsString> {
+        self.with(os(&["images", "--digests"]))
+    }
+
+    /// Removes the name; the image's layers go with its last name.
+    pub fn remove(&self, image: &ImageRef) -> Vec<OsString> {
+        self.with(os(&["rmi", &image.to_string()]))
+    }
+}
+
+/// Names an archive brought along that the administrator did not approve: they are
+/// removed, so the store holds only approved references.
+pub fn unapproved_names(names: &str, image: &ImageRef) -> Vec<String> {
+    let wanted = image.to_string();
+    names
+        .lines()
+        .map(str::trim)
+        .filter(|n| !n.is_empty() && *n != wanted)
+        .map(str::to_string)
+        .collect()
+}
+
+/// `apptainer build` of the approved image into `target` (a temporary name beside the
+/// final SIF, renamed once complete so that a job never sees half a file).
+pub fn apptainer_build(
+    apptainer: &Path,
+    target: &Path,
+    source: ApptainerSource<'_>,
+) -> Vec<OsString> {
+    let mut argv: Vec<OsString> = vec![apptainer.into(), "build".into(), target.into()];
+    argv.push(match source {
+        ApptainerSource::Archive(kind, path) => joined(&format!("{}:", kind.transport()), path),
+        ApptainerSource::Registry(image) => format!("docker://{image}").into(),
+    });
+    argv
+}
+
+pub enum ApptainerSource<'a> {
+    Archive(ArchiveKind, &'a Path),
+    Registry(&'a ImageRef),
+}
+
+/// Where the SIF of an approved image goes (the job's own mapping).
+pub fn sif_target(config: &Config, image: &ImageRef) -> Option<PathBuf> {
+    sif_path(&config.apptainer.sif_dir, image)
+}
+
+/// The temporary name a SIF is built under, in the same directory.
+pub fn sif_temporary(sif: &Path, pid: u32) -> PathBuf {
+    let name = sif
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    sif.with_file_name(format!(".{name}.tmp-{pid}"))
+}
+
+/// A digest names one exact image in a registry; an archive cannot prove it has it.
+pub fn check_archive_reference(runtime: Runtime, image: &ImageRef) -> Result<(), StoreError> {
+    if runtime == Runtime::Podman && image.digest.is_some() {
+        return Err(StoreError::DigestFromArchive {
+            image: image.to_string(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[OsString]) -> Vec<String> {
+        v.iter().map(|s| s.to_string_lossy().into_owned()).collect()
+    }
+
+    fn header(name: &str, size: u64) -> [u8; 512] {
+        let mut b = [0u8; 512];
+        b[..name.len()].copy_from_slice(name.as_bytes());
+        let sz = format!("{size:011o}\0");
+        b[124..136].copy_from_slice(sz.as_bytes());
+        b[257..263].copy_from_slice(b"ustar\0");
+        b[148..156].copy_from_slice(b"        ");
+        let sum: u64 = b.iter().map(|x| u64::from(*x)).sum();
+        b[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        b
+    }
+
+    #[test]
+    fn tar_headers_give_names_and_sizes() {
+        assert_eq!(
+            tar_member(&header("manifest.json", 1234)),
+            Some(("manifest.json".into(), 1234))
+        );
+        assert_eq!(tar_member(&[0u8; 512]), None);
+        let mut bad = header("x", 1);
+        bad[0] = b'y';
+        assert_eq!(tar_member(&bad), None, "a wrong checksum is not a header");
+    }
+
+    #[test]
+    fn archives_are_told_apart_by_their_members() {
+        assert_eq!(
+            archive_kind(["blobs/", "oci-layout", "index.json"]),
+            Some(ArchiveKind::OciArchive)
+        );
+        assert_eq!(
+            archive_kind(["abc.tar", "manifest.json", "repositories"]),
+            Some(ArchiveKind::DockerArchive)
+        );
+        assert_eq!(archive_kind(["./bin/", "./etc/passwd"]), None);
+        let mut sif = vec![b'#'; 32];
+        sif.extend_from_slice(b"SIF_MAGIC\0");
+        assert!(is_sif(&sif));
+        assert!(!is_sif(b"ustar"));
+    }
+
+    #[test]
+    fn approval_uses_the_jobs_grammar_and_allow_list() {
+        let config = Config::default();
+        assert!(approved(&config, "ghcr.io/mikej888/hello-tre:1.0").is_ok());
+        assert_eq!(
+            approved(&config, "docker.io/library/ubuntu:22.04")
+                .unwrap_err()
+                .to_string(),
+            "image docker.io/library/ubuntu:22.04 is not from an allowed registry (allowed: ghcr.io/)"
+        );
+        assert!(approved(&config, "ubuntu").is_err());
+        assert!(approved(&config, "ghcr.io/org/../x:1").is_err());
+    }
+
+    #[test]
+    fn the_store_is_a_configured_one() {
+        let mut config = Config::default();
+        assert_eq!(
+            podman_store(&config, None).unwrap(),
+            PathBuf::from("/var/lib/tre-spank/images")
+        );
+        assert_eq!(
+            podman_store(&config, Some(Path::new("/tmp/x")))
+                .unwrap_err()
+                .to_string(),
+            "/tmp/x is not one of this node's podman.image_stores (/var/lib/tre-spank/images): jobs would never read it"
+        );
+        config.podman.image_stores.clear();
+        assert_eq!(podman_store(&config, None), Err(StoreError::NoPodmanStore));
+    }
+
+    #[test]
+    fn podman_commands_work_on_the_store_only() {
+        let s = PodmanStore {
+            podman: Path::new("/usr/bin/podman"),
+            store: Path::new("/var/lib/tre-spank/images"),
+            runroot: Path::new("/run/tre-spank/images"),
+        };
+        let image = ImageRef::parse("ghcr.io/org/tool:2.0").unwrap();
+        let base = [
+            "/usr/bin/podman",
+            "--root=/var/lib/tre-spank/images",
+            "--runroot=/run/tre-spank/images",
+            "--storage-driver=overlay",
+        ];
+        let with = |rest: &[&str]| {
+            base.iter()
+                .chain(rest)
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            strings(&s.pull_archive(ArchiveKind::DockerArchive, Path::new("/tmp/t.tar"))),
+            with(&["pull", "--quiet", "docker-archive:/tmp/t.tar"])
+        );
+        assert_eq!(
+            strings(&s.pull_archive(ArchiveKind::OciArchive, Path::new("/tmp/t.tar"))),
+            with(&["pull", "--quiet", "oci-archive:/tmp/t.tar"])
+        );
+        assert_eq!(
+            strings(&s.pull_registry(&image)),
+            with(&["pull", "--quiet", "docker://ghcr.io/org/tool:2.0"])
+        );
+        assert_eq!(
+            strings(&s.tag("abc", &image)),
+            with(&["tag", "abc", "ghcr.io/org/tool:2.0"])
+        );
+        assert_eq!(
+            strings(&s.remove(&image)),
+            with(&["rmi", "ghcr.io/org/tool:2.0"])
+        );
+        assert_eq!(strings(&s.list()), with(&["images", "--digests"]));
+    }
+
+    #[test]
+    fn only_the_approved_name_stays() {
+        let image = ImageRef::parse("ghcr.io/org/tool:2.0").unwrap();
+        assert_eq!(
+            unapproved_names("ghcr.io/org/tool:2.0\nlocalhost/other:latest\n\n", &image),
+            vec!["localhost/other:latest".to_string()]
+        );
+    }
+
+    #[test]
+    fn apptainer_builds_beside_the_mapped_sif() {
+        let config = Config::default();
+        let image = ImageRef::parse("ghcr.io/org/tool:2.0").unwrap();
+        let sif = sif_target(&config, &image).unwrap();
+        assert_eq!(
+            sif,
+            PathBuf::from("/var/lib/tre-spank/sif/ghcr.io/org/tool_2.0.sif")
+        );
+        let tmp = sif_temporary(&sif, 7);
+        assert_eq!(
+            tmp,
+            PathBuf::from("/var/lib/tre-spank/sif/ghcr.io/org/.tool_2.0.sif.tmp-7")
+        );
+        assert_eq!(
+            strings(&apptainer_build(
+                Path::new("/usr/bin/apptainer"),
+                &tmp,
+                ApptainerSource::Archive(ArchiveKind::OciArchive, Path::new("/tmp/t.tar"))
+            )),
+            [
+                "/usr/bin/apptainer",
+                "build",
+                "/var/lib/tre-spank/sif/ghcr.io/org/.tool_2.0.sif.tmp-7",
+                "oci-archive:/tmp/t.tar"
+            ]
+        );
+        assert_eq!(
+            strings(&apptainer_build(
+                Path::new("apptainer"),
+                &tmp,
+                ApptainerSource::Registry(&image)
+            ))[3],
+            "docker://ghcr.io/org/tool:2.0"
+        );
+    }
+
+    #[test]
+    fn digests_come_from_registries_for_podman() {
+        let d = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let image = ImageRef::parse(&format!("ghcr.io/org/tool@sha256:{d}")).unwrap();
+        assert!(check_archive_reference(Runtime::Podman, &image).is_err());
+        assert!(check_archive_reference(Runtime::Apptainer, &image).is_ok());
+    }
+}

@@ -320,6 +320,38 @@ fn check(opts: &Opts) -> ExitCode {
     }
     check_root_dir(&mut c, "state_dir", &config.state_dir, 0o700);
     check_root_dir(&mut c, "runtime_dir", &config.runtime_dir, 0o711);
+    for store in &config.podman.image_stores {
+        if store.exists() {
+            check_root_dir(&mut c, "podman image store", store, 0o755);
+        } else {
+            c.note(&format!(
+                "podman image store {} does not exist on this node (jobs leave it out; `tre-spank image load` creates it)",
+                store.display()
+            ));
+        }
+    }
+    let program = &config.podman.store_mount_program;
+    if !config.podman.image_stores.is_empty()
+        && !program.as_os_str().is_empty()
+        && config.runtimes.contains(&Runtime::Podman)
+    {
+        if program.is_file() {
+            c.ok(&format!("podman.store_mount_program {}", program.display()));
+        } else {
+            c.problem(&format!(
+                "podman.store_mount_program {} is not installed: podman jobs reading a site store would fail (install fuse-overlayfs)",
+                program.display()
+            ));
+        }
+    }
+    if config.apptainer.sif_dir.exists() {
+        check_root_dir(
+            &mut c,
+            "apptainer.sif_dir",
+            &config.apptainer.sif_dir,
+            0o755,
+        );
+    }
     match std::fs::read(&config.secret_file) {
         Ok(bytes) if bytes.is_empty() => c.problem(&format!(
             "secret_file {} is empty",
@@ -510,6 +542,7 @@ fn plan_for(opts: &Opts, user: &str, container: &str) -> i32 {
             Runtime::Podman => Target::Podman(PodmanStorage {
                 job_dir: &job_dir,
                 home: &account.home,
+                user_store_exists: runtime::user_image_store(&account.home).is_dir(),
             }),
             Runtime::Apptainer => Target::Apptainer {
                 sif: &sif,

@@ -108,6 +108,14 @@ pub struct PodmanStorage<'a> {
     pub job_dir: &'a Path,
     /// The user's home, for the user's own image store (if the site allows it).
     pub home: &'a Path,
+    /// Whether that store exists: podman refuses to start with a missing store, and a
+    /// user who never ran podman has none.
+    pub user_store_exists: bool,
+}
+
+/// The user's own rootless podman storage.
+pub fn user_image_store(home: &Path) -> PathBuf {
+    home.join(".local/share/containers/storage")
 }
 
 impl PodmanStorage<'_> {
@@ -124,9 +132,8 @@ impl PodmanStorage<'_> {
             flags.push(opt);
             flags.push("--storage-opt=overlay.mountopt=squash_to_root".into());
         }
-        let user_store = config
-            .user_image_store
-            .then(|| self.home.join(".local/share/containers/storage"));
+        let user_store = (config.user_image_store && self.user_store_exists)
+            .then(|| user_image_store(self.home));
         for store in config.image_stores.iter().cloned().chain(user_store) {
             let mut opt = OsString::from("--storage-opt=additionalimagestore=");
             opt.push(store);
@@ -598,6 +605,7 @@ mod tests {
         PodmanStorage {
             job_dir: Path::new("/var/lib/tre-spank/jobs/job-42"),
             home: Path::new("/home/alice"),
+            user_store_exists: true,
         }
     }
 
@@ -741,6 +749,12 @@ mod tests {
             flags[2..],
             ["--storage-opt=additionalimagestore=/home/alice/.local/share/containers/storage"]
         );
+        // A user who never ran podman has no storage: podman would refuse to start.
+        let fresh = PodmanStorage {
+            user_store_exists: false,
+            ..storage()
+        };
+        assert_eq!(fresh.global_flags(&user_only).len(), 2);
         assert!(got.contains(&"--network=none".to_string()));
         assert!(got.contains(&"--userns=keep-id".to_string()));
         assert!(!got.iter().any(|a| a == "--user=0:0"

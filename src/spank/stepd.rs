@@ -519,6 +519,8 @@ fn wrap_task(spank: &mut SpankHandle, job: &Job, ready: &Ready) -> Result<(), St
             Target::Podman(runtime::PodmanStorage {
                 job_dir: &job.runtime_dir,
                 home: &job.account.home,
+                // task_init runs as the user: this stat works on a root-squashed home.
+                user_store_exists: runtime::user_image_store(&job.account.home).is_dir(),
             })
         }
     };

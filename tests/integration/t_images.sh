@@ -219,19 +219,14 @@ test_images_per_job_state_goes_after_the_job_after_scancel_and_after_the_sweep()
   assert_node_idle
 }
 
-# The node has 2 CPUs: for this test its partition lets 8 jobs share a core.
-restore_partition() {
-  bed exec scontrol update PartitionName=debug OverSubscribe=NO >/dev/null 2>&1 || true
-}
-
 test_images_many_jobs_of_two_users_at_once_run_from_the_store_without_lock_contention() {
-  local jobs=() j out starts ends s e last_start first_end u
+  local jobs=() j out s e last_start first_end u
   store_ready
-  trap 'restore_partition; restore_config' EXIT
-  bed exec scontrol update PartitionName=debug OverSubscribe=FORCE:8
+  # tbnode has 2 CPUs; partition debug (OverSubscribe=YES) lets up to 8 jobs that ask
+  # for it (--oversubscribe) share them.
   local script='echo "start $SLURM_JOB_ID"; for i in 1 2 3 4 5; do echo "$SLURM_JOB_ID-$i" >> /safe_outputs/lines; echo "$SLURM_JOB_ID-$i" > /scratch/s-$i; done; sleep 8; cat /safe_outputs/lines; cat /scratch/s-5; echo "end $SLURM_JOB_ID"'
-  for _ in 1 2 3 4 5 6; do jobs+=("erin:$(submit erin --tre-container=$STORE_IMAGE --wrap "$script")"); done
-  for _ in 1 2 3; do jobs+=("frank:$(submit frank --tre-container=$STORE_IMAGE --wrap "$script")"); done
+  for _ in 1 2 3 4 5 6; do jobs+=("erin:$(submit erin --oversubscribe --tre-container=$STORE_IMAGE --wrap "$script")"); done
+  for _ in 1 2; do jobs+=("frank:$(submit frank --oversubscribe --tre-container=$STORE_IMAGE --wrap "$script")"); done
   for j in "${jobs[@]}"; do wait_job "${j#*:}"; done
   last_start=0 first_end=99999999999
   for j in "${jobs[@]}"; do

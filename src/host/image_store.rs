@@ -17,8 +17,8 @@ use std::process::{Command, Stdio};
 use crate::rules::config::Config;
 use crate::rules::image::ImageRef;
 use crate::rules::image_store::{
-    self, apptainer_build, archive_kind, is_sif, sif_target, sif_temporary, tar_member,
-    unapproved_names, ApptainerSource, ArchiveKind, PodmanStore, StoreError,
+    self, apptainer_build, archive_kind, is_sif, names_to_restore, sif_target, sif_temporary,
+    tar_member, unapproved_names, ApptainerSource, ArchiveKind, PodmanStore, StoreError,
 };
 use crate::rules::options::Runtime;
 use crate::rules::runtime::display_command;
@@ -236,12 +236,17 @@ impl Site<'_> {
         &self,
         store: &Path,
         p: &PodmanStore<'_>,
+        before: &str,
         id: &str,
         image: &ImageRef,
     ) -> Result<String, ImageStoreError> {
         let names = run(&p.names(id))?;
-        for name in unapproved_names(&names, image) {
-            run(&p.untag(id, &name))?;
+        let removed = unapproved_names(&names, image);
+        for name in &removed {
+            run(&p.untag(id, name))?;
+        }
+        for (old, name) in names_to_restore(before, &removed, id) {
+            run(&p.tag_id(&old, &name))?;
         }
         open_store_for_reading(store)?;
         Ok(id.to_string())
@@ -261,9 +266,10 @@ impl Site<'_> {
                 }
                 let store = self.podman_store()?;
                 let p = self.podman(&store)?;
+                let before = run(&p.name_ids())?;
                 let id = run(&p.pull_archive(kind, archive))?.trim().to_string();
                 run(&p.tag(&id, image))?;
-                let id = self.podman_finish(&store, &p, &id, image)?;
+                let id = self.podman_finish(&store, &p, &before, &id, image)?;
                 Ok(format!(
                     "loaded {image} (image {}) into the podman store {}",
                     short(&id),
@@ -294,8 +300,9 @@ impl Site<'_> {
             Runtime::Podman => {
                 let store = self.podman_store()?;
                 let p = self.podman(&store)?;
+                let before = run(&p.name_ids())?;
                 let id = run(&p.pull_registry(image))?.trim().to_string();
-                let id = self.podman_finish(&store, &p, &id, image)?;
+                let id = self.podman_finish(&store, &p, &before, &id, image)?;
                 Ok(format!(
                     "pulled {image} (image {}) into the podman store {}",
                     short(&id),

@@ -196,7 +196,12 @@ impl PodmanStore<'_> {
     }
 
     pub fn tag(&self, id: &str, image: &ImageRef) -> Vec<OsString> {
-        self.with(os(&["tag", id, &image.to_string()]))
+        self.tag_id(id, &image.to_string())
+    }
+
+    /// Gives a name back to the image it named before a load.
+    pub fn tag_id(&self, id: &str, name: &str) -> Vec<OsString> {
+        self.with(os(&["tag", id, name]))
     }
 
     /// The names an image has in the store, one a line.
@@ -212,6 +217,17 @@ impl PodmanStore<'_> {
 
     pub fn untag(&self, id: &str, name: &str) -> Vec<OsString> {
         self.with(os(&["untag", id, name]))
+    }
+
+    /// Every name in the store with its image ID, `ID NAME` a line (for
+    /// [`names_to_restore`]).
+    pub fn name_ids(&self) -> Vec<OsString> {
+        self.with(os(&[
+            "images",
+            "--no-trunc",
+            "--format",
+            "{{.ID}} {{.Repository}}:{{.Tag}}",
+        ]))
     }
 
     pub fn list(&self) -> Vec<OsString> {
@@ -233,6 +249,24 @@ pub fn unapproved_names(names: &str, image: &ImageRef) -> Vec<String> {
         .map(str::trim)
         .filter(|n| !n.is_empty() && *n != wanted)
         .map(str::to_string)
+        .collect()
+}
+
+/// A name an archive carried that the store already held for another image: podman
+/// moved it to the loaded image; it goes back to the image it named before (the
+/// `ID NAME` lines of the store from before the load).
+pub fn names_to_restore(
+    before: &str,
+    removed: &[String],
+    loaded_id: &str,
+) -> Vec<(String, String)> {
+    let loaded = loaded_id.trim_start_matches("sha256:");
+    before
+        .lines()
+        .filter_map(|l| l.trim().split_once(' '))
+        .map(|(id, name)| (id.trim_start_matches("sha256:"), name.trim()))
+        .filter(|(id, name)| *id != loaded && removed.iter().any(|r| r == name))
+        .map(|(id, name)| (id.to_string(), name.to_string()))
         .collect()
 }
 
@@ -410,6 +444,18 @@ mod tests {
             unapproved_names("ghcr.io/org/tool:2.0\nlocalhost/other:latest\n\n", &image),
             vec!["localhost/other:latest".to_string()]
         );
+    }
+
+    #[test]
+    fn a_name_the_archive_took_from_another_image_goes_back() {
+        let before = "sha256:aaa ghcr.io/org/a:1\nsha256:bbb ghcr.io/org/b:1\n";
+        let removed = vec!["ghcr.io/org/a:1".to_string(), "localhost/x:1".to_string()];
+        assert_eq!(
+            names_to_restore(before, &removed, "ccc"),
+            vec![("aaa".to_string(), "ghcr.io/org/a:1".to_string())]
+        );
+        // The same image loaded again: nothing to give back.
+        assert!(names_to_restore(before, &removed, "sha256:aaa").is_empty());
     }
 
     #[test]

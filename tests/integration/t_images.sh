@@ -31,15 +31,18 @@ store_users() {
 # make_archives: what `podman save` writes (docker-archive and oci-archive) of the
 # bed's busybox image, built by root in a scratch storage that is removed afterwards.
 make_archives() {
-  bed exec sh -c 'd=$1; [ -f "$d/docker.tar" ] && [ -f "$d/oci.tar" ] && exit 0
+  bed exec sh -c 'd=$1; [ -f "$d/docker.tar" ] && [ -f "$d/oci.tar" ] && [ -f "$d/named.tar" ] && exit 0
     rm -rf "$d"; mkdir -p "$d"
     set -- podman --root="$d/storage" --runroot="$d/run" --storage-driver=overlay
     "$@" import -q --change "CMD [\"/bin/sh\",\"-c\",\"echo hello from the approved image\"]" \
       --change "ENV PATH=/bin" /opt/tre-testbed/tre-image.tar localhost/build/hello:1 >/dev/null
     "$@" save -q -o "$d/docker.tar" localhost/build/hello:1
     "$@" save -q --format oci-archive -o "$d/oci.tar" localhost/build/hello:1
+    # Another image carrying the name of an approved one ($2).
+    "$@" import -q --change "ENV PATH=/bin" --change "ENV OTHER=1" /opt/tre-testbed/tre-image.tar "$2" >/dev/null
+    "$@" save -q -o "$d/named.tar" "$2"
     "$@" rmi -a -f >/dev/null 2>&1 || true
-    rm -rf "$d/storage" "$d/run"' sh "$ARCHIVES"
+    rm -rf "$d/storage" "$d/run"' sh "$ARCHIVES" "$STORE_IMAGE"
 }
 
 # store_ready: the test config, users, and the approved image in the store.
@@ -94,6 +97,16 @@ test_images_admin_loads_an_archive_and_jobs_run_it_with_the_users_own_storage_em
   assert_eq "$(bed exec stat -c %U "/home/erin/outputs-$n/made.txt")" erin "owner of the output"
   assert_absent "/var/lib/tre-spank/jobs/job-$job"
   no_processes_of erin
+  # An archive carrying the name of an image already in the store, loaded under
+  # another name, does not take that name away from it.
+  local id_before
+  id_before=$(bed exec tre-spank image list | awk '$1 == "ghcr.io/tre-approved/hello-store" {print $4}')
+  [ -n "$id_before" ] || fail "no image ID in the list"
+  bed exec tre-spank image load --archive "$ARCHIVES/named.tar" ghcr.io/tre-approved/other:1 >/dev/null
+  list=$(bed exec tre-spank image list)
+  assert_eq "$(awk '$1 == "ghcr.io/tre-approved/hello-store" {print $4}' <<<"$list")" "$id_before" "image ID of $STORE_IMAGE"
+  grep -q "^ghcr.io/tre-approved/other *1 " <<<"$list" || fail "other:1 not listed: $list"
+  bed exec tre-spank image remove ghcr.io/tre-approved/other:1 >/dev/null
   # The OCI form of the archive loads too, under another approved name; remove works.
   out=$(bed exec tre-spank image load --archive "$ARCHIVES/oci.tar" ghcr.io/tre-approved/hello-oci:2.0)
   assert_contains "$out" "loaded ghcr.io/tre-approved/hello-oci:2.0 (image "

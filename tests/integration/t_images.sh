@@ -31,16 +31,16 @@ store_users() {
 # make_archives: what `podman save` writes (docker-archive and oci-archive) of the
 # bed's busybox image, built by root in a scratch storage that is removed afterwards.
 make_archives() {
-  bed exec sh -c 'd=$1; [ -f "$d/docker.tar" ] && [ -f "$d/oci.tar" ] && [ -f "$d/named.tar" ] && exit 0
+  bed exec sh -c 'd=$1 named=$2; [ -f "$d/docker.tar" ] && [ -f "$d/oci.tar" ] && [ -f "$d/named.tar" ] && exit 0
     rm -rf "$d"; mkdir -p "$d"
     set -- podman --root="$d/storage" --runroot="$d/run" --storage-driver=overlay
     "$@" import -q --change "CMD [\"/bin/sh\",\"-c\",\"echo hello from the approved image\"]" \
       --change "ENV PATH=/bin" /opt/tre-testbed/tre-image.tar localhost/build/hello:1 >/dev/null
     "$@" save -q -o "$d/docker.tar" localhost/build/hello:1
     "$@" save -q --format oci-archive -o "$d/oci.tar" localhost/build/hello:1
-    # Another image carrying the name of an approved one ($2).
-    "$@" import -q --change "ENV PATH=/bin" --change "ENV OTHER=1" /opt/tre-testbed/tre-image.tar "$2" >/dev/null
-    "$@" save -q -o "$d/named.tar" "$2"
+    # Another image carrying the name of an approved one.
+    "$@" import -q --change "ENV PATH=/bin" --change "ENV OTHER=1" /opt/tre-testbed/tre-image.tar "$named" >/dev/null
+    "$@" save -q -o "$d/named.tar" "$named"
     "$@" rmi -a -f >/dev/null 2>&1 || true
     rm -rf "$d/storage" "$d/run"' sh "$ARCHIVES" "$STORE_IMAGE"
 }

@@ -99,6 +99,17 @@ pub fn is_directory(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// Opens the directory `name` in `parent`; a symbolic link there is refused (`ELOOP`),
+/// never followed.
+pub fn open_dir_nofollow(parent: impl AsFd, name: &str) -> nix::Result<OwnedFd> {
+    openat(
+        parent.as_fd(),
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
 /// Creates `name` in `parent` with mode 0700 and returns its identity. An existing
 /// entry of any kind is an error: it is never adopted.
 pub fn create_private_dir(
@@ -112,13 +123,7 @@ pub fn create_private_dir(
         Err(Errno::EEXIST) => return Err(DirError::Exists { path }),
         Err(errno) => return Err(DirError::Create { path, errno }),
     }
-    let fd = openat(
-        parent.as_fd(),
-        name,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|errno| DirError::Create {
+    let fd = open_dir_nofollow(parent.as_fd(), name).map_err(|errno| DirError::Create {
         path: path.clone(),
         errno,
     })?;
@@ -176,10 +181,14 @@ pub struct JobDirSpec<'a> {
 
 /// Creates the job's directories, or joins them when another step of the same job
 /// created them (see [`crate::rules::proof`]). Anything else already at either name is
-/// refused, never adopted. Runs as the user.
-pub fn create_or_join(spec: &JobDirSpec, wait: Duration) -> Result<(JobDirIds, Origin), DirError> {
-    let home = open_home(spec.home)?;
-    let outputs = match create_private_dir(&home, spec.home, spec.outputs) {
+/// refused, never adopted. `home` is the open `spec.home`. Runs as the user.
+pub fn create_or_join(
+    home: impl AsFd,
+    spec: &JobDirSpec,
+    wait: Duration,
+) -> Result<(JobDirIds, Origin), DirError> {
+    let home = home.as_fd();
+    let outputs = match create_private_dir(home, spec.home, spec.outputs) {
         Ok(id) => id,
         Err(DirError::Exists { path }) => return join(spec, wait, path),
         Err(e) => return Err(e),
@@ -188,11 +197,11 @@ pub fn create_or_join(spec: &JobDirSpec, wait: Duration) -> Result<(JobDirIds, O
     let undo = |with_scratch: bool| {
         if with_scratch {
             let _ =
-                nix::unistd::unlinkat(&home, spec.scratch, nix::unistd::UnlinkatFlags::RemoveDir);
+                nix::unistd::unlinkat(home, spec.scratch, nix::unistd::UnlinkatFlags::RemoveDir);
         }
-        let _ = nix::unistd::unlinkat(&home, spec.outputs, nix::unistd::UnlinkatFlags::RemoveDir);
+        let _ = nix::unistd::unlinkat(home, spec.outputs, nix::unistd::UnlinkatFlags::RemoveDir);
     };
-    let scratch = match create_private_dir(&home, spec.home, spec.scratch) {
+    let scratch = match create_private_dir(home, spec.home, spec.scratch) {
         Ok(id) => id,
         Err(e) => {
             undo(false);
@@ -200,23 +209,14 @@ pub fn create_or_join(spec: &JobDirSpec, wait: Duration) -> Result<(JobDirIds, O
         }
     };
     let line = spec.key.line(&spec.facts, outputs.ino, scratch.ino);
-    if let Err(e) = write_proof(&home, spec, scratch, &line) {
-        let _ = open_dir(&home, spec.scratch).and_then(|fd| {
+    if let Err(e) = write_proof(home, spec, scratch, &line) {
+        let _ = open_dir_nofollow(home, spec.scratch).and_then(|fd| {
             nix::unistd::unlinkat(&fd, PROOF_FILE, nix::unistd::UnlinkatFlags::NoRemoveDir)
         });
         undo(true);
         return Err(e);
     }
     Ok((JobDirIds { outputs, scratch }, Origin::Created))
-}
-
-fn open_dir(parent: impl AsFd, name: &str) -> nix::Result<OwnedFd> {
-    openat(
-        parent.as_fd(),
-        name,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
 }
 
 fn write_proof(
@@ -235,7 +235,7 @@ fn write_proof(
         path: path.clone(),
         errno,
     };
-    let dir = open_dir(home, spec.scratch).map_err(err)?;
+    let dir = open_dir_nofollow(home, spec.scratch).map_err(err)?;
     if fstat(dir.as_fd()).map(|st| DirId::of(&st)).map_err(err)? != scratch {
         return Err(err(Errno::ESTALE));
     }
@@ -281,7 +281,7 @@ fn try_join(spec: &JobDirSpec) -> Result<JobDirIds, NotJoined> {
         Ok(st) if owned_dir(&st) => DirId::of(&st),
         _ => return Err(NotJoined::Refuse),
     };
-    let scratch_fd = match open_dir(&home, spec.scratch) {
+    let scratch_fd = match open_dir_nofollow(&home, spec.scratch) {
         Ok(fd) => fd,
         Err(Errno::ENOENT) => return Err(NotJoined::Wait),
         Err(_) => return Err(NotJoined::Refuse),
@@ -401,22 +401,26 @@ mod tests {
 
     const SHORT: Duration = Duration::from_millis(300);
 
+    fn make(s: &JobDirSpec, wait: Duration) -> Result<(JobDirIds, Origin), DirError> {
+        create_or_join(open_home(s.home)?, s, wait)
+    }
+
     #[test]
     fn a_second_step_of_the_job_joins_what_the_first_created() {
         let t = tempfile::tempdir().unwrap();
         let key = ProofKey::derive(b"secret").unwrap();
-        let (ids, origin) = create_or_join(&spec(t.path(), &key, 9), SHORT).unwrap();
+        let (ids, origin) = make(&spec(t.path(), &key, 9), SHORT).unwrap();
         assert_eq!(origin, Origin::Created);
         let proof = t.path().join("scratch-7654321").join(PROOF_FILE);
         let meta = std::fs::metadata(&proof).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o400);
-        let (again, origin) = create_or_join(&spec(t.path(), &key, 9), SHORT).unwrap();
+        let (again, origin) = make(&spec(t.path(), &key, 9), SHORT).unwrap();
         assert_eq!((again, origin), (ids, Origin::Joined));
         // Another job with the same NUMBER (or another key) is refused.
-        let e = create_or_join(&spec(t.path(), &key, 10), SHORT).unwrap_err();
+        let e = make(&spec(t.path(), &key, 10), SHORT).unwrap_err();
         assert!(e.to_string().ends_with("outputs-7654321 already exists; tre-spank never reuses a directory it did not create for this job"), "{e}");
         let other_key = ProofKey::derive(b"other").unwrap();
-        assert!(create_or_join(&spec(t.path(), &other_key, 9), SHORT).is_err());
+        assert!(make(&spec(t.path(), &other_key, 9), SHORT).is_err());
     }
 
     #[test]
@@ -425,7 +429,7 @@ mod tests {
         let key = ProofKey::derive(b"secret").unwrap();
         let results: Vec<_> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..8)
-                .map(|_| s.spawn(|| create_or_join(&spec(t.path(), &key, 9), JOIN_WAIT)))
+                .map(|_| s.spawn(|| make(&spec(t.path(), &key, 9), JOIN_WAIT)))
                 .collect();
             handles
                 .into_iter()
@@ -449,23 +453,23 @@ mod tests {
         std::fs::create_dir(t.path().join(s.outputs)).unwrap();
         std::fs::create_dir(t.path().join(s.scratch)).unwrap();
         let started = Instant::now();
-        assert!(create_or_join(&s, SHORT).is_err());
+        assert!(make(&s, SHORT).is_err());
         assert!(started.elapsed() >= SHORT);
         // A proof copied from elsewhere names other inodes.
         let copied = key.line(&s.facts, 1, 2);
         std::fs::write(t.path().join(s.scratch).join(PROOF_FILE), copied).unwrap();
-        assert!(create_or_join(&s, SHORT).is_err());
+        assert!(make(&s, SHORT).is_err());
         // A FIFO under the proof's name is refused at once, not waited on.
         std::fs::remove_file(t.path().join(s.scratch).join(PROOF_FILE)).unwrap();
         nix::unistd::mkfifo(&t.path().join(s.scratch).join(PROOF_FILE), Mode::S_IRWXU).unwrap();
         let started = Instant::now();
-        assert!(create_or_join(&s, JOIN_WAIT).is_err());
+        assert!(make(&s, JOIN_WAIT).is_err());
         assert!(started.elapsed() < JOIN_WAIT);
         // A symbolic link at scratch is refused at once.
         std::fs::remove_dir_all(t.path().join(s.scratch)).unwrap();
         std::os::unix::fs::symlink("/tmp", t.path().join(s.scratch)).unwrap();
         let started = Instant::now();
-        assert!(create_or_join(&s, JOIN_WAIT).is_err());
+        assert!(make(&s, JOIN_WAIT).is_err());
         assert!(started.elapsed() < JOIN_WAIT);
     }
 
@@ -475,7 +479,7 @@ mod tests {
         let key = ProofKey::derive(b"secret").unwrap();
         let s = spec(t.path(), &key, 9);
         std::os::unix::fs::symlink("/nonexistent", t.path().join(s.scratch)).unwrap();
-        assert!(create_or_join(&s, SHORT).is_err());
+        assert!(make(&s, SHORT).is_err());
         assert!(!t.path().join(s.outputs).exists());
     }
 }

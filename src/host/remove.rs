@@ -19,7 +19,7 @@ use nix::fcntl::{openat, openat2, AtFlags, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fstat, fstatat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
-use super::dirs::DirId;
+use super::dirs::{open_dir_nofollow, DirId};
 
 /// Deeper trees are left (and reported) rather than risk slurmstepd's stack and fds.
 pub const MAX_DEPTH: usize = 1024;
@@ -65,15 +65,6 @@ fn open_child_dir(dir: impl AsFd, name: &std::ffi::CStr) -> nix::Result<OwnedFd>
         Err(Errno::ENOSYS) => openat(dir.as_fd(), name, flags, Mode::empty()),
         other => other,
     }
-}
-
-fn open_dir_nofollow(parent: impl AsFd, name: &str) -> nix::Result<OwnedFd> {
-    openat(
-        parent.as_fd(),
-        name,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
 }
 
 /// Removes `parent/name` if it is still `expected`. A missing entry is not an error.

@@ -390,8 +390,8 @@ fn make_ready(job: &Job) -> Result<Ready, String> {
         facts: job.facts,
         key: &job.proof_key,
     };
-    let (ids, origin) =
-        dirs::create_or_join(&spec, dirs::JOIN_WAIT).map_err(|e| format!("tre-spank: {e}"))?;
+    let (ids, origin) = dirs::create_or_join(&home_fd, &spec, dirs::JOIN_WAIT)
+        .map_err(|e| format!("tre-spank: {e}"))?;
     if origin == dirs::Origin::Joined {
         spank_log_info!(
             "tre-spank: job {}: using {} made for this job by another step (proof checked)",

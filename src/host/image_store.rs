@@ -65,17 +65,31 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ImageStoreError + '_ {
     }
 }
 
-/// Runs argv (no shell), its output captured; stdout on success.
+/// The command for argv (no shell), stdin closed, and how to name it in errors.
+fn command(argv: &[OsString]) -> Result<(Command, String), ImageStoreError> {
+    let shown = display_command(argv);
+    let Some((program, args)) = argv.split_first() else {
+        return Err(ImageStoreError::Spawn {
+            command: shown,
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"),
+        });
+    };
+    let mut c = Command::new(program);
+    c.args(args).stdin(Stdio::null());
+    Ok((c, shown))
+}
+
+fn spawn_error(command: &str) -> impl FnOnce(std::io::Error) -> ImageStoreError + '_ {
+    move |source| ImageStoreError::Spawn {
+        command: command.to_string(),
+        source,
+    }
+}
+
+/// Runs argv, its output captured; stdout on success.
 fn run(argv: &[OsString]) -> Result<String, ImageStoreError> {
-    let command = display_command(argv);
-    let out = Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| ImageStoreError::Spawn {
-            command: command.clone(),
-            source,
-        })?;
+    let (mut c, command) = command(argv)?;
+    let out = c.output().map_err(spawn_error(&command))?;
     if !out.status.success() {
         return Err(ImageStoreError::Failed {
             command,
@@ -88,15 +102,8 @@ fn run(argv: &[OsString]) -> Result<String, ImageStoreError> {
 
 /// Runs argv with its output shown (list).
 fn show(argv: &[OsString]) -> Result<(), ImageStoreError> {
-    let command = display_command(argv);
-    let status = Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .status()
-        .map_err(|source| ImageStoreError::Spawn {
-            command: command.clone(),
-            source,
-        })?;
+    let (mut c, command) = command(argv)?;
+    let status = c.status().map_err(spawn_error(&command))?;
     if !status.success() {
         return Err(ImageStoreError::Failed {
             command,

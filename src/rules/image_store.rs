@@ -304,6 +304,54 @@ pub fn sif_temporary(sif: &Path, pid: u32) -> PathBuf {
     sif.with_file_name(format!(".{name}.tmp-{pid}"))
 }
 
+/// What a store entry is, for [`store_mode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    Dir,
+    File,
+    Symlink,
+    /// overlay's whiteout (a character device 0/0): it means "deleted" and must stay.
+    Whiteout,
+    /// Any other device node, a fifo or a socket.
+    Special,
+}
+
+/// The mode a store entry gets once clean: readable by everyone, writable by root only,
+/// no set-id bits; a file executable by its owner is executable by all (jobs read the
+/// store as a user the store's root files do not belong to; with no capability or
+/// set-id left, executing is harmless). Device nodes other than whiteouts, fifos and
+/// sockets get no permission at all. `None`: nothing to change (a symbolic link).
+pub fn store_mode(kind: EntryKind, mode: u32) -> Option<u32> {
+    let mode = mode & 0o7777;
+    let cleared = mode & !0o6022;
+    match kind {
+        EntryKind::Symlink => None,
+        EntryKind::Dir => Some(cleared | 0o555),
+        EntryKind::File => {
+            let x = if mode & 0o100 != 0 { 0o111 } else { 0 };
+            Some(cleared | 0o444 | x)
+        }
+        EntryKind::Whiteout => Some(cleared & 0o644),
+        EntryKind::Special => Some(0),
+    }
+}
+
+/// The mode a directory has while its contents are being cleaned: root's and writable
+/// by root only (so that nobody can swap its entries), not yet opened to anyone.
+pub fn store_locked_dir_mode(mode: u32) -> u32 {
+    mode & 0o7777 & !0o6022
+}
+
+/// Extended attributes a store entry keeps: `user.*` (no rights: any owner sets them)
+/// and overlay's own `trusted.overlay.*` (opaque directories, redirects), without which
+/// a layer would show files its image deleted. Everything else goes: file capabilities
+/// (`security.capability`), `security.*` labels and IMA/EVM data, POSIX ACLs
+/// (`system.posix_acl_*`), other `trusted.*` names. An allow-list: a name added to the
+/// kernel later is removed too.
+pub fn xattr_kept(name: &[u8]) -> bool {
+    name.starts_with(b"user.") || name.starts_with(b"trusted.overlay.")
+}
+
 /// A digest names one exact image in a registry; an archive cannot prove it has it.
 pub fn check_archive_reference(runtime: Runtime, image: &ImageRef) -> Result<(), StoreError> {
     if runtime == Runtime::Podman && image.digest.is_some() {
@@ -493,6 +541,55 @@ mod tests {
             ))[3],
             "docker://ghcr.io/org/tool:2.0"
         );
+    }
+
+    #[test]
+    fn clean_store_entries_carry_no_rights() {
+        use EntryKind::*;
+        // Set-id and write for group/other go; owner-executable files stay executable.
+        assert_eq!(store_mode(File, 0o104755), Some(0o755));
+        assert_eq!(store_mode(File, 0o6711), Some(0o755));
+        assert_eq!(store_mode(File, 0o600), Some(0o644));
+        assert_eq!(store_mode(File, 0o666), Some(0o644));
+        assert_eq!(store_mode(File, 0o070), Some(0o454));
+        assert_eq!(store_mode(Dir, 0o700), Some(0o755));
+        assert_eq!(store_mode(Dir, 0o2777), Some(0o755));
+        // A directory the image made sticky (its /tmp) keeps that: it carries no right.
+        assert_eq!(store_mode(Dir, 0o1777), Some(0o1755));
+        assert_eq!(store_mode(Whiteout, 0o666), Some(0o644));
+        assert_eq!(store_mode(Whiteout, 0o4600), Some(0o600));
+        assert_eq!(store_mode(Special, 0o666), Some(0));
+        assert_eq!(store_mode(Special, 0o600), Some(0));
+        assert_eq!(store_mode(Symlink, 0o777), None);
+        // While being cleaned: nobody else writes, nothing is opened yet.
+        assert_eq!(store_locked_dir_mode(0o40777), 0o755);
+        assert_eq!(store_locked_dir_mode(0o700), 0o700);
+        assert_eq!(store_locked_dir_mode(0o2770), 0o750);
+    }
+
+    #[test]
+    fn only_rightless_extended_attributes_stay() {
+        for gone in [
+            "security.capability",
+            "security.ima",
+            "security.evm",
+            "security.selinux",
+            "security.apparmor",
+            "system.posix_acl_access",
+            "system.posix_acl_default",
+            "trusted.foo",
+            "trusted.overlayx",
+            "",
+        ] {
+            assert!(!xattr_kept(gone.as_bytes()), "{gone} must be removed");
+        }
+        for kept in [
+            "user.mime_type",
+            "trusted.overlay.opaque",
+            "trusted.overlay.redirect",
+        ] {
+            assert!(xattr_kept(kept.as_bytes()), "{kept} must stay");
+        }
     }
 
     #[test]

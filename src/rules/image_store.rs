@@ -352,6 +352,83 @@ pub fn xattr_kept(name: &[u8]) -> bool {
     name.starts_with(b"user.") || name.starts_with(b"trusted.overlay.")
 }
 
+/// The files of a podman store a job reads (containers/storage's image and layer
+/// lists), relative to the store.
+pub const STORE_FILES_JOBS_READ: [&str; 2] =
+    ["overlay-images/images.json", "overlay-layers/layers.json"];
+
+/// The job's message when a site store is there but the job cannot read it.
+pub fn unreadable_store_message(store: &Path, entry: &Path, error: &str) -> String {
+    format!(
+        "tre-spank: the site image store {} cannot be read by this job ({}: {error}); ask your TRE administrators to run `tre-spank image list` on this node, which makes the store readable again",
+        store.display(),
+        entry.display()
+    )
+}
+
+/// The mount a path is on, from `/proc/self/mountinfo`: its mount point and whether it
+/// is `nosuid` and `nodev` (the per-mount options, field 6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountFlags {
+    pub mount_point: PathBuf,
+    pub nosuid: bool,
+    pub nodev: bool,
+}
+
+/// The mount holding `path` (an absolute path without symbolic links): the longest
+/// mount point that is a whole-component prefix of it; of equal ones, the last (the
+/// mount on top).
+pub fn mount_of(mountinfo: &str, path: &Path) -> Option<MountFlags> {
+    let mut best: Option<MountFlags> = None;
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let (Some(point), Some(options)) = (fields.get(4), fields.get(5)) else {
+            continue;
+        };
+        let point = PathBuf::from(unescape_mount(point));
+        if !path.starts_with(&point) {
+            continue;
+        }
+        let longer = match &best {
+            None => true,
+            Some(b) => point.components().count() >= b.mount_point.components().count(),
+        };
+        if longer {
+            let has = |o: &str| options.split(',').any(|x| x == o);
+            best = Some(MountFlags {
+                nosuid: has("nosuid"),
+                nodev: has("nodev"),
+                mount_point: point,
+            });
+        }
+    }
+    best
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\NNN` (octal).
+fn unescape_mount(field: &str) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStringExt;
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push(d.iter().fold(0u8, |n, c| n.wrapping_mul(8) + (c - b'0')));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    std::ffi::OsString::from_vec(out)
+}
+
 /// A digest names one exact image in a registry; an archive cannot prove it has it.
 pub fn check_archive_reference(runtime: Runtime, image: &ImageRef) -> Result<(), StoreError> {
     if runtime == Runtime::Podman && image.digest.is_some() {
@@ -590,6 +667,52 @@ mod tests {
         ] {
             assert!(xattr_kept(kept.as_bytes()), "{kept} must stay");
         }
+    }
+
+    #[test]
+    fn an_unreadable_store_is_named() {
+        assert_eq!(
+            unreadable_store_message(
+                Path::new("/var/lib/tre-spank/images"),
+                Path::new("/var/lib/tre-spank/images/overlay-images/images.json"),
+                "Permission denied (os error 13)"
+            ),
+            "tre-spank: the site image store /var/lib/tre-spank/images cannot be read by this job (/var/lib/tre-spank/images/overlay-images/images.json: Permission denied (os error 13)); ask your TRE administrators to run `tre-spank image list` on this node, which makes the store readable again"
+        );
+    }
+
+    #[test]
+    fn the_mount_of_a_store_and_its_flags() {
+        let info = "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n\
+            30 22 8:2 / /var/lib rw,nosuid,relatime shared:2 - ext4 /dev/sda2 rw\n\
+            31 30 8:3 / /var/lib/tre-spank rw,nosuid,nodev shared:3 - xfs /dev/sdb rw\n\
+            32 22 8:4 / /var/lib/tre\\040x rw,nodev - xfs /dev/sdc rw\n\
+            33 22 0:5 / /var/lib/tre-spank rw,relatime - tmpfs tmpfs rw\n";
+        let m = |p: &str| mount_of(info, Path::new(p)).unwrap();
+        assert_eq!(
+            m("/var/lib/tre-spank-other/images"),
+            MountFlags {
+                mount_point: "/var/lib".into(),
+                nosuid: true,
+                nodev: false
+            }
+        );
+        // The mount on top (the last of equal mount points) decides.
+        assert_eq!(
+            m("/var/lib/tre-spank/images"),
+            MountFlags {
+                mount_point: "/var/lib/tre-spank".into(),
+                nosuid: false,
+                nodev: false
+            }
+        );
+        assert_eq!(
+            m("/var/lib/tre x/s").mount_point,
+            PathBuf::from("/var/lib/tre x")
+        );
+        assert!(m("/var/lib/tre x/s").nodev);
+        assert_eq!(m("/srv/images").mount_point, PathBuf::from("/"));
+        assert_eq!(mount_of("", Path::new("/x")), None);
     }
 
     #[test]

@@ -1,0 +1,188 @@
+# Issue 14 (points 1, 2, 9): the site image store holds nothing that carries rights,
+# whatever an approved image brings, and every admin command leaves it readable by
+# jobs. Each test is the attack, tried for real in the bed: root loads the image as an
+# administrator would, the users then try what the image offered.
+# Uses t_images.sh's store ($STORE, $STORE_CONFIG, store_ready, no_processes_of).
+
+EVIL_IMAGE=ghcr.io/tre-approved/evil:1
+EVIL_ARCHIVE=/var/tmp/tre-store-attacks/evil.tar
+
+# make_evil_archive: a docker-archive (what `podman save` writes) of the test image plus
+# /opt/capcat (busybox with `setcap cap_dac_read_search+ep`), /opt/suid (busybox, 4755
+# root), /opt/disk (a 0666 block device 8:0, the node's first disk), /opt/mallory/ and
+# /opt/mallory/tool owned by mallory (uid 1005), 0755, and a 0600 root-only file.
+make_evil_archive() {
+  bed exec sh -c 'a=$1; d=${a%/*}; [ -f "$a" ] && exit 0
+    rm -rf "$d"; mkdir -p "$d/root"
+    tar -xf /opt/tre-testbed/tre-image.tar -C "$d/root"
+    r=$d/root; mkdir -p "$r/opt/mallory"
+    cp /bin/busybox "$r/opt/capcat"; setcap cap_dac_read_search+ep "$r/opt/capcat"
+    cp /bin/busybox "$r/opt/suid"; chmod 4755 "$r/opt/suid"
+    mknod -m 0666 "$r/opt/disk" b 8 0
+    printf "original\n" > "$r/opt/mallory/tool"; chmod 0755 "$r/opt/mallory/tool"
+    chown -R 1005:1005 "$r/opt/mallory"
+    printf "root only\n" > "$r/opt/private"; chmod 0600 "$r/opt/private"
+    getcap "$r/opt/capcat" | grep -q cap_dac_read_search || { echo "setcap did not take"; exit 1; }
+    tar --xattrs --xattrs-include="*" --numeric-owner -C "$r" -cf "$d/rootfs.tar" .
+    set -- podman --root="$d/storage" --runroot="$d/run" --storage-driver=overlay
+    "$@" import -q --change "ENV PATH=/bin" "$d/rootfs.tar" localhost/build/evil:1 >/dev/null
+    "$@" save -q -o "$a" localhost/build/evil:1
+    "$@" rmi -a -f >/dev/null 2>&1 || true
+    rm -rf "$d/storage" "$d/run" "$d/root" "$d/rootfs.tar"' sh "$EVIL_ARCHIVE"
+}
+
+# store_problems: every entry of the store that carries a right: a file capability, a
+# set-id bit, a foreign owner or group, write for group/other, a device node (not a 0/0
+# whiteout) or fifo anyone but root could open. (The beds have no getfattr: that other
+# extended attributes go is the unit tests' part, src/host/image_store.rs.)
+store_problems() {
+  bed exec sh -c 's=$1
+    getcap -r "$s" 2>/dev/null
+    find "$s" \( ! -user root -o ! -group root -o -perm /6000 \) -printf "owner/set-id: %p %u:%g %m\n"
+    find "$s" ! -type l -perm /022 -printf "writable: %p %m\n"
+    find "$s" \( -type b -o -type p -o -type s \) ! -perm 0 -printf "device: %p %m\n"
+    find "$s" -type c ! -perm 0 -printf "%p %m\n" | while read -r p m; do
+      [ "$(stat -c %t:%T "$p")" = 0:0 ] || echo "device: $p $m"; done
+    true' sh "$STORE"
+}
+
+# load_evil: the store ready (t_images.sh) with the evil image loaded afresh.
+load_evil() {
+  store_ready
+  make_evil_archive
+  bed exec sh -c "tre-spank image remove $EVIL_IMAGE >/dev/null 2>&1 || true"
+  bed exec tre-spank image load --archive "$EVIL_ARCHIVE" "$EVIL_IMAGE" >/dev/null
+}
+
+# layer_file F: the store's copy of the image file F (the layer holding it).
+layer_file() {
+  bed exec sh -c 'for f in "$1"/overlay/*/diff"$2"; do [ -e "$f" ] && echo "$f"; done' sh "$STORE" "$1" | head -n 1
+}
+
+test_store_attack_a_capability_file_set_id_file_device_and_foreign_owners_carry_no_rights() {
+  local capcat suid disk tool out job
+  load_evil
+  capcat=$(layer_file /opt/capcat) suid=$(layer_file /opt/suid)
+  disk=$(layer_file /opt/disk) tool=$(layer_file /opt/mallory/tool)
+  [ -n "$capcat" ] && [ -n "$suid" ] && [ -n "$disk" ] && [ -n "$tool" ] || fail "the evil image's files are not in the store"
+  assert_eq "$(store_problems)" "" "entries of the store carrying rights"
+  # As the attackers, from the host.
+  out=$(as alice sh -c '"$1" cat /etc/shadow 2>&1; echo "rc=$?"' sh "$capcat")
+  assert_not_contains "$out" "root:"
+  assert_contains "$out" "Permission denied"
+  out=$(as alice sh -c '"$1" id -u; "$1" cat /etc/shadow 2>&1 | head -n 1' sh "$suid")
+  assert_line "$out" "1001"
+  assert_not_contains "$out" "root:"
+  out=$(as alice sh -c 'head -c 1 "$1" 2>&1; echo "rc=$?"' sh "$disk")
+  assert_contains "$out" "Permission denied"
+  out=$(as mallory sh -c 'echo pwned > "$1" 2>&1; chmod 777 "$1" 2>&1; echo done' sh "$tool")
+  assert_contains "$out" "Permission denied"
+  assert_contains "$out" "Operation not permitted"
+  assert_eq "$(bed exec cat "$tool")" "original"
+  # A job of another user runs the image as approved.
+  job=$(run_job bob --tre-container=$EVIL_IMAGE --wrap 'cat /opt/mallory/tool; cat /opt/private; echo ran')
+  out=$(job_output bob "$job")
+  assert_eq "$(job_field "$job" ExitCode)" 0:0 "exit code; output: $out"
+  assert_line "$out" "original"
+  assert_line "$out" "root only"
+  assert_line "$out" "ran"
+  no_processes_of bob
+}
+
+test_store_attack_no_user_sees_a_new_layer_before_it_is_clean() {
+  local seen
+  load_evil
+  bed exec tre-spank image remove "$EVIL_IMAGE" >/dev/null
+  # alice polls the store as fast as she can for anything of the new image: every
+  # /opt entry she can reach, with its mode and owner, is written down.
+  bed exec rm -f /tmp/poll.stop /tmp/poll.log
+  as alice sh -c 'while [ ! -e /tmp/poll.stop ]; do
+      for f in '"$STORE"'/overlay/*/diff/opt/*; do [ -e "$f" ] && stat -c "%n %a %U %t:%T" "$f"; done
+    done > /tmp/poll.log 2>/dev/null' &
+  local poller=$!
+  sleep 0.5
+  bed exec tre-spank image load --archive "$EVIL_ARCHIVE" "$EVIL_IMAGE" >/dev/null
+  sleep 0.5
+  bed exec touch /tmp/poll.stop
+  wait "$poller" || true
+  seen=$(bed exec cat /tmp/poll.log)
+  # The poller did see the image once it was published (so it was looking).
+  assert_contains "$seen" "/diff/opt/capcat 755 root"
+  # And never anything with a right: a set-id or foreign-owned file, an open device.
+  local bad
+  bad=$(grep -E "/opt/suid [0-9]*[4-7][0-7]{3} |/opt/disk [1-7]|/opt/disk [0-7]*[1-7] | mallory " <<<"$seen" | sort -u || true)
+  assert_eq "$bad" "" "what alice saw during the load"
+}
+
+test_store_attack_a_symlink_swapped_into_the_archive_path_is_never_followed() {
+  local out canary=/root/canary.tar
+  store_ready
+  make_evil_archive
+  bed exec sh -c "tre-spank image remove $EVIL_IMAGE >/dev/null 2>&1 || true"
+  # A root-only file the load must never publish.
+  bed exec sh -c 'cp "$1" "$2" && chmod 0600 "$2"' sh "$EVIL_ARCHIVE" "$canary"
+  # alice's upload in her home: a link to the canary, and a directory link on the path.
+  as alice sh -c 'rm -rf ~/up ~/upl; mkdir ~/up && ln -s /root/canary.tar ~/up/img.tar && ln -s ~/up ~/upl'
+  out=$(bed exec tre-spank image load --archive /home/alice/up/img.tar "$EVIL_IMAGE" 2>&1) && fail "loaded through a link: $out"
+  assert_contains "$out" "/home/alice/up/img.tar: refused: a symbolic link is on its path"
+  as alice sh -c 'rm ~/up/img.tar; cp /etc/hostname ~/up/img.tar'
+  out=$(bed exec tre-spank image load --archive /home/alice/upl/img.tar "$EVIL_IMAGE" 2>&1) && fail "loaded through a link: $out"
+  assert_contains "$out" "refused: a symbolic link is on its path"
+  # A file alice owns (she could change its bytes while root reads it).
+  out=$(bed exec tre-spank image load --archive /home/alice/up/img.tar "$EVIL_IMAGE" 2>&1) && fail "loaded alice's file: $out"
+  assert_contains "$out" "refused: someone other than root can write it"
+  # The swap during the load: root's good archive, opened once; alice's watcher (here
+  # root, standing in for any writer of the directory) replaces the path with a link
+  # to the canary while podman reads. The store gets the archive's image, not the canary.
+  bed exec sh -c 'rm -rf /var/tmp/swap && mkdir /var/tmp/swap && cp "$1" /var/tmp/swap/img.tar' sh "$EVIL_ARCHIVE"
+  bed exec sh -c 'for i in $(seq 2000); do ln -sfn /root/canary.tar /var/tmp/swap/img.tar.new && mv -T /var/tmp/swap/img.tar.new /var/tmp/swap/img.tar && exit 0; done' &
+  local swapper=$!
+  out=$(bed exec tre-spank image load --archive /var/tmp/swap/img.tar "$EVIL_IMAGE" 2>&1) || true
+  wait "$swapper" || true
+  # Either it was refused (the link came first) or it loaded from the one open file.
+  case $out in
+    *"refused: a symbolic link is on its path"*) ;;
+    "loaded $EVIL_IMAGE (image "*) ;;
+    *) fail "unexpected: $out" ;;
+  esac
+  assert_eq "$(bed exec readlink /var/tmp/swap/img.tar)" /root/canary.tar "the swap happened"
+  assert_eq "$(store_problems)" "" "entries of the store carrying rights"
+  bed exec rm -rf /var/tmp/swap "$canary"
+  as alice sh -c 'rm -rf ~/up ~/upl'
+}
+
+test_store_attack_remove_failed_and_interrupted_commands_leave_the_store_readable() {
+  local job out
+  load_evil
+  # podman rewrites images.json 0600 as it removes: jobs must still read the store.
+  bed exec tre-spank image remove "$EVIL_IMAGE" >/dev/null
+  assert_eq "$(bed exec stat -c %a "$STORE/overlay-images/images.json")" 644
+  job=$(run_job erin --tre-container=$STORE_IMAGE --wrap 'echo after-remove')
+  out=$(job_output erin "$job")
+  assert_eq "$(job_field "$job" ExitCode)" 0:0 "exit code after remove; output: $out"
+  assert_line "$out" "after-remove"
+  # A failed load (a broken archive) leaves it readable too.
+  bed exec sh -c 'head -c 20000 "$1" > /var/tmp/broken.tar' sh "$EVIL_ARCHIVE"
+  bed exec sh -c "chmod 600 $STORE/overlay-images/images.json"
+  bed exec tre-spank image load --archive /var/tmp/broken.tar "$EVIL_IMAGE" >/dev/null 2>&1 && fail "a broken archive loaded"
+  assert_eq "$(bed exec stat -c %a "$STORE/overlay-images/images.json")" 644 "after a failed load"
+  # An interrupted one (SIGTERM to the tool while podman works).
+  bed exec sh -c "chmod 600 $STORE/overlay-images/images.json"
+  bed exec sh -c 'tre-spank image load --archive "$1" "$2" >/var/tmp/int.out 2>&1 & p=$!
+    sleep 0.3; kill -TERM $p; wait $p; echo "rc=$?" >> /var/tmp/int.out' sh "$EVIL_ARCHIVE" "$EVIL_IMAGE"
+  out=$(bed exec cat /var/tmp/int.out)
+  assert_not_contains "$out" "rc=0"
+  assert_eq "$(bed exec stat -c %a "$STORE/overlay-images/images.json")" 644 "after an interrupted load; $out"
+  assert_eq "$(store_problems)" "" "entries of the store carrying rights"
+  job=$(run_job erin --tre-container=$STORE_IMAGE --wrap 'echo after-interrupt')
+  assert_line "$(job_output erin "$job")" "after-interrupt"
+  # A store a job still cannot read: the job says so and names it.
+  bed exec sh -c "chmod 600 $STORE/overlay-images/images.json"
+  job=$(run_job erin --tre-container=$STORE_IMAGE --wrap 'echo STARTED')
+  out=$(job_output erin "$job")
+  bed exec sh -c "chmod 644 $STORE/overlay-images/images.json"
+  assert_not_contains "$out" "STARTED"
+  assert_contains "$out" "tre-spank: the site image store $STORE cannot be read by this job"
+  bed exec rm -f /var/tmp/broken.tar /var/tmp/int.out
+  no_processes_of erin
+}

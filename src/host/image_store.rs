@@ -19,9 +19,10 @@ use std::process::{Command, Stdio};
 use crate::rules::config::Config;
 use crate::rules::image::ImageRef;
 use crate::rules::image_store::{
-    self, apptainer_build, archive_kind, is_sif, names_to_restore, sif_target, sif_temporary,
+    self, apptainer_build, archive_kind, image_id_in_list, is_sif, names_to_restore,
+    sif_digest_from_record, sif_digest_path, sif_digest_record, sif_target, sif_temporary,
     store_locked_dir_mode, store_mode, tar_member, unapproved_names, xattr_kept, ApptainerSource,
-    ArchiveKind, EntryKind, PodmanStore, StoreError,
+    ArchiveKind, EntryKind, PodmanStore, SifStamp, StoreError, STORE_IMAGE_LIST,
 };
 use crate::rules::options::Runtime;
 use crate::rules::runtime::display_command;
@@ -638,13 +639,19 @@ impl Site<'_> {
         }
         let tmp = sif_temporary(&sif, std::process::id());
         let _ = std::fs::remove_file(&tmp);
+        let record = sif_digest_path(&tmp);
+        let _ = std::fs::remove_file(&record);
         let made = make(&tmp).and_then(|()| {
             std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))
                 .map_err(io(&tmp))?;
-            std::fs::rename(&tmp, &sif).map_err(io(&sif))
+            write_sif_digest(&tmp, &record)?;
+            std::fs::rename(&tmp, &sif).map_err(io(&sif))?;
+            // A rename keeps the modification time the record was made for.
+            std::fs::rename(&record, sif_digest_path(&sif)).map_err(io(&sif))
         });
         if made.is_err() {
             let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(&record);
         }
         made.map(|()| sif)
     }
@@ -728,6 +735,7 @@ impl Site<'_> {
             }
             Runtime::Apptainer => {
                 let sif = sif_target(self.config, image).ok_or(ImageStoreError::NoName)?;
+                let _ = std::fs::remove_file(sif_digest_path(&sif));
                 match std::fs::remove_file(&sif) {
                     Ok(()) => Ok(format!("removed {image} ({})", sif.display())),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -742,6 +750,80 @@ impl Site<'_> {
             }
         }
     }
+}
+
+fn stamp_of(m: &std::fs::Metadata) -> SifStamp {
+    SifStamp {
+        len: m.len(),
+        mtime: m.mtime(),
+        mtime_nsec: m.mtime_nsec(),
+    }
+}
+
+/// Hashes the SIF (once, as root, at install) and writes its digest record, 0644.
+fn write_sif_digest(sif: &Path, record: &Path) -> Result<(), ImageStoreError> {
+    use sha2::{Digest, Sha256};
+    let mut f = File::open(sif).map_err(io(sif))?;
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut f, &mut buf).map_err(io(sif))?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buf[..n]);
+    }
+    let hex: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let stamp = stamp_of(&f.metadata().map_err(io(sif))?);
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(record)
+        .map_err(io(record))?;
+    out.write_all(sif_digest_record(&hex, stamp).as_bytes())
+        .map_err(io(record))
+}
+
+/// Reads a small root-managed file without following a link; `None` when absent,
+/// unreadable or larger than `limit`.
+fn read_small(path: &Path, limit: u64) -> Option<Vec<u8>> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .ok()?;
+    let m = f.metadata().ok()?;
+    if !m.is_file() || m.len() > limit {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(m.len() as usize);
+    std::io::Read::read_to_end(&mut std::io::Read::take(&f, limit), &mut bytes).ok()?;
+    Some(bytes)
+}
+
+fn sif_digest(sif: &Path) -> Option<String> {
+    let stamp = stamp_of(&std::fs::symlink_metadata(sif).ok()?);
+    let record = read_small(&sif_digest_path(sif), 4096)?;
+    sif_digest_from_record(std::str::from_utf8(&record).ok()?, stamp)
+}
+
+/// The image's immutable ID for the audit records: under podman, the image ID in the
+/// first site store that has the reference (`unknown` if none does: the image comes
+/// from the user's own storage, or is missing); under apptainer, the SHA-256 recorded
+/// when `tre-spank image` installed the SIF (`unknown` for a SIF put there otherwise).
+/// Reads root-managed files only; no runtime call.
+pub fn image_id(config: &Config, runtime: Runtime, image: &ImageRef, sif: Option<&Path>) -> String {
+    let found = match (runtime, sif) {
+        (Runtime::Podman, _) => config.podman.image_stores.iter().find_map(|store| {
+            let list = read_small(&store.join(STORE_IMAGE_LIST), 64 << 20)?;
+            image_id_in_list(&list, image)
+        }),
+        (Runtime::Apptainer, Some(sif)) => sif_digest(sif),
+        (Runtime::Apptainer, None) => None,
+    };
+    found.unwrap_or_else(|| "unknown".to_string())
 }
 
 /// Runs an admin command's work on a podman store, then opens the store for jobs

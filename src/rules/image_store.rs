@@ -354,8 +354,7 @@ pub fn xattr_kept(name: &[u8]) -> bool {
 
 /// The files of a podman store a job reads (containers/storage's image and layer
 /// lists), relative to the store.
-pub const STORE_FILES_JOBS_READ: [&str; 2] =
-    ["overlay-images/images.json", "overlay-layers/layers.json"];
+pub const STORE_FILES_JOBS_READ: [&str; 2] = [STORE_IMAGE_LIST, "overlay-layers/layers.json"];
 
 /// The job's message when a site store is there but the job cannot read it.
 pub fn unreadable_store_message(store: &Path, entry: &Path, error: &str) -> String {
@@ -427,6 +426,92 @@ fn unescape_mount(field: &str) -> std::ffi::OsString {
         }
     }
     std::ffi::OsString::from_vec(out)
+}
+
+/// The image's immutable ID (`sha256:<hex>`, what `podman images --no-trunc` shows)
+/// from a podman store's image list (`overlay-images/images.json`): the image that has
+/// the reference as a name (`:latest` when it has neither tag nor digest), or, for a
+/// digest reference, the image of that repository with that manifest digest.
+pub fn image_id_in_list(images_json: &[u8], image: &ImageRef) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        id: String,
+        #[serde(default)]
+        names: Vec<String>,
+        #[serde(default)]
+        digest: Option<String>,
+        #[serde(default)]
+        digests: Vec<String>,
+    }
+    let entries: Vec<Entry> = serde_json::from_slice(images_json).ok()?;
+    let mut wanted = vec![image.to_string()];
+    if image.tag.is_none() && image.digest.is_none() {
+        wanted.push(format!("{image}:latest"));
+    }
+    let repo_prefix = format!("{}:", image.repository());
+    let repo_at = format!("{}@", image.repository());
+    let digest = image.digest.as_ref().map(|d| format!("sha256:{d}"));
+    let found = entries.iter().find(|e| {
+        e.names.iter().any(|n| wanted.contains(n))
+            || digest.as_ref().is_some_and(|d| {
+                (e.digest.as_ref() == Some(d) || e.digests.contains(d))
+                    && e.names
+                        .iter()
+                        .any(|n| n.starts_with(&repo_prefix) || n.starts_with(&repo_at))
+            })
+    })?;
+    let hex = found.id.strip_prefix("sha256:").unwrap_or(&found.id);
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| format!("sha256:{}", hex.to_ascii_lowercase()))
+}
+
+/// Where a podman store lists its images.
+pub const STORE_IMAGE_LIST: &str = "overlay-images/images.json";
+
+/// Beside each SIF `tre-spank image` installs: its SHA-256, for the audit records (a
+/// job does not hash a multi-gigabyte file). `NAME.sif.sha256`, which `image list` does
+/// not show.
+pub fn sif_digest_path(sif: &Path) -> PathBuf {
+    let mut name = sif.as_os_str().to_owned();
+    name.push(".sha256");
+    PathBuf::from(name)
+}
+
+/// The SIF file's identity a digest record is valid for: size and modification time
+/// (seconds, nanoseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SifStamp {
+    pub len: u64,
+    pub mtime: i64,
+    pub mtime_nsec: i64,
+}
+
+/// `sha256:<hex> <len> <mtime>.<nsec>` a line.
+pub fn sif_digest_record(hex: &str, stamp: SifStamp) -> String {
+    format!(
+        "sha256:{hex} {} {}.{:09}\n",
+        stamp.len, stamp.mtime, stamp.mtime_nsec
+    )
+}
+
+/// The digest of a record, if the SIF is still the file it was made for (a SIF copied
+/// in by hand, or rebuilt, is not: its digest is unknown).
+pub fn sif_digest_from_record(record: &str, stamp: SifStamp) -> Option<String> {
+    let mut it = record.trim_end_matches('\n').split(' ');
+    let digest = it.next()?;
+    let hex = digest.strip_prefix("sha256:")?;
+    let len: u64 = it.next()?.parse().ok()?;
+    let (s, ns) = it.next()?.split_once('.')?;
+    let (s, ns): (i64, i64) = (s.parse().ok()?, ns.parse().ok()?);
+    let valid = it.next().is_none()
+        && hex.len() == 64
+        && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        && SifStamp {
+            len,
+            mtime: s,
+            mtime_nsec: ns,
+        } == stamp;
+    valid.then(|| digest.to_string())
 }
 
 /// A digest names one exact image in a registry; an archive cannot prove it has it.
@@ -713,6 +798,71 @@ mod tests {
         assert!(m("/var/lib/tre x/s").nodev);
         assert_eq!(m("/srv/images").mount_point, PathBuf::from("/"));
         assert_eq!(mount_of("", Path::new("/x")), None);
+    }
+
+    #[test]
+    fn the_image_id_comes_from_the_stores_list() {
+        let id = "a".repeat(64);
+        let other = "b".repeat(64);
+        let d = "c".repeat(64);
+        let list = format!(
+            r#"[{{"id":"{other}","names":["ghcr.io/org/tool:1.0"],"digest":"sha256:{}"}},
+                {{"id":"{id}","names":["ghcr.io/org/tool:2.0","ghcr.io/org/x:latest"],
+                  "digest":"sha256:{d}","digests":["sha256:{d}"],"layer":"z"}}]"#,
+            "e".repeat(64)
+        );
+        let find = |r: &str| image_id_in_list(list.as_bytes(), &ImageRef::parse(r).unwrap());
+        assert_eq!(find("ghcr.io/org/tool:2.0"), Some(format!("sha256:{id}")));
+        assert_eq!(
+            find("ghcr.io/org/tool:1.0"),
+            Some(format!("sha256:{other}"))
+        );
+        assert_eq!(find("ghcr.io/org/x"), Some(format!("sha256:{id}")));
+        assert_eq!(
+            find(&format!("ghcr.io/org/tool@sha256:{d}")),
+            Some(format!("sha256:{id}"))
+        );
+        // The digest of another repository's image does not name it.
+        assert_eq!(find(&format!("ghcr.io/org/y@sha256:{d}")), None);
+        assert_eq!(find("ghcr.io/org/tool:3.0"), None);
+        assert_eq!(
+            image_id_in_list(b"not json", &ImageRef::parse("ghcr.io/a/b:1").unwrap()),
+            None
+        );
+        let bad = r#"[{"id":"../../x","names":["ghcr.io/a/b:1"]}]"#;
+        assert_eq!(
+            image_id_in_list(bad.as_bytes(), &ImageRef::parse("ghcr.io/a/b:1").unwrap()),
+            None
+        );
+    }
+
+    #[test]
+    fn a_sif_digest_holds_for_the_file_it_was_made_for_only() {
+        let hex = "0a".repeat(32);
+        let stamp = SifStamp {
+            len: 4096,
+            mtime: 1_795_651_200,
+            mtime_nsec: 7,
+        };
+        let record = sif_digest_record(&hex, stamp);
+        assert_eq!(record, format!("sha256:{hex} 4096 1795651200.000000007\n"));
+        assert_eq!(
+            sif_digest_from_record(&record, stamp),
+            Some(format!("sha256:{hex}"))
+        );
+        let changed = SifStamp { len: 4097, ..stamp };
+        assert_eq!(sif_digest_from_record(&record, changed), None);
+        let touched = SifStamp {
+            mtime_nsec: 8,
+            ..stamp
+        };
+        assert_eq!(sif_digest_from_record(&record, touched), None);
+        assert_eq!(sif_digest_from_record("sha256:xyz 1 1.0", stamp), None);
+        assert_eq!(sif_digest_from_record("", stamp), None);
+        assert_eq!(
+            sif_digest_path(Path::new("/s/ghcr.io/o/t_1.sif")),
+            PathBuf::from("/s/ghcr.io/o/t_1.sif.sha256")
+        );
     }
 
     #[test]

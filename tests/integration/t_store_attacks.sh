@@ -187,3 +187,28 @@ test_store_attack_remove_failed_and_interrupted_commands_leave_the_store_readabl
   bed exec rm -f /var/tmp/broken.tar /var/tmp/int.out
   no_processes_of erin
 }
+
+test_store_audit_records_carry_the_images_immutable_id() {
+  local job id line
+  store_ready
+  id=$(bed exec podman --root="$STORE" --runroot=/run/tre-spank/image-store --storage-driver=overlay \
+    images --no-trunc --format '{{.ID}}' "$STORE_IMAGE")
+  id=sha256:${id#sha256:}
+  [[ $id =~ ^sha256:[0-9a-f]{64}$ ]] || fail "no image ID for $STORE_IMAGE: $id"
+  job=$(run_job erin --tre-container=$STORE_IMAGE --wrap 'echo ran')
+  assert_line "$(job_output erin "$job")" "ran"
+  for event in start end; do
+    line=$(bed exec grep -a "tre-spank-audit event=$event job=$job " /var/log/slurm/slurmd.log)
+    assert_contains "$line" " image=$STORE_IMAGE image_id=$id runtime=podman "
+  done
+  # Another image under the same tag: the records tell the two runs apart.
+  make_evil_archive
+  bed exec tre-spank image load --archive "$EVIL_ARCHIVE" "$STORE_IMAGE" >/dev/null
+  job=$(run_job erin --tre-container=$STORE_IMAGE --wrap 'echo ran')
+  line=$(bed exec grep -a "tre-spank-audit event=start job=$job " /var/log/slurm/slurmd.log)
+  assert_contains "$line" " image=$STORE_IMAGE image_id=sha256:"
+  assert_not_contains "$line" "image_id=$id"
+  bed exec tre-spank image remove "$STORE_IMAGE" >/dev/null
+  bed exec tre-spank image load --archive "$ARCHIVES/docker.tar" "$STORE_IMAGE" >/dev/null
+  no_processes_of erin
+}

@@ -212,3 +212,37 @@ test_store_audit_records_carry_the_images_immutable_id() {
   bed exec tre-spank image load --archive "$ARCHIVES/docker.tar" "$STORE_IMAGE" >/dev/null
   no_processes_of erin
 }
+
+test_store_check_reports_a_store_not_on_a_nosuid_nodev_mount() {
+  local out rc
+  store_ready
+  bed exec sh -c 'install -d -m 0755 /var/tmp/tre-plain-store && printf "[podman]\nimage_stores = [\"/var/tmp/tre-plain-store\", \"%s\"]\n" "$1" > /tmp/plain-store.toml' sh "$STORE"
+  out=$(bed exec tre-spank check --config /tmp/plain-store.toml 2>&1) && rc=0 || rc=$?
+  assert_eq "$rc" 1 "check's status; output: $out"
+  assert_contains "$out" "podman image store /var/tmp/tre-plain-store is on the mount / without nosuid and nodev: mount the store's filesystem nosuid,nodev (docs/images.md)"
+  assert_contains "$out" "podman image store $STORE is on a nosuid,nodev mount (/var/lib/tre-spank)"
+  bed exec rm -rf /var/tmp/tre-plain-store /tmp/plain-store.toml
+}
+
+test_store_audit_records_carry_the_sifs_digest_under_apptainer() {
+  local sif job line sum
+  bed exec test -x /usr/bin/apptainer || { echo "apptainer is not installed in the $SUITE bed (only sid has it)"; exit 77; }
+  store_ready
+  sif=/var/lib/tre-spank/sif/ghcr.io/tre-approved/hello-store_1.0.sif
+  bed exec rm -f "$sif" "$sif.sha256"
+  bed exec tre-spank image load --runtime apptainer --archive "$ARCHIVES/docker.tar" "$STORE_IMAGE" >/dev/null
+  sum=$(bed exec sha256sum "$sif" | cut -d' ' -f1)
+  assert_eq "$(bed exec stat -c '%U %a' "$sif.sha256")" "root 644"
+  assert_not_contains "$(bed exec tre-spank image list --runtime apptainer)" ".sha256"
+  job=$(run_job erin --tre-runtime=apptainer --tre-container=$STORE_IMAGE --wrap 'echo ran')
+  assert_line "$(job_output erin "$job")" "ran"
+  line=$(bed exec grep -a "tre-spank-audit event=start job=$job " /var/log/slurm/slurmd.log)
+  assert_contains "$line" " image=$STORE_IMAGE image_id=sha256:$sum runtime=apptainer "
+  # A SIF changed behind tre-spank's back has no known digest.
+  bed exec touch "$sif"
+  job=$(run_job erin --tre-runtime=apptainer --tre-container=$STORE_IMAGE --wrap 'echo ran')
+  line=$(bed exec grep -a "tre-spank-audit event=start job=$job " /var/log/slurm/slurmd.log)
+  assert_contains "$line" " image_id=unknown runtime=apptainer "
+  assert_contains "$(bed exec tre-spank image remove --runtime apptainer "$STORE_IMAGE")" "removed $STORE_IMAGE ("
+  assert_absent "$sif.sha256"
+}

@@ -212,13 +212,7 @@ impl Input {
 
     /// Copies the whole file, from its start, into `to` (a new file, root-only).
     fn copy_to(&self, to: &Path) -> Result<(), ImageStoreError> {
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(to)
-            .map_err(io(to))?;
+        let mut out = create_new(to, 0o600)?;
         let mut offset = 0u64;
         let mut buf = vec![0u8; 1 << 20];
         loop {
@@ -234,6 +228,17 @@ impl Input {
         }
         out.sync_all().map_err(io(to))
     }
+}
+
+/// A new file for writing (an existing entry, a link included, is an error).
+fn create_new(path: &Path, mode: u32) -> Result<File, ImageStoreError> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(io(path))
 }
 
 /// Reads into `buf` from `offset` until it is full or the file ends; the bytes read.
@@ -775,12 +780,9 @@ fn write_sif_digest(sif: &Path, record: &Path) -> Result<(), ImageStoreError> {
     }
     let hex: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
     let stamp = stamp_of(&f.metadata().map_err(io(sif))?);
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(record)
+    let mut out = create_new(record, 0o644)?;
+    // Whatever the umask: jobs read it.
+    out.set_permissions(std::fs::Permissions::from_mode(0o644))
         .map_err(io(record))?;
     out.write_all(sif_digest_record(&hex, stamp).as_bytes())
         .map_err(io(record))

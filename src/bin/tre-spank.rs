@@ -28,7 +28,7 @@ use tre_spank::host::job;
 use tre_spank::host::launch::{supervise, Launch};
 use tre_spank::host::sweep;
 use tre_spank::rules::config::{self, Config};
-use tre_spank::rules::image_store::approved;
+use tre_spank::rules::image_store::{approved, mount_of};
 use tre_spank::rules::job_number::job_number;
 use tre_spank::rules::options::{self, RawOptions, Runtime};
 use tre_spank::rules::plan::{self, JobDirs};
@@ -240,6 +240,36 @@ fn check_root_dir(c: &mut Checks, what: &str, path: &Path, mode: u32) {
     }
 }
 
+/// A site store must be on a `nosuid,nodev` mount: whatever an image brought, no file
+/// in it raises privileges (set-id, file capabilities) and no device node opens.
+fn check_store_mount(c: &mut Checks, what: &str, path: &Path, mountinfo: &str) {
+    let real = match std::fs::canonicalize(path) {
+        Ok(p) => p,
+        Err(e) => return c.problem(&format!("{what} {}: {e}", path.display())),
+    };
+    match mount_of(mountinfo, &real) {
+        Some(m) if m.nosuid && m.nodev => c.ok(&format!(
+            "{what} {} is on a nosuid,nodev mount ({})",
+            path.display(),
+            m.mount_point.display()
+        )),
+        Some(m) => c.problem(&format!(
+            "{what} {} is on the mount {} without {}: mount the store's filesystem nosuid,nodev (docs/images.md)",
+            path.display(),
+            m.mount_point.display(),
+            match (m.nosuid, m.nodev) {
+                (false, false) => "nosuid and nodev",
+                (false, true) => "nosuid",
+                _ => "nodev",
+            }
+        )),
+        None => c.problem(&format!(
+            "{what} {}: its mount is not in /proc/self/mountinfo",
+            path.display()
+        )),
+    }
+}
+
 fn check(opts: &Opts) -> ExitCode {
     let mut c = Checks { problems: 0 };
     let (config, node, about) = match load(opts) {
@@ -320,9 +350,11 @@ fn check(opts: &Opts) -> ExitCode {
     }
     check_root_dir(&mut c, "state_dir", &config.state_dir, 0o700);
     check_root_dir(&mut c, "runtime_dir", &config.runtime_dir, 0o711);
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     for store in &config.podman.image_stores {
         if store.exists() {
             check_root_dir(&mut c, "podman image store", store, 0o755);
+            check_store_mount(&mut c, "podman image store", store, &mountinfo);
         } else {
             c.note(&format!(
                 "podman image store {} does not exist on this node (jobs leave it out; `tre-spank image load` creates it)",
@@ -350,6 +382,12 @@ fn check(opts: &Opts) -> ExitCode {
             "apptainer.sif_dir",
             &config.apptainer.sif_dir,
             0o755,
+        );
+        check_store_mount(
+            &mut c,
+            "apptainer.sif_dir",
+            &config.apptainer.sif_dir,
+            &mountinfo,
         );
     }
     match std::fs::read(&config.secret_file) {

@@ -9,16 +9,20 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::rules::config::Config;
 use crate::rules::image::ImageRef;
 use crate::rules::image_store::{
-    self, apptainer_build, archive_kind, is_sif, names_to_restore, sif_target, sif_temporary,
-    tar_member, unapproved_names, ApptainerSource, ArchiveKind, PodmanStore, StoreError,
+    self, apptainer_build, archive_kind, image_id_in_list, is_sif, names_to_restore,
+    sif_digest_from_record, sif_digest_path, sif_digest_record, sif_target, sif_temporary,
+    store_locked_dir_mode, store_mode, tar_member, unapproved_names, xattr_kept, ApptainerSource,
+    ArchiveKind, EntryKind, PodmanStore, SifStamp, StoreError, STORE_IMAGE_LIST,
 };
 use crate::rules::options::Runtime;
 use crate::rules::runtime::display_command;
@@ -56,6 +60,16 @@ pub enum ImageStoreError {
     },
     #[error("the image reference has no name")]
     NoName,
+    #[error("{path}: refused: {why}")]
+    UnsafeInput { path: PathBuf, why: &'static str },
+    #[error("interrupted; the store was left readable by jobs")]
+    Interrupted,
+    #[error("{path} could not be made harmless, so it stays where no user reaches it (jobs of that image fail until it is cleaned: run the command again){}: {source}", if *more == 0 { String::new() } else { format!(" ({more} more such entries)") })]
+    LeftPrivate {
+        path: PathBuf,
+        source: std::io::Error,
+        more: usize,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ImageStoreError + '_ {
@@ -114,42 +128,156 @@ fn show(argv: &[OsString]) -> Result<(), ImageStoreError> {
     Ok(())
 }
 
-/// What the file holds: a SIF, or a docker/OCI archive (tar members read from their
-/// headers, without unpacking anything).
-pub fn classify(path: &Path) -> Result<ArchiveKind, ImageStoreError> {
-    let mut f = File::open(path).map_err(io(path))?;
-    let mut head = [0u8; 512];
+/// An archive opened once for `image load`: read from this one descriptor only (the
+/// runtime gets `/proc/PID/fd/N`, the same open file), never opened again by path.
+pub struct Input {
+    file: File,
+    path: PathBuf,
+}
+
+impl Input {
+    /// Opens `path` without following a symbolic link anywhere on it, and refuses what
+    /// cannot be read safely: anything but a regular file, a file someone other than
+    /// root owns or can write (its bytes could change while root reads them), a file
+    /// with another hard link (a root file linked into a user's directory).
+    pub fn open(path: &Path) -> Result<Input, ImageStoreError> {
+        let refuse = |why: &'static str| ImageStoreError::UnsafeInput {
+            path: path.to_path_buf(),
+            why,
+        };
+        let fd = open_nofollow_path(path).map_err(|e| match e {
+            nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR => {
+                refuse("a symbolic link is on its path (tre-spank image load follows none)")
+            }
+            e => io(path)(std::io::Error::from(e)),
+        })?;
+        let file = File::from(fd);
+        let m = file.metadata().map_err(io(path))?;
+        if !m.is_file() {
+            return Err(refuse("not a regular file"));
+        }
+        if m.uid() != 0 || m.mode() & 0o022 != 0 {
+            return Err(refuse(
+                "someone other than root can write it; copy it as root into a directory only root can write, check the copy, and load that",
+            ));
+        }
+        if m.nlink() != 1 {
+            return Err(refuse("it has more than one hard link"));
+        }
+        Ok(Input {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The same open file, for a child process of this one.
+    pub fn proc_path(&self) -> PathBuf {
+        PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            self.file.as_raw_fd()
+        ))
+    }
+
+    /// What the file holds: a SIF, or a docker/OCI archive (tar members read from their
+    /// headers, without unpacking anything).
+    pub fn classify(&self) -> Result<ArchiveKind, ImageStoreError> {
+        let path = self.path.as_path();
+        let f = &self.file;
+        let mut head = [0u8; 512];
+        let got = read_full_at(f, &mut head, 0).map_err(io(path))?;
+        if is_sif(&head[..got]) {
+            return Ok(ArchiveKind::Sif);
+        }
+        let mut names = Vec::new();
+        let mut offset = 0u64;
+        // The top-level members are enough; a long archive is walked header to header.
+        for _ in 0..100_000 {
+            let mut block = [0u8; 512];
+            if read_full_at(f, &mut block, offset).map_err(io(path))? < block.len() {
+                break;
+            }
+            let Some((name, size)) = tar_member(&block) else {
+                break;
+            };
+            names.push(name);
+            offset += 512 + size.div_ceil(512) * 512;
+        }
+        archive_kind(names.iter().map(String::as_str)).ok_or_else(|| {
+            ImageStoreError::Rule(StoreError::UnknownArchive {
+                path: path.to_path_buf(),
+            })
+        })
+    }
+
+    /// Copies the whole file, from its start, into `to` (a new file, root-only).
+    fn copy_to(&self, to: &Path) -> Result<(), ImageStoreError> {
+        let mut out = create_new(to, 0o600)?;
+        let mut offset = 0u64;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = self
+                .file
+                .read_at(&mut buf, offset)
+                .map_err(io(&self.path))?;
+            if n == 0 {
+                break;
+            }
+            out.write_all(&buf[..n]).map_err(io(to))?;
+            offset += n as u64;
+        }
+        out.sync_all().map_err(io(to))
+    }
+}
+
+/// A new file for writing (an existing entry, a link included, is an error).
+fn create_new(path: &Path, mode: u32) -> Result<File, ImageStoreError> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(io(path))
+}
+
+/// Reads into `buf` from `offset` until it is full or the file ends; the bytes read.
+fn read_full_at(f: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
     let mut got = 0;
-    while got < head.len() {
-        match f.read(&mut head[got..]).map_err(io(path))? {
+    while got < buf.len() {
+        match f.read_at(&mut buf[got..], offset + got as u64)? {
             0 => break,
             n => got += n,
         }
     }
-    if is_sif(&head[..got]) {
-        return Ok(ArchiveKind::Sif);
-    }
-    let unknown = || {
-        ImageStoreError::Rule(StoreError::UnknownArchive {
-            path: path.to_path_buf(),
-        })
+    Ok(got)
+}
+
+/// Opens a file component by component, each `O_NOFOLLOW`: a symbolic link anywhere on
+/// the path is refused (`ELOOP`, or `ENOTDIR` for a link to a file), never followed.
+fn open_nofollow_path(path: &Path) -> nix::Result<OwnedFd> {
+    use nix::fcntl::{open, openat, OFlag};
+    use nix::sys::stat::Mode;
+    use std::path::Component;
+    let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let file_flags = OFlag::O_RDONLY
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_NONBLOCK
+        | OFlag::O_NOCTTY
+        | OFlag::O_CLOEXEC;
+    let start = if path.is_absolute() { "/" } else { "." };
+    let mut dir = open(start, dir_flags, Mode::empty())?;
+    let parts: Vec<Component<'_>> = path
+        .components()
+        .filter(|c| !matches!(c, Component::RootDir | Component::CurDir))
+        .collect();
+    let Some((last, dirs)) = parts.split_last() else {
+        return Err(nix::errno::Errno::EISDIR);
     };
-    let mut names = Vec::new();
-    let mut offset = 0u64;
-    // The top-level members are enough; a long archive is walked header to header.
-    for _ in 0..100_000 {
-        f.seek(SeekFrom::Start(offset)).map_err(io(path))?;
-        let mut block = [0u8; 512];
-        if f.read_exact(&mut block).is_err() {
-            break;
-        }
-        let Some((name, size)) = tar_member(&block) else {
-            break;
-        };
-        names.push(name);
-        offset += 512 + size.div_ceil(512) * 512;
+    for c in dirs {
+        dir = openat(dir.as_fd(), c.as_os_str(), dir_flags, Mode::empty())?;
     }
-    archive_kind(names.iter().map(String::as_str)).ok_or_else(unknown)
+    openat(dir.as_fd(), last.as_os_str(), file_flags, Mode::empty())
 }
 
 /// Creates `dir` (and parents) root-owned 0755 if absent; refuses one that someone
@@ -168,45 +296,207 @@ fn ensure_root_dir(dir: &Path) -> Result<(), ImageStoreError> {
     Ok(())
 }
 
-/// Makes the podman store readable by everyone and writable by root only: directories
-/// 0755-like, files readable, no set-id bits, no usable device nodes or fifos (overlay
-/// whiteouts, character devices 0/0, stay: they mean "deleted").
-pub fn open_store_for_reading(store: &Path) -> Result<usize, ImageStoreError> {
-    let mut changed = 0;
-    let mut stack = vec![store.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).map_err(io(&dir))? {
-            let path = entry.map_err(io(&dir))?.path();
-            // The store is root's and only root writes it: no one can swap entries.
-            let m = std::fs::symlink_metadata(&path).map_err(io(&path))?;
-            let ft = m.file_type();
-            let mode = m.mode() & 0o7777;
-            let want = if ft.is_symlink() {
-                continue;
-            } else if ft.is_dir() {
-                stack.push(path.clone());
-                (mode | 0o555) & !0o022 & !0o6000
-            } else if ft.is_file() {
-                let x = if mode & 0o100 != 0 { 0o111 } else { 0 };
-                (mode | 0o444 | x) & !0o022 & !0o6000
-            } else if ft.is_char_device() && m.rdev() == 0 {
-                mode
-            } else {
-                0
+/// What opening a store did: entries changed, and the entries that could not be made
+/// clean (each left where no user reaches it: its directory stays private, 0700).
+#[derive(Debug, Default)]
+pub struct Opened {
+    pub changed: usize,
+    pub left_private: Vec<(PathBuf, std::io::Error)>,
+}
+
+impl Opened {
+    /// The first entry left private as an error (the others are counted in it).
+    pub fn into_result(mut self) -> Result<usize, ImageStoreError> {
+        if self.left_private.is_empty() {
+            return Ok(self.changed);
+        }
+        let more = self.left_private.len() - 1;
+        let (path, source) = self.left_private.swap_remove(0);
+        Err(ImageStoreError::LeftPrivate { path, source, more })
+    }
+}
+
+fn entry_kind(m: &std::fs::Metadata) -> EntryKind {
+    let ft = m.file_type();
+    if ft.is_symlink() {
+        EntryKind::Symlink
+    } else if ft.is_dir() {
+        EntryKind::Dir
+    } else if ft.is_file() {
+        EntryKind::File
+    } else if ft.is_char_device() && m.rdev() == 0 {
+        EntryKind::Whiteout
+    } else {
+        EntryKind::Special
+    }
+}
+
+/// Root's (owner and group), no extended attribute that carries rights. Never follows
+/// a symbolic link (`lchown`, `lremovexattr`).
+fn disown(path: &Path, m: &std::fs::Metadata) -> std::io::Result<bool> {
+    let mut changed = false;
+    for name in xattr::list(path)? {
+        if !xattr_kept(name.as_bytes()) {
+            xattr::remove(path, &name)?;
+            changed = true;
+        }
+    }
+    if m.uid() != 0 || m.gid() != 0 {
+        std::os::unix::fs::lchown(path, Some(0), Some(0))?;
+        changed = true;
+    }
+    Ok(changed)
+}
+
+fn set_mode(path: &Path, have: u32, want: u32) -> std::io::Result<bool> {
+    if have & 0o7777 == want {
+        return Ok(false);
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(want))?;
+    Ok(true)
+}
+
+/// A directory that could not be made clean: root's and 0700, so that nobody reaches
+/// what it holds. Whether that held.
+fn make_private(path: &Path) -> bool {
+    std::os::unix::fs::lchown(path, Some(0), Some(0)).is_ok()
+        && std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).is_ok()
+}
+
+/// Cleans one entry that is not a directory: disowned, then its clean mode (after the
+/// chown, which the kernel lets clear set-id bits too).
+fn clean_leaf(path: &Path, m: &std::fs::Metadata) -> std::io::Result<bool> {
+    let kind = entry_kind(m);
+    let mut changed = disown(path, m)?;
+    if let Some(want) = store_mode(kind, m.mode()) {
+        // The parent is root's and writable by root only: the entry is still the one
+        // just looked at, not a link swapped in.
+        let have = std::fs::symlink_metadata(path)?.mode();
+        changed |= set_mode(path, have, want)?;
+    }
+    Ok(changed)
+}
+
+struct Frame {
+    dir: PathBuf,
+    names: std::vec::IntoIter<OsString>,
+    clean: bool,
+}
+
+/// Locks a directory before its contents are looked at (root's, writable by root only,
+/// opened to nobody yet) and lists it.
+fn enter(dir: &Path, m: &std::fs::Metadata, opened: &mut Opened) -> std::io::Result<Frame> {
+    if disown(dir, m)? {
+        opened.changed += 1;
+    }
+    if set_mode(dir, m.mode(), store_locked_dir_mode(m.mode()))? {
+        opened.changed += 1;
+    }
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        names.push(e?.file_name());
+    }
+    Ok(Frame {
+        dir: dir.to_path_buf(),
+        names: names.into_iter(),
+        clean: true,
+    })
+}
+
+/// Makes the podman store readable by jobs and harmless: every entry root's, no
+/// capability, ACL or other `security.*` attribute, no set-id bit, no usable device
+/// node, nothing writable but by root (overlay whiteouts stay: they mean "deleted").
+///
+/// Depth first and children first: a directory is locked (root's, no one else writes)
+/// when entered and opened to users only once everything under it is clean. A new
+/// layer, which containers/storage creates 0700, thus stays private until it is clean;
+/// an entry that cannot be cleaned keeps its directory private (0700), and the walk goes
+/// on with the rest, so the store's other images stay readable.
+pub fn open_store_for_reading(store: &Path) -> Opened {
+    let mut opened = Opened::default();
+    let root = match std::fs::symlink_metadata(store) {
+        Ok(m) if m.is_dir() => m,
+        Ok(_) => {
+            let e = std::io::Error::other("not a directory");
+            opened.left_private.push((store.to_path_buf(), e));
+            return opened;
+        }
+        Err(e) => {
+            opened.left_private.push((store.to_path_buf(), e));
+            return opened;
+        }
+    };
+    let mut stack = match enter(store, &root, &mut opened) {
+        Ok(f) => vec![f],
+        Err(e) => {
+            opened.left_private.push((store.to_path_buf(), e));
+            return opened;
+        }
+    };
+    while let Some(top) = stack.last_mut() {
+        let Some(name) = top.names.next() else {
+            let Some(done) = stack.pop() else { break };
+            let result = std::fs::symlink_metadata(&done.dir).and_then(|m| {
+                if done.clean {
+                    let want = store_mode(EntryKind::Dir, m.mode()).unwrap_or(0o755);
+                    set_mode(&done.dir, m.mode(), want)
+                } else {
+                    Ok(false)
+                }
+            });
+            let clean = match result {
+                Ok(changed) => {
+                    opened.changed += usize::from(changed);
+                    done.clean
+                }
+                Err(e) => {
+                    opened.left_private.push((done.dir.clone(), e));
+                    false
+                }
             };
-            if want != mode {
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(want))
-                    .map_err(io(&path))?;
-                changed += 1;
+            if !clean && !make_private(&done.dir) {
+                if let Some(parent) = stack.last_mut() {
+                    parent.clean = false;
+                }
+            }
+            continue;
+        };
+        let path = top.dir.join(&name);
+        let m = match std::fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) => {
+                top.clean = false;
+                opened.left_private.push((path, e));
+                continue;
+            }
+        };
+        if m.is_dir() {
+            match enter(&path, &m, &mut opened) {
+                Ok(frame) => stack.push(frame),
+                Err(e) => {
+                    opened.left_private.push((path.clone(), e));
+                    if !make_private(&path) {
+                        top.clean = false;
+                    }
+                }
+            }
+            continue;
+        }
+        match clean_leaf(&path, &m) {
+            Ok(changed) => opened.changed += usize::from(changed),
+            Err(e) => {
+                top.clean = false;
+                opened.left_private.push((path, e));
             }
         }
     }
-    let m = std::fs::symlink_metadata(store).map_err(io(store))?;
-    if m.mode() & 0o7777 != 0o755 {
-        std::fs::set_permissions(store, std::fs::Permissions::from_mode(0o755))
-            .map_err(io(store))?;
+    // The store itself stays open: its other images must stay readable.
+    if let Ok(m) = std::fs::symlink_metadata(store) {
+        if let Err(e) = set_mode(store, m.mode(), 0o755) {
+            opened.left_private.push((store.to_path_buf(), e));
+        }
     }
-    Ok(changed)
+    opened
 }
 
 /// Where and how `tre-spank image` works for one runtime.
@@ -241,7 +531,6 @@ impl Site<'_> {
     /// reading. Returns the image ID.
     fn podman_finish(
         &self,
-        store: &Path,
         p: &PodmanStore<'_>,
         before: &str,
         id: &str,
@@ -255,14 +544,16 @@ impl Site<'_> {
         for (old, name) in names_to_restore(before, &removed, id) {
             run(&p.tag_id(&old, &name))?;
         }
-        open_store_for_reading(store)?;
         Ok(id.to_string())
     }
 
     /// `image load --archive FILE IMAGE`: the archive's image, under the approved name.
+    /// The archive is opened once ([`Input::open`]) and read from that open file only.
     pub fn load(&self, image: &ImageRef, archive: &Path) -> Result<String, ImageStoreError> {
         image_store::check_archive_reference(self.runtime, image)?;
-        let kind = classify(archive)?;
+        let input = Input::open(archive)?;
+        let kind = input.classify()?;
+        let source = input.proc_path();
         match self.runtime {
             Runtime::Podman => {
                 if kind == ArchiveKind::Sif {
@@ -273,10 +564,12 @@ impl Site<'_> {
                 }
                 let store = self.podman_store()?;
                 let p = self.podman(&store)?;
-                let before = run(&p.name_ids())?;
-                let id = run(&p.pull_archive(kind, archive))?.trim().to_string();
-                run(&p.tag(&id, image))?;
-                let id = self.podman_finish(&store, &p, &before, &id, image)?;
+                let id = then_open(&store, || {
+                    let before = run(&p.name_ids())?;
+                    let id = run(&p.pull_archive(kind, &source))?.trim().to_string();
+                    run(&p.tag(&id, image))?;
+                    self.podman_finish(&p, &before, &id, image)
+                })?;
                 Ok(format!(
                     "loaded {image} (image {}) into the podman store {}",
                     short(&id),
@@ -286,12 +579,12 @@ impl Site<'_> {
             Runtime::Apptainer => {
                 let sif = self.install_sif(image, |tmp| {
                     if kind == ArchiveKind::Sif {
-                        std::fs::copy(archive, tmp).map(|_| ()).map_err(io(tmp))
+                        input.copy_to(tmp)
                     } else {
                         run(&apptainer_build(
                             &self.config.apptainer.path,
                             tmp,
-                            ApptainerSource::Archive(kind, archive),
+                            ApptainerSource::Archive(kind, &source),
                         ))
                         .map(|_| ())
                     }
@@ -307,9 +600,11 @@ impl Site<'_> {
             Runtime::Podman => {
                 let store = self.podman_store()?;
                 let p = self.podman(&store)?;
-                let before = run(&p.name_ids())?;
-                let id = run(&p.pull_registry(image))?.trim().to_string();
-                let id = self.podman_finish(&store, &p, &before, &id, image)?;
+                let id = then_open(&store, || {
+                    let before = run(&p.name_ids())?;
+                    let id = run(&p.pull_registry(image))?.trim().to_string();
+                    self.podman_finish(&p, &before, &id, image)
+                })?;
                 Ok(format!(
                     "pulled {image} (image {}) into the podman store {}",
                     short(&id),
@@ -349,13 +644,19 @@ impl Site<'_> {
         }
         let tmp = sif_temporary(&sif, std::process::id());
         let _ = std::fs::remove_file(&tmp);
+        let record = sif_digest_path(&tmp);
+        let _ = std::fs::remove_file(&record);
         let made = make(&tmp).and_then(|()| {
             std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))
                 .map_err(io(&tmp))?;
-            std::fs::rename(&tmp, &sif).map_err(io(&sif))
+            write_sif_digest(&tmp, &record)?;
+            std::fs::rename(&tmp, &sif).map_err(io(&sif))?;
+            // A rename keeps the modification time the record was made for.
+            std::fs::rename(&record, sif_digest_path(&sif)).map_err(io(&sif))
         });
         if made.is_err() {
             let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(&record);
         }
         made.map(|()| sif)
     }
@@ -371,7 +672,7 @@ impl Site<'_> {
                 }
                 println!("podman store {}:", store.display());
                 let p = self.podman(&store)?;
-                show(&p.list())
+                then_open(&store, || show(&p.list()))
             }
             Runtime::Apptainer => {
                 let dir = &self.config.apptainer.sif_dir;
@@ -422,15 +723,16 @@ impl Site<'_> {
                     return Err(not_there());
                 }
                 let p = self.podman(&store)?;
-                match run(&p.remove(image)) {
-                    Ok(_) => {}
+                // podman rewrites the store's lists root-only (0600) as it removes.
+                then_open(&store, || match run(&p.remove(image)) {
+                    Ok(_) => Ok(()),
                     Err(ImageStoreError::Failed { stderr, .. })
                         if stderr.contains("image not known") =>
                     {
-                        return Err(not_there())
+                        Err(not_there())
                     }
-                    Err(e) => return Err(e),
-                }
+                    Err(e) => Err(e),
+                })?;
                 Ok(format!(
                     "removed {image} from the podman store {}",
                     store.display()
@@ -438,6 +740,7 @@ impl Site<'_> {
             }
             Runtime::Apptainer => {
                 let sif = sif_target(self.config, image).ok_or(ImageStoreError::NoName)?;
+                let _ = std::fs::remove_file(sif_digest_path(&sif));
                 match std::fs::remove_file(&sif) {
                     Ok(()) => Ok(format!("removed {image} ({})", sif.display())),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -451,6 +754,97 @@ impl Site<'_> {
                 }
             }
         }
+    }
+}
+
+fn stamp_of(m: &std::fs::Metadata) -> SifStamp {
+    SifStamp {
+        len: m.len(),
+        mtime: m.mtime(),
+        mtime_nsec: m.mtime_nsec(),
+    }
+}
+
+/// Hashes the SIF (once, as root, at install) and writes its digest record, 0644.
+fn write_sif_digest(sif: &Path, record: &Path) -> Result<(), ImageStoreError> {
+    use sha2::{Digest, Sha256};
+    let mut f = File::open(sif).map_err(io(sif))?;
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut f, &mut buf).map_err(io(sif))?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buf[..n]);
+    }
+    let hex: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let stamp = stamp_of(&f.metadata().map_err(io(sif))?);
+    let mut out = create_new(record, 0o644)?;
+    // Whatever the umask: jobs read it.
+    out.set_permissions(std::fs::Permissions::from_mode(0o644))
+        .map_err(io(record))?;
+    out.write_all(sif_digest_record(&hex, stamp).as_bytes())
+        .map_err(io(record))
+}
+
+/// Reads a small root-managed file without following a link; `None` when absent,
+/// unreadable or larger than `limit`.
+fn read_small(path: &Path, limit: u64) -> Option<Vec<u8>> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .ok()?;
+    let m = f.metadata().ok()?;
+    if !m.is_file() || m.len() > limit {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(m.len() as usize);
+    std::io::Read::read_to_end(&mut std::io::Read::take(&f, limit), &mut bytes).ok()?;
+    Some(bytes)
+}
+
+fn sif_digest(sif: &Path) -> Option<String> {
+    let stamp = stamp_of(&std::fs::symlink_metadata(sif).ok()?);
+    let record = read_small(&sif_digest_path(sif), 4096)?;
+    sif_digest_from_record(std::str::from_utf8(&record).ok()?, stamp)
+}
+
+/// The image's immutable ID for the audit records: under podman, the image ID in the
+/// first site store that has the reference (`unknown` if none does: the image comes
+/// from the user's own storage, or is missing); under apptainer, the SHA-256 recorded
+/// when `tre-spank image` installed the SIF (`unknown` for a SIF put there otherwise).
+/// Reads root-managed files only; no runtime call.
+pub fn image_id(config: &Config, runtime: Runtime, image: &ImageRef, sif: Option<&Path>) -> String {
+    let found = match (runtime, sif) {
+        (Runtime::Podman, _) => config.podman.image_stores.iter().find_map(|store| {
+            let list = read_small(&store.join(STORE_IMAGE_LIST), 64 << 20)?;
+            image_id_in_list(&list, image)
+        }),
+        (Runtime::Apptainer, Some(sif)) => sif_digest(sif),
+        (Runtime::Apptainer, None) => None,
+    };
+    found.unwrap_or_else(|| "unknown".to_string())
+}
+
+/// Runs an admin command's work on a podman store, then opens the store for jobs
+/// whatever the work did: podman rewrites the store's lists root-only (0600), and a
+/// failed or interrupted pull leaves layers behind. SIGINT, SIGTERM and SIGHUP wait
+/// until the store is open (the runtime, in the same process group, still gets a
+/// terminal's Ctrl-C and stops).
+fn then_open<T>(
+    store: &Path,
+    work: impl FnOnce() -> Result<T, ImageStoreError>,
+) -> Result<T, ImageStoreError> {
+    let held = crate::host::interrupt::Held::new();
+    let result = work();
+    let opened = open_store_for_reading(store).into_result();
+    let interrupted = held.release();
+    match (result, opened) {
+        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+        (Ok(_), Ok(_)) if interrupted => Err(ImageStoreError::Interrupted),
+        (Ok(v), Ok(_)) => Ok(v),
     }
 }
 
@@ -486,17 +880,30 @@ mod tests {
             bytes
         };
         let p = dir.path().join("a.tar");
-        std::fs::write(&p, tar(&["abc/layer.tar", "manifest.json"])).unwrap();
-        assert_eq!(classify(&p).unwrap(), ArchiveKind::DockerArchive);
-        std::fs::write(&p, tar(&["blobs/x", "index.json", "oci-layout"])).unwrap();
-        assert_eq!(classify(&p).unwrap(), ArchiveKind::OciArchive);
-        std::fs::write(&p, tar(&["./bin/sh", "./etc/passwd"])).unwrap();
-        assert!(classify(&p)
+        let classify = |bytes: &[u8]| {
+            let _ = std::fs::remove_file(&p);
+            std::fs::write(&p, bytes).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let f = File::open(&p).unwrap();
+            Input {
+                file: f,
+                path: p.clone(),
+            }
+            .classify()
+        };
+        assert_eq!(
+            classify(&tar(&["abc/layer.tar", "manifest.json"])).unwrap(),
+            ArchiveKind::DockerArchive
+        );
+        assert_eq!(
+            classify(&tar(&["blobs/x", "index.json", "oci-layout"])).unwrap(),
+            ArchiveKind::OciArchive
+        );
+        assert!(classify(&tar(&["./bin/sh", "./etc/passwd"]))
             .unwrap_err()
             .to_string()
             .contains("is neither an image archive"));
-        std::fs::write(&p, b"not a tar").unwrap();
-        assert!(classify(&p).is_err());
+        assert!(classify(b"not a tar").is_err());
     }
 
     #[test]
@@ -517,11 +924,122 @@ mod tests {
         std::fs::write(&g, b"x").unwrap();
         std::fs::set_permissions(&g, std::fs::Permissions::from_mode(0o666)).unwrap();
         std::os::unix::fs::symlink("/etc/shadow", store.join("overlay/link")).unwrap();
-        open_store_for_reading(&store).unwrap();
+        open_store_for_reading(&store).into_result().unwrap();
         let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().mode() & 0o7777;
         assert_eq!(mode(&store.join("overlay")), 0o755);
         assert_eq!(mode(&f), 0o755);
         assert_eq!(mode(&g), 0o644);
         assert_eq!(mode(&store), 0o755);
+    }
+
+    /// A v2 file capability (`setcap cap_dac_read_search+ep`), as the kernel stores it.
+    fn capability() -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&0x0200_0001u32.to_le_bytes()); // revision 2, effective
+        v.extend_from_slice(&(1u32 << 2).to_le_bytes()); // permitted: CAP_DAC_READ_SEARCH
+        v.extend_from_slice(&[0u8; 12]);
+        v
+    }
+
+    #[test]
+    fn a_store_keeps_no_capability_acl_or_foreign_owner_and_opens_a_new_layer_last() {
+        let root = nix::unistd::geteuid().is_root();
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("s");
+        let layer = store.join("overlay/abc");
+        std::fs::create_dir_all(layer.join("diff/opt/dir")).unwrap();
+        std::fs::set_permissions(
+            store.join("overlay"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        std::fs::set_permissions(&layer, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let tool = layer.join("diff/opt/tool");
+        std::fs::write(&tool, b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o4750)).unwrap();
+        let fifo = layer.join("diff/opt/fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
+        xattr::set(&tool, "user.note", b"kept").unwrap();
+        if root {
+            xattr::set(&tool, "security.capability", &capability()).unwrap();
+            xattr::set(&tool, "trusted.other", b"x").unwrap();
+            xattr::set(layer.join("diff/opt/dir"), "trusted.overlay.opaque", b"y").unwrap();
+            for p in [&tool, &layer.join("diff/opt/dir")] {
+                std::os::unix::fs::lchown(p, Some(1005), Some(1005)).unwrap();
+            }
+        }
+        let opened = open_store_for_reading(&store);
+        let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().mode() & 0o7777;
+        let names = |p: &Path| -> Vec<String> {
+            let mut v: Vec<String> = xattr::list(p)
+                .unwrap()
+                .map(|n| n.to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        if root {
+            assert!(opened.left_private.is_empty(), "{:?}", opened.left_private);
+            assert_eq!(names(&tool), ["user.note"]);
+            assert_eq!(
+                names(&layer.join("diff/opt/dir")),
+                ["trusted.overlay.opaque"]
+            );
+            for p in [&tool, &layer.join("diff/opt/dir"), &layer] {
+                let m = std::fs::symlink_metadata(p).unwrap();
+                assert_eq!((m.uid(), m.gid()), (0, 0), "{}", p.display());
+            }
+            assert_eq!(mode(&tool), 0o755);
+            assert_eq!(mode(&fifo), 0);
+            assert_eq!(mode(&layer), 0o755, "the clean layer is opened");
+        } else {
+            // Not root: the files stay the caller's, which a store must not hold, so the
+            // layer stays private.
+            assert!(!opened.left_private.is_empty());
+            assert_eq!(
+                mode(&layer),
+                0o700,
+                "a layer that is not clean stays private"
+            );
+        }
+        assert_eq!(mode(&store), 0o755);
+        assert_eq!(mode(&store.join("overlay")), 0o755);
+    }
+
+    #[test]
+    fn load_input_is_opened_once_without_links_and_only_if_root_alone_writes_it() {
+        let root = nix::unistd::geteuid().is_root();
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("img.tar");
+        std::fs::write(&real, b"bytes").unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let linked_dir = dir.path().join("via");
+        std::os::unix::fs::symlink(dir.path(), &linked_dir).unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("link.tar")).unwrap();
+        let why = |p: &Path| match Input::open(p) {
+            Err(ImageStoreError::UnsafeInput { why, .. }) => why.to_string(),
+            Err(e) => format!("other error: {e}"),
+            Ok(_) => "opened".to_string(),
+        };
+        assert!(why(&dir.path().join("link.tar")).contains("symbolic link"));
+        assert!(why(&linked_dir.join("img.tar")).contains("symbolic link"));
+        assert_eq!(why(dir.path()), "not a regular file");
+        if root {
+            assert_eq!(why(&real), "opened");
+            let input = Input::open(&real).unwrap();
+            // The runtime reads the same open file, whatever the path becomes.
+            std::fs::remove_file(&real).unwrap();
+            std::os::unix::fs::symlink("/etc/shadow", &real).unwrap();
+            assert_eq!(std::fs::read(input.proc_path()).unwrap(), b"bytes");
+            std::fs::remove_file(&real).unwrap();
+            std::fs::write(&real, b"bytes").unwrap();
+            std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o664)).unwrap();
+            assert!(why(&real).contains("someone other than root can write it"));
+            std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o644)).unwrap();
+            std::fs::hard_link(&real, dir.path().join("second")).unwrap();
+            assert_eq!(why(&real), "it has more than one hard link");
+        } else {
+            assert!(why(&real).contains("someone other than root can write it"));
+        }
     }
 }

@@ -23,8 +23,11 @@ use nix::sys::signal::{kill, raise, signal, SigHandler, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, pipe, read, ForkResult, Pid};
 
+use crate::rules::image_store::{unreadable_store_message, STORE_FILES_JOBS_READ};
 use crate::rules::options::Runtime;
-use crate::rules::runtime::{diagnose_runtime_exit, missing_image_message, RuntimeFailure};
+use crate::rules::runtime::{
+    diagnose_runtime_exit, image_stores_of, missing_image_message, RuntimeFailure,
+};
 
 /// Signals passed on to the runtime (which passes them into the container).
 const FORWARDED: &[Signal] = &[
@@ -268,7 +271,12 @@ fn explain_exit(launch: &Launch, argv: &[OsString], program: &OsString, code: i3
     };
     let runtime = program.to_string_lossy();
     // apptainer's image is a SIF file the plugin checked before the launch.
-    if failure == RuntimeFailure::RuntimeError
+    let unreadable = (failure == RuntimeFailure::RuntimeError && launch.runtime == Runtime::Podman)
+        .then(|| unreadable_store(argv))
+        .flatten();
+    if let Some(message) = unreadable {
+        say(&message);
+    } else if failure == RuntimeFailure::RuntimeError
         && launch.runtime == Runtime::Podman
         && image_missing(argv, &launch.image)
     {
@@ -280,6 +288,26 @@ fn explain_exit(launch: &Launch, argv: &[OsString], program: &OsString, code: i3
         ));
     }
     code
+}
+
+/// Asked only after the runtime failed: a site store this job (the user) cannot read,
+/// as the job's message. A few opens, no runtime call.
+fn unreadable_store(argv: &[OsString]) -> Option<String> {
+    for store in image_stores_of(argv) {
+        if let Err(e) = std::fs::read_dir(&store) {
+            return Some(unreadable_store_message(&store, &store, &e.to_string()));
+        }
+        for file in STORE_FILES_JOBS_READ {
+            let path = store.join(file);
+            match std::fs::File::open(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    return Some(unreadable_store_message(&store, &path, &e.to_string()));
+                }
+                _ => {}
+            }
+        }
+    }
+    None
 }
 
 /// Asked only after the runtime failed: does the image exist for this job? The

@@ -536,18 +536,26 @@ pub fn diagnose_runtime_exit(runtime: Runtime, code: i32) -> Option<RuntimeFailu
     }
 }
 
-/// The job's message when podman did not find the image: it names the image and every
-/// store the failed command looked in (its `additionalimagestore` options), so that
-/// users and administrators know where the image was expected.
-pub fn missing_image_message(image: &str, argv: &[OsString]) -> String {
-    let stores: Vec<String> = argv
-        .iter()
+/// The site stores a podman command line reads (its `additionalimagestore` options,
+/// before `run`).
+pub fn image_stores_of(argv: &[OsString]) -> Vec<PathBuf> {
+    argv.iter()
         .take_while(|a| *a != "run")
         .filter_map(|a| {
             a.as_bytes()
                 .strip_prefix(b"--storage-opt=additionalimagestore=")
-                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .map(|s| PathBuf::from(OsStr::from_bytes(s)))
         })
+        .collect()
+}
+
+/// The job's message when podman did not find the image: it names the image and every
+/// store the failed command looked in (its `additionalimagestore` options), so that
+/// users and administrators know where the image was expected.
+pub fn missing_image_message(image: &str, argv: &[OsString]) -> String {
+    let stores: Vec<String> = image_stores_of(argv)
+        .iter()
+        .map(|s| s.display().to_string())
         .collect();
     let looked = if stores.is_empty() {
         "no image store is configured on this node".to_string()

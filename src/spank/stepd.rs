@@ -27,6 +27,7 @@ use super::{fail, raw_options};
 use crate::host::account::{self, Account};
 use crate::host::audit as host_audit;
 use crate::host::dirs::{self, DirId, JobDirSpec};
+use crate::host::image_store;
 use crate::host::job;
 use crate::host::runtime_dir;
 use crate::host::state::{JobRecord, StateDir};
@@ -56,6 +57,8 @@ struct Job {
     runtime: Runtime,
     /// apptainer: the image's SIF file (checked to exist).
     sif: Option<PathBuf>,
+    /// The image's immutable ID for the audit records (`unknown` if not found).
+    image_id: String,
     account: Account,
     job_id: u32,
     number: u32,
@@ -223,6 +226,7 @@ fn run_fields(spank: &SpankHandle, job: &Job, ready: &Ready) -> Vec<(&'static st
         ),
         ("safe_data", safe_data),
         ("image", job.request.image.to_string()),
+        ("image_id", job.image_id.clone()),
         ("runtime", job.runtime.to_string()),
         ("node", job.node.clone()),
         ("outputs", ready.dirs.outputs.display().to_string()),
@@ -337,11 +341,13 @@ fn prepare(spank: &SpankHandle, raw: &options::RawOptions) -> Result<Job, String
             .unwrap_or(false);
     let runtime_dir = runtime_dir::ensure(&config.runtime_dir, job_id, uid, gid)
         .map_err(|e| format!("tre-spank: {e}"))?;
+    let image_id = image_store::image_id(&config, runtime, &request.image, sif.as_deref());
     Ok(Job {
         config,
         request,
         runtime,
         sif,
+        image_id,
         account,
         job_id,
         number,

@@ -37,7 +37,8 @@ test_audit_records_start_and_end_of_a_container_run_in_syslog_and_slurmd_log() {
   done
   line=$(audit_lines syslog "event=start job=$job ")
   assert_contains "$line" "tre-spank["
-  assert_contains "$line" " task=0 user=alice uid=1001 project=proj1 safe_data=/safe_data/proj1 image=$IMAGE runtime=podman node="
+  assert_contains "$line" " task=0 user=alice uid=1001 project=proj1 safe_data=/safe_data/proj1 image=$IMAGE image_id="
+  assert_contains "$line" " runtime=podman node="
   assert_contains "$line" " outputs=/home/alice/outputs-$n start=20"
   line=$(audit_lines syslog "event=end job=$job ")
   assert_contains "$line" " outputs=/home/alice/outputs-$n start=20"

@@ -4,10 +4,12 @@
 
 pub mod account;
 pub mod audit;
+pub mod cleanup;
 pub mod dirs;
 pub mod image_store;
 pub mod job;
 pub mod launch;
+pub mod liveness;
 pub mod remove;
 pub mod runtime_dir;
 pub mod state;

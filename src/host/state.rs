@@ -115,6 +115,39 @@ impl StateDir {
         }
     }
 
+    /// Locks job `job_id`'s record against other cleanups on this node (an epilog's
+    /// background removal, a sweep): `Ok(None)` when there is no record, or, with
+    /// `wait` false, when another process holds the lock. The lock goes with the
+    /// returned handle; the caller loads the record again after locking (the holder
+    /// before it may have removed it).
+    pub fn lock(
+        &self,
+        job_id: u32,
+        wait: bool,
+    ) -> Result<Option<nix::fcntl::Flock<std::fs::File>>, StateError> {
+        use nix::fcntl::{Flock, FlockArg};
+        let path = self.record_path(job_id);
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(&path)(e)),
+        };
+        let how = if wait {
+            FlockArg::LockExclusive
+        } else {
+            FlockArg::LockExclusiveNonblock
+        };
+        match Flock::lock(file, how) {
+            Ok(lock) => Ok(Some(lock)),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) if !wait => Ok(None),
+            Err((_, errno)) => Err(io(&path)(std::io::Error::from(errno))),
+        }
+    }
+
     /// Job ids that have a record.
     pub fn jobs(&self) -> Result<Vec<u32>, StateError> {
         let mut ids: Vec<u32> = std::fs::read_dir(&self.path)
@@ -162,6 +195,19 @@ mod tests {
         assert_eq!(s.jobs().unwrap(), vec![9]);
         let mode = std::fs::metadata(t.path().join("state")).unwrap().mode() & 0o777;
         assert_eq!(mode, 0o700);
+    }
+
+    #[test]
+    fn a_locked_record_is_skipped_without_waiting() {
+        let t = tempfile::tempdir().unwrap();
+        let s = StateDir::open(&t.path().join("state")).unwrap();
+        assert!(s.lock(7, false).unwrap().is_none(), "no record, no lock");
+        s.save(&record(7)).unwrap();
+        let held = s.lock(7, true).unwrap();
+        assert!(held.is_some());
+        assert!(s.lock(7, false).unwrap().is_none(), "held elsewhere");
+        drop(held);
+        assert!(s.lock(7, false).unwrap().is_some());
     }
 
     #[test]

@@ -36,11 +36,17 @@ fn problem(line: String) -> Note {
     }
 }
 
-/// Removes what job `job_id` left on this node. The record is kept when scratch could
-/// not be removed, so that a later sweep tries again.
-pub fn clean_job(config: &Config, state: &StateDir, job_id: u32) -> Vec<Note> {
+/// Removes what job `job_id` left on this node: its runtime state, then its scratch
+/// and record (see [`clean_scratch`]).
+pub fn clean_job(config: &Config, state: &StateDir, job_id: u32, wait_for_lock: bool) -> Vec<Note> {
+    let mut notes = clean_runtime_state(config, job_id);
+    notes.extend(clean_scratch(state, job_id, wait_for_lock));
+    notes
+}
+
+/// Removes the runtime's per-job state on this node (node-local, never shared).
+pub fn clean_runtime_state(config: &Config, job_id: u32) -> Vec<Note> {
     let mut notes = Vec::new();
-    // The runtime's per-job state goes whatever else happened.
     let job_dir = config.runtime_dir.join(format!("job-{job_id}"));
     let existed = std::fs::symlink_metadata(&job_dir).is_ok();
     match runtime_dir::remove(&config.runtime_dir, job_id) {
@@ -52,6 +58,23 @@ pub fn clean_job(config: &Config, state: &StateDir, job_id: u32) -> Vec<Note> {
         Ok(_) => {}
         Err(e) => notes.push(problem(format!("job {job_id}: runtime state cleanup: {e}"))),
     }
+    notes
+}
+
+/// Removes the scratch directory the record of `job_id` names, then the record. The
+/// record is kept when scratch could not be removed, so that a later sweep tries
+/// again. Holds the record's lock: with `wait_for_lock` false a record another
+/// process is cleaning up is left to it.
+pub fn clean_scratch(state: &StateDir, job_id: u32, wait_for_lock: bool) -> Vec<Note> {
+    let mut notes = Vec::new();
+    let _lock = match state.lock(job_id, wait_for_lock) {
+        Ok(Some(lock)) => lock,
+        Ok(None) => return notes,
+        Err(e) => {
+            notes.push(problem(format!("job {job_id}: {e}")));
+            return notes;
+        }
+    };
     let record = match state.load(job_id) {
         Ok(Some(r)) => r,
         Ok(None) => return notes,
@@ -133,6 +156,15 @@ pub fn stepd_job(cmdline: &[u8]) -> Option<u32> {
     std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
 }
 
+/// Jobs with a record or a runtime directory on this node, sorted.
+pub fn known_jobs(config: &Config, state: &StateDir) -> Result<Vec<u32>, StateError> {
+    let mut jobs = state.jobs()?;
+    jobs.extend(runtime_dir_jobs(&config.runtime_dir));
+    jobs.sort_unstable();
+    jobs.dedup();
+    Ok(jobs)
+}
+
 #[derive(Debug, Default)]
 pub struct SweepReport {
     /// Jobs cleaned up (their leftovers no longer exist, or a problem was noted).
@@ -150,16 +182,15 @@ pub fn sweep(
     is_job_alive: &dyn Fn(u32) -> bool,
 ) -> Result<SweepReport, StateError> {
     let state = StateDir::open(&config.state_dir)?;
-    let mut jobs = state.jobs()?;
-    jobs.extend(runtime_dir_jobs(&config.runtime_dir));
-    jobs.sort_unstable();
-    jobs.dedup();
+    let jobs = known_jobs(config, &state)?;
     let mut report = SweepReport::default();
     for job_id in jobs {
         if is_job_alive(job_id) {
             report.alive.push(job_id);
         } else {
-            report.notes.extend(clean_job(config, &state, job_id));
+            report
+                .notes
+                .extend(clean_job(config, &state, job_id, false));
             report.swept.push(job_id);
         }
     }

@@ -57,8 +57,8 @@ SCRIPT
   # One scratch shared by both nodes' steps; one outputs directory.
   assert_eq "$(as alice cat "outputs-$n/seen-by-tbnode")" tbnode,tbnode2
   assert_eq "$(as alice cat "outputs-$n/seen-by-tbnode2")" tbnode,tbnode2
-  assert_eq "$(as alice sh -c 'ls -d outputs-* scratch-* 2>/dev/null' | grep -c -- "-$n\$")" 1 "directories with NUMBER $n"
   assert_job_gone_everywhere alice "$job" "$n"
+  assert_eq "$(as alice sh -c 'ls -d outputs-* scratch-* 2>/dev/null' | grep -c -- "-$n\$")" 1 "directories with NUMBER $n"
   as alice rm -rf "outputs-$n"
 }
 

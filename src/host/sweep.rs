@@ -11,7 +11,7 @@ use std::path::Path;
 use super::dirs::open_home;
 use super::remove::{remove_tree, RemoveError};
 use super::runtime_dir;
-use super::state::{StateDir, StateError};
+use super::state::{JobRecord, StateDir, StateError};
 use crate::rules::config::Config;
 use crate::rules::plan::scratch_name;
 
@@ -83,34 +83,67 @@ pub fn clean_scratch(state: &StateDir, job_id: u32, wait_for_lock: bool) -> Vec<
             return notes;
         }
     };
+    let (mut more, forget) = remove_recorded(&record);
+    notes.append(&mut more);
+    if forget {
+        if let Err(e) = state.remove(job_id) {
+            notes.push(problem(format!("job {job_id}: {e}")));
+        }
+    }
+    notes
+}
+
+/// Removes the scratch `record` names; `true` when the record may go (scratch removed,
+/// or replaced by something that is not ours).
+fn remove_recorded(record: &JobRecord) -> (Vec<Note>, bool) {
+    let job_id = record.job_id;
     let name = scratch_name(record.number);
     let home = match open_home(&record.home) {
         Ok(fd) => fd,
         Err(e) => {
-            notes.push(problem(format!("job {job_id}: scratch cleanup: {e}")));
-            return notes;
-        }
-    };
-    let forget = |notes: &mut Vec<Note>| {
-        if let Err(e) = state.remove(job_id) {
-            notes.push(problem(format!("job {job_id}: {e}")));
+            return (
+                vec![problem(format!("job {job_id}: scratch cleanup: {e}"))],
+                false,
+            )
         }
     };
     match remove_tree(&home, &record.home, &name, record.scratch) {
-        Ok(report) => {
-            notes.push(info(format!(
+        Ok(report) => (
+            vec![info(format!(
                 "job {job_id}: removed {}/{name} ({} entries)",
                 record.home.display(),
                 report.removed_entries
-            )));
-            forget(&mut notes);
+            ))],
+            true,
+        ),
+        // Someone put something else at the name: leave it, and forget the job.
+        Err(e @ RemoveError::NotOurs { .. }) => (vec![problem(format!("job {job_id}: {e}"))], true),
+        Err(e) => (
+            vec![problem(format!("job {job_id}: scratch cleanup: {e}"))],
+            false,
+        ),
+    }
+}
+
+/// Removes what retired records (of earlier jobs that had the id of a later one) name.
+fn clean_retired(state: &StateDir) -> Vec<Note> {
+    let mut notes = Vec::new();
+    for name in state.retired().unwrap_or_default() {
+        let record = match state.load_retired(&name) {
+            Ok(Some(r)) => r,
+            Ok(None) => continue,
+            Err(e) => {
+                notes.push(problem(format!("retired record {name}: {e}")));
+                continue;
+            }
+        };
+        let (mut more, forget) = remove_recorded(&record);
+        notes.append(&mut more);
+        if forget {
+            if let Err(e) = state.remove_retired(&name) {
+                notes.push(problem(format!("retired record {name}: {e}")));
+            }
         }
-        Err(e @ RemoveError::NotOurs { .. }) => {
-            // Someone put something else at the name: leave it, and forget the job.
-            notes.push(problem(format!("job {job_id}: {e}")));
-            forget(&mut notes);
-        }
-        Err(e) => notes.push(problem(format!("job {job_id}: scratch cleanup: {e}"))),
     }
     notes
 }
@@ -184,6 +217,7 @@ pub fn sweep(
     let state = StateDir::open(&config.state_dir)?;
     let jobs = known_jobs(config, &state)?;
     let mut report = SweepReport::default();
+    report.notes.extend(clean_retired(&state));
     for job_id in jobs {
         if is_job_alive(job_id) {
             report.alive.push(job_id);
@@ -245,7 +279,6 @@ mod tests {
         assert!(jobs_with_a_stepd(Path::new("/nonexistent")).is_empty());
     }
     use crate::host::dirs::{create_private_dir, DirId};
-    use crate::host::state::JobRecord;
     use nix::unistd::{Gid, Uid};
 
     #[test]
@@ -292,6 +325,35 @@ mod tests {
         assert!(!config.runtime_dir.join("job-12").exists());
         assert!(config.runtime_dir.join("job-11").exists());
         assert_eq!(state.jobs().unwrap(), vec![11]);
+    }
+
+    #[test]
+    fn retired_records_are_swept_whatever_the_job_id_does() {
+        let t = tempfile::tempdir().unwrap();
+        let home = t.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        let config = Config {
+            state_dir: t.path().join("state"),
+            runtime_dir: t.path().join("jobs"),
+            ..Config::default()
+        };
+        let state = StateDir::open(&config.state_dir).unwrap();
+        let home_fd = open_home(&home).unwrap();
+        let scratch = create_private_dir(&home_fd, &home, &scratch_name(333)).unwrap();
+        let old = JobRecord {
+            job_id: 20,
+            uid: Uid::effective().as_raw(),
+            number: 333,
+            home: home.clone(),
+            outputs: DirId { dev: 0, ino: 0 },
+            scratch,
+        };
+        state.save(&old).unwrap();
+        state.retire(&old).unwrap();
+        // Job 20 is alive again (a later job with the id): its retired record still goes.
+        let report = sweep(&config, &|_| true).unwrap();
+        assert!(!home.join(scratch_name(333)).exists(), "{:?}", report.notes);
+        assert!(state.retired().unwrap().is_empty());
     }
 
     #[test]

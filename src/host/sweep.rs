@@ -281,8 +281,8 @@ mod tests {
     use crate::host::dirs::{create_private_dir, DirId};
     use nix::unistd::{Gid, Uid};
 
-    #[test]
-    fn sweeps_dead_jobs_and_keeps_live_ones() {
+    /// A node's state and runtime directories and a home, in a temporary directory.
+    fn node() -> (tempfile::TempDir, std::path::PathBuf, Config, StateDir) {
         let t = tempfile::tempdir().unwrap();
         let home = t.path().join("home");
         std::fs::create_dir(&home).unwrap();
@@ -292,6 +292,12 @@ mod tests {
             ..Config::default()
         };
         let state = StateDir::open(&config.state_dir).unwrap();
+        (t, home, config, state)
+    }
+
+    #[test]
+    fn sweeps_dead_jobs_and_keeps_live_ones() {
+        let (_t, home, config, state) = node();
         let (uid, gid) = (Uid::effective().as_raw(), Gid::effective().as_raw());
         let home_fd = open_home(&home).unwrap();
         for (job, number) in [(10u32, 111u32), (11, 222)] {
@@ -329,15 +335,7 @@ mod tests {
 
     #[test]
     fn retired_records_are_swept_whatever_the_job_id_does() {
-        let t = tempfile::tempdir().unwrap();
-        let home = t.path().join("home");
-        std::fs::create_dir(&home).unwrap();
-        let config = Config {
-            state_dir: t.path().join("state"),
-            runtime_dir: t.path().join("jobs"),
-            ..Config::default()
-        };
-        let state = StateDir::open(&config.state_dir).unwrap();
+        let (_t, home, config, state) = node();
         let home_fd = open_home(&home).unwrap();
         let scratch = create_private_dir(&home_fd, &home, &scratch_name(333)).unwrap();
         let old = JobRecord {
@@ -358,15 +356,7 @@ mod tests {
 
     #[test]
     fn a_replaced_scratch_is_left_and_the_job_forgotten() {
-        let t = tempfile::tempdir().unwrap();
-        let home = t.path().join("home");
-        std::fs::create_dir(&home).unwrap();
-        let config = Config {
-            state_dir: t.path().join("state"),
-            runtime_dir: t.path().join("jobs"),
-            ..Config::default()
-        };
-        let state = StateDir::open(&config.state_dir).unwrap();
+        let (_t, home, config, state) = node();
         std::fs::create_dir(home.join(scratch_name(5))).unwrap();
         state
             .save(&JobRecord {

@@ -14,6 +14,7 @@ use slurm_spank::{spank_log_error, spank_log_info, SpankHandle};
 
 use crate::host::cleanup::{read_line, LOG_NAME};
 use crate::host::job;
+use crate::host::state::StateDir;
 use crate::rules::config::Config;
 
 /// The cleanup process for `mode` (`--epilog J` or `--at-slurmd-start`), with the
@@ -47,6 +48,15 @@ pub fn job_epilog(spank: &mut SpankHandle) {
             return;
         }
     };
+    // A job that left nothing here (no container step ran on this node) needs no
+    // cleanup process.
+    let has_record = StateDir::open(&config.state_dir)
+        .and_then(|s| s.load(job_id))
+        .map_or(true, |r| r.is_some());
+    let job_dir = config.runtime_dir.join(format!("job-{job_id}"));
+    if !has_record && std::fs::symlink_metadata(&job_dir).is_err() {
+        return;
+    }
     let mode = ["--epilog".to_string(), job_id.to_string()];
     let mut child = match cleanup_command(&config, &mode, &args)
         .stdout(Stdio::piped())

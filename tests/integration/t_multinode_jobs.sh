@@ -128,6 +128,17 @@ $1
 SCRIPT
 }
 
+# finish_two_steps J: let two_step_script's job J go on; it must end COMPLETED with its
+# second step printing what both nodes wrote in step 1.
+finish_two_steps() {
+  local out
+  as alice touch "tests/go-$1"
+  wait_job "$1"
+  out=$(job_output alice "$1")
+  assert_eq "$(job_field "$1" JobState)" COMPLETED "$out"
+  assert_line "$out" "keep,keep"
+}
+
 # Finding 5 of the December review: tbnode2 has no slurmstepd of the job between its
 # steps; its slurmd restarting (and a reconfigure) must not take the shared scratch.
 test_multinode_host_batch_keeps_scratch_when_a_node_restarts_between_steps() {
@@ -188,7 +199,7 @@ SCRIPT
 # A job shrunk while it runs: the released node's epilog leaves the scratch the job
 # still uses; the last node removes it at the job's end.
 test_multinode_shrinking_a_job_keeps_its_scratch() {
-  local job n out
+  local job n
   two_step_script "srun -N1 -n1 -w tbnode sh -c 'cat /scratch/tbnode /scratch/tbnode2 | paste -sd, -'"
   job=$(submit alice -p multi -N2 --tre-container=$IMAGE --tre-batch=host mn-two-steps.sh)
   wait_running "$job"
@@ -201,11 +212,30 @@ test_multinode_shrinking_a_job_keeps_its_scratch() {
   done
   assert_contains "$(node_slurmd_log tbnode2)" "tre-spank: job $job: scratch kept while it is RUNNING on tbnode"
   bed exec test -f "/home/alice/scratch-$n/tbnode2" || fail "the released node removed the job's scratch"
-  as alice touch "tests/go-$job"
-  wait_job "$job"
-  out=$(job_output alice "$job")
-  assert_eq "$(job_field "$job" JobState)" COMPLETED "$out"
-  assert_line "$out" "keep,keep"
+  finish_two_steps "$job"
+  assert_job_gone_everywhere alice "$job" "$n"
+  as alice rm -rf "outputs-$n" "tests/go-$job"
+}
+
+# --no-kill: tbnode2 goes down during the job, which goes on on tbnode; tbnode2 comes back
+# (slurmd restarted, its sweep runs) while the job still runs: the scratch stays.
+test_multinode_a_no_kill_node_that_comes_back_keeps_the_jobs_scratch() {
+  local job n before
+  two_step_script "srun -N1 -n1 -w tbnode sh -c 'cat /scratch/tbnode /scratch/tbnode2 | paste -sd, -'"
+  job=$(submit alice -p multi -N2 --no-kill --tre-container=$IMAGE --tre-batch=host mn-two-steps.sh)
+  wait_running "$job"
+  n=$(number_of "$job")
+  wait_file "/home/alice/scratch-$n/.step1-done"
+  bed exec scontrol update NodeName=tbnode2 State=DOWN Reason=no-kill-test
+  for _ in $(seq 50); do [ "$(job_field "$job" NodeList)" = tbnode ] && break; sleep 0.2; done
+  assert_eq "$(job_field "$job" NodeList)" tbnode "the job without its down node"
+  bed exec scontrol update NodeName=tbnode2 State=RESUME
+  before=$(sweeps_done tbnode2)
+  on_node tbnode2 /opt/tre-testbed/bed restart_own_slurmd
+  wait_sweep "$before" tbnode2
+  bed exec test -f "/home/alice/scratch-$n/tbnode2" || fail "the node that came back removed the job's scratch"
+  finish_two_steps "$job"
+  for _ in $(seq 50); do [ "$(nodes_state)" = idle ] && break; sleep 0.2; done
   assert_job_gone_everywhere alice "$job" "$n"
   as alice rm -rf "outputs-$n" "tests/go-$job"
 }

@@ -152,3 +152,33 @@ test_sweep_at_slurmd_restart_leaves_a_running_job_alone() {
   assert_no_job_processes alice
   assert_node_idle
 }
+
+# Job ids wrap (MaxJobId) and controllers get rebuilt: a record left by an earlier job
+# with this id (here bob's, its cleanup unfinished) neither fails the new job nor is
+# adopted; it is retired, and the sweep removes what it names.
+test_sweep_a_record_of_an_earlier_job_with_the_same_id_is_retired_not_adopted() {
+  local job n out before
+  as alice salloc --no-shell --tre-container=$IMAGE -N1 >/dev/null 2>&1 || fail "salloc refused"
+  job=$(bed exec squeue -h -u alice -t running -o %A | head -n 1)
+  [ -n "$job" ] || fail "no allocation"
+  fake_leftovers bob "$job" 9000004 5
+  out=$(as alice srun --jobid="$job" --tre-container=$IMAGE sh -c 'echo new > /scratch/f; ls /scratch' 2>&1)
+  n=$(number_of "$job")
+  assert_line "$out" f
+  assert_contains "$(slurmd_log)" "tre-spank: job $job: the record on this node was an earlier job's with the same id: kept as retired-$job-9000004.toml for the sweep"
+  assert_eq "$(bed exec sh -c "grep '^uid' /var/spool/tre-spank/job-$job.toml")" "uid = $(bed exec id -u alice)" "the new record"
+  bed exec test -f /home/bob/scratch-9000004/1 || fail "the old scratch went before a sweep"
+  before=$(sweeps_done)
+  restart_slurmd
+  wait_sweep "$before"
+  assert_absent /home/bob/scratch-9000004
+  assert_absent "/var/spool/tre-spank/retired-$job-9000004.toml"
+  assert_eq "$(bed exec cat /home/bob/outputs-9000004/old.txt)" old "the earlier job's outputs"
+  assert_eq "$(bed exec cat "/home/alice/scratch-$n/f")" new "the live job's scratch"
+  bed exec scancel "$job"
+  wait_job "$job"
+  assert_absent "/home/alice/scratch-$n"
+  as bob rm -rf outputs-9000004
+  as alice rm -rf "outputs-$n"
+  assert_node_idle
+}

@@ -635,7 +635,7 @@ fn sweep_cmd(opts: &Opts) -> ExitCode {
         Event::Background(l) => println!("{l}"),
     };
     // An administrator's sweep asks the controller once.
-    match cleanup::sweep_ended_jobs(&config, std::time::Instant::now(), &mut print) {
+    match cleanup::sweep_ended_jobs(&config, None, std::time::Instant::now(), &mut print) {
         Ok(report) => {
             println!(
                 "swept {} job(s), {} still alive",
@@ -741,16 +741,13 @@ fn cleanup_cmd(args: impl Iterator<Item = OsString>) -> ExitCode {
     match job {
         Some(job_id) => cleanup::after_epilog(&config, &state, &node, job_id, give_up, &mut out),
         None => {
-            if let Err(e) = cleanup::sweep_ended_jobs(&config, give_up, &mut out) {
-                out(Event::Note(sweep::Note {
-                    problem: true,
-                    line: format!("sweep: {e}"),
-                }));
+            if let Err(e) = cleanup::sweep_ended_jobs(&config, Some(&node), give_up, &mut out) {
+                for (problem, line) in
+                    [(true, format!("sweep: {e}")), (false, "sweep: done".into())]
+                {
+                    out(Event::Note(sweep::Note { problem, line }));
+                }
             }
-            out(Event::Note(sweep::Note {
-                problem: false,
-                line: "sweep: done".into(),
-            }));
         }
     }
     ExitCode::SUCCESS

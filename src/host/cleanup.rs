@@ -19,7 +19,7 @@ use super::liveness::ask_controller;
 use super::state::{StateDir, StateError};
 use super::sweep::{self, clean_runtime_state, clean_scratch, jobs_with_a_stepd, Note};
 use crate::rules::config::Config;
-use crate::rules::liveness::{ended_everywhere, last_node_out, JobView};
+use crate::rules::liveness::{ended_everywhere, last_node_out, released, JobView};
 
 /// What a cleanup reports as it goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,9 +102,12 @@ pub fn after_epilog(
 
 /// The sweep: every job with a record or runtime state here that has no slurmstepd
 /// on this node and that the controller says ended everywhere. While the controller
-/// cannot be asked it retries until `give_up`, then keeps everything.
+/// cannot be asked it retries until `give_up`, then keeps everything. With `node`,
+/// jobs that run on without this node (it was released, or lost by a `--no-kill`
+/// job, and got no epilog) are then handled as after their epilog here.
 pub fn sweep_ended_jobs(
     config: &Config,
+    node: Option<&str>,
     give_up: Instant,
     out: &mut dyn FnMut(Event),
 ) -> Result<sweep::SweepReport, StateError> {
@@ -148,6 +151,23 @@ pub fn sweep_ended_jobs(
     let report = sweep::sweep(config, &|j| !ended.contains(&j))?;
     for n in &report.notes {
         out(Event::Note(n.clone()));
+    }
+    out(Event::Note(Note {
+        problem: false,
+        line: "sweep: done".into(),
+    }));
+    if let Some(node) = node {
+        for (job_id, view) in &views {
+            if released(view, node) {
+                out(Event::Note(Note {
+                    problem: false,
+                    line: format!(
+                        "sweep: job {job_id} runs on without {node}: its part here is done"
+                    ),
+                }));
+                after_epilog(config, &state, node, *job_id, give_up, out);
+            }
+        }
     }
     Ok(report)
 }

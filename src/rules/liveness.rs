@@ -117,6 +117,22 @@ pub fn last_node_out(view: &JobView, node: &str) -> bool {
     }
 }
 
+/// The job runs on, but no longer on `node` (a shrink released it, a `--no-kill` job
+/// lost it): no step of the job comes here again. Only for a plain comma-separated
+/// node list that names nodes one by one; a hostlist range (`n[1-4]`) might include
+/// `node`, so it says no.
+pub fn released(view: &JobView, node: &str) -> bool {
+    match view {
+        JobView::Listed { state, nodes } if !ended_everywhere(view) && state != "COMPLETING" => {
+            !node.is_empty()
+                && !nodes.contains('[')
+                && !nodes.is_empty()
+                && nodes.split(',').all(|n| n != node)
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,6 +222,19 @@ mod tests {
         ] {
             assert!(!ended_everywhere(&listed(s, "tbnode")), "{s}");
         }
+    }
+
+    #[test]
+    fn a_node_is_released_only_when_the_list_plainly_leaves_it_out() {
+        assert!(released(&listed("RUNNING", "tbnode"), "tbnode2"));
+        assert!(released(&listed("RUNNING", "a,b"), "c"));
+        assert!(!released(&listed("RUNNING", "tbnode,tbnode2"), "tbnode2"));
+        assert!(!released(&listed("RUNNING", "tbnode[1-3]"), "tbnode2"));
+        assert!(!released(&listed("RUNNING", ""), "tbnode2"));
+        assert!(!released(&listed("COMPLETING", "tbnode"), "tbnode2"));
+        assert!(!released(&listed("COMPLETED", "tbnode"), "tbnode2"));
+        assert!(!released(&JobView::Unknown, "tbnode2"));
+        assert!(!released(&JobView::Gone, "tbnode2"));
     }
 
     #[test]

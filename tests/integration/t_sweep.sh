@@ -22,6 +22,7 @@ started_sleeper() {
 # files, and the record as the plugin writes it, naming them by device and inode.
 fake_leftovers() {
   local user=$1 job=$2 n=$3 files=$4
+  as "$user" rm -rf "outputs-$n" "scratch-$n"  # left by an earlier, failed run
   as "$user" sh -c "mkdir -m 700 outputs-$n scratch-$n && echo old > outputs-$n/old.txt && cd scratch-$n && seq $files | xargs touch"
   bed exec sh -c '
     set -- "$@" $(stat -c "%d %i" "/home/$1/outputs-$3") $(stat -c "%d %i" "/home/$1/scratch-$3")

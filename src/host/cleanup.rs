@@ -8,7 +8,8 @@
 //!   job runs here any more: the epilog comes after the last one);
 //! - the scratch all nodes share, and this node's record of it, go when this node is the
 //!   last of the job still completing, or once the job ended everywhere; until then the
-//!   process waits (polling the controller every `cleanup.poll_interval` seconds);
+//!   process waits (polling the controller every `cleanup.poll_interval` seconds, less
+//!   often the longer it waits);
 //! - a controller that cannot be asked means "alive": nothing shared is removed.
 
 use std::collections::BTreeSet;
@@ -56,6 +57,7 @@ pub fn after_epilog(
     }
     let mut waiting = false;
     let mut attempts = 0;
+    let mut polls = 0;
     loop {
         // No record: no container step ran here, or another cleanup finished it. (An
         // unreadable record is reported by clean_scratch.)
@@ -96,8 +98,19 @@ pub fn after_epilog(
             }));
             return;
         }
-        std::thread::sleep(Duration::from_secs(config.cleanup.poll_interval.max(1)));
+        std::thread::sleep(backoff(config.cleanup.poll_interval, polls));
+        polls += 1;
     }
+}
+
+/// The wait before controller query `n + 1` of a node waiting for the job's other
+/// nodes: `poll_interval`, doubling from the fourth query on, at most 5 minutes, so
+/// that the nodes of a big job waiting for its last one (or for a shrunk job's end)
+/// do not keep the controller busy.
+pub fn backoff(poll_interval: u64, n: u32) -> Duration {
+    let first = poll_interval.max(1);
+    let doubled = first.saturating_mul(1u64 << n.saturating_sub(3).min(16));
+    Duration::from_secs(doubled.min(300.max(first)))
 }
 
 /// The sweep: every job with a record or runtime state here that has no slurmstepd
@@ -249,6 +262,14 @@ pub fn read_line(line: &str) -> Result<(bool, &str), &str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waiting_nodes_ask_the_controller_less_and_less_often() {
+        let waits: Vec<u64> = (0..12).map(|n| backoff(5, n).as_secs()).collect();
+        assert_eq!(waits, [5, 5, 5, 5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(backoff(0, 0).as_secs(), 1);
+        assert_eq!(backoff(600, 40).as_secs(), 600);
+    }
 
     #[test]
     fn lines_read_back() {

@@ -259,7 +259,8 @@ pub struct CleanupConfig {
     /// background and the epilog returns (keep it well below `PrologEpilogTimeout`).
     pub epilog_budget: u64,
     /// Seconds between controller queries while a node waits for the job's other
-    /// nodes to finish before it removes shared scratch.
+    /// nodes to finish before it removes shared scratch (doubling from the fourth query
+    /// on, up to 5 minutes).
     pub poll_interval: u64,
     /// Seconds a background cleanup (an epilog's, or the sweep at slurmd start) may
     /// live; past it, it stops and what remains waits for the next sweep.

@@ -163,6 +163,17 @@ wait_sweep() {
   done
   fail "no sweep finished on $node within 30s"
 }
+# reconfigure_and_wait [NODE]: scontrol reconfigure. From 23.11 on it re-executes slurmd,
+# which sweeps: wait for NODE's sweep; 22.05 and 23.02 reconfigure in place.
+reconfigure_and_wait() {
+  local node=${1:-tbnode} before
+  before=$(sweeps_done "$node")
+  bed exec scontrol reconfigure
+  case $(bed exec sinfo --version) in
+    "slurm 2"[0-2].* | "slurm 23.0"*) sleep 2 ;;
+    *) wait_sweep "$before" "$node" ;;
+  esac
+}
 # wait_absent PATH [NODE] [SECONDS]: until PATH (NODE's view) is gone.
 wait_absent() {
   local path=$1 node=${2:-tbnode} limit=${3:-30} i

@@ -151,9 +151,7 @@ test_multinode_host_batch_keeps_scratch_when_a_node_restarts_between_steps() {
   before=$(sweeps_done tbnode2)
   on_node tbnode2 /opt/tre-testbed/bed restart_own_slurmd
   wait_sweep "$before" tbnode2
-  before=$(sweeps_done tbnode2)
-  bed exec scontrol reconfigure
-  wait_sweep "$before" tbnode2
+  reconfigure_and_wait tbnode2
   assert_contains "$(cleanup_log tbnode2)" "info: sweep: job $job kept: it is RUNNING on tbnode,tbnode2"
   as alice touch "tests/go-$job"
   wait_job "$job"

@@ -74,9 +74,7 @@ test_sweep_keeps_an_allocation_between_steps_across_reconfigure_and_restart() {
   n=$(number_of "$job")
   bed exec test -f "/home/alice/scratch-$n/kept" || fail "step 1 wrote nothing: $out"
   assert_eq "$(pids_of_stepd "$job")" "" "slurmstepd of the allocation between steps"
-  before=$(sweeps_done)
-  bed exec scontrol reconfigure
-  wait_sweep "$before"
+  reconfigure_and_wait
   before=$(sweeps_done)
   restart_slurmd
   wait_sweep "$before"

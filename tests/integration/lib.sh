@@ -169,8 +169,8 @@ reconfigure_and_wait() {
   local node=${1:-tbnode} before
   before=$(sweeps_done "$node")
   bed exec scontrol reconfigure
-  case $(bed exec sinfo --version) in
-    "slurm 2"[0-2].* | "slurm 23.0"*) sleep 2 ;;
+  case $(bed exec sinfo --version | grep -o '[0-9][0-9]*\.[0-9][0-9]*' | head -n 1) in
+    2[0-2].* | 23.0*) sleep 2 ;;
     *) wait_sweep "$before" "$node" ;;
   esac
 }

@@ -100,11 +100,12 @@ test_fault_full_home_fails_clearly_and_makes_nothing() {
 }
 
 # Epilog time is user-controlled (a scratch of many files): past cleanup.epilog_budget the
-# epilog returns, the removal goes on in the background, the node never drains.
+# epilog returns, the removal (200 000 files) goes on in the background, the node never
+# drains.
 test_fault_epilog_past_its_budget_leaves_removal_to_the_background() {
   local job n
   with_config $'[cleanup]\nepilog_budget = 1'
-  job=$(run_job alice --tre-container=$IMAGE --wrap 'mkdir /scratch/many && cd /scratch/many && seq 60000 | xargs touch && echo made')
+  job=$(run_job alice --tre-container=$IMAGE --wrap 'mkdir /scratch/many && cd /scratch/many && seq 200000 | xargs touch && echo made')
   n=$(number_of "$job")
   assert_eq "$(job_field "$job" JobState)" COMPLETED "$(job_output alice "$job")"
   assert_contains "$(slurmd_log)" "tre-spank: job $job: cleanup still running after 1s (cleanup.epilog_budget): it goes on in the background"

@@ -15,21 +15,23 @@
 //! The config is found as the plugin finds it: the arguments of the tre_spank.so line
 //! in plugstack.conf (and plugstack.conf.d/*.conf), unless `--config PATH` is given.
 
-use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use tre_spank::host::account::{self, Account};
+use tre_spank::host::cleanup::{self, Event};
 use tre_spank::host::dirs;
 use tre_spank::host::image_store::Site;
 use tre_spank::host::job;
 use tre_spank::host::launch::{supervise, Launch};
+use tre_spank::host::liveness::ask_controller;
 use tre_spank::host::sweep;
 use tre_spank::rules::config::{self, Config};
 use tre_spank::rules::image_store::{approved, mount_of};
 use tre_spank::rules::job_number::job_number;
+use tre_spank::rules::liveness::ended_everywhere;
 use tre_spank::rules::options::{self, RawOptions, Runtime};
 use tre_spank::rules::plan::{self, JobDirs};
 use tre_spank::rules::runtime::{self, PodmanStorage, Target, TaskLaunch};
@@ -635,29 +637,6 @@ fn plan_for(opts: &Opts, user: &str, container: &str) -> i32 {
 
 // ---------------------------------------------------------------------------- sweep
 
-/// Jobs the controller still knows as pending, running, completing or suspended,
-/// anywhere. `None` when squeue fails: then nothing may be swept.
-fn live_jobs() -> Result<BTreeSet<u32>, String> {
-    let out = std::process::Command::new("squeue")
-        .args(["--noheader", "--all", "--format=%A"])
-        .output()
-        .map_err(|e| format!("cannot run squeue: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "squeue failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| {
-            l.trim()
-                .parse::<u32>()
-                .map_err(|_| format!("squeue printed {l:?}"))
-        })
-        .collect()
-}
-
 fn sweep_cmd(opts: &Opts) -> ExitCode {
     let config = match load(opts) {
         Ok((c, _, _)) => c,
@@ -666,37 +645,42 @@ fn sweep_cmd(opts: &Opts) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let live = match live_jobs() {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("tre-spank: sweep: {e}; nothing removed");
-            return ExitCode::from(1);
-        }
-    };
     if opts.dry_run {
-        let dead = |j: u32| !live.contains(&j);
-        let state = tre_spank::host::state::StateDir::open(&config.state_dir);
-        let jobs = state.and_then(|s| s.jobs()).unwrap_or_default();
-        for j in jobs.into_iter().filter(|j| dead(*j)) {
-            println!("would sweep job {j}");
+        let state = match tre_spank::host::state::StateDir::open(&config.state_dir) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("tre-spank: sweep: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let jobs = sweep::known_jobs(&config, &state).unwrap_or_default();
+        let here = sweep::jobs_with_a_stepd(Path::new("/proc"));
+        let candidates: Vec<u32> = jobs.into_iter().filter(|j| !here.contains(j)).collect();
+        for (j, view) in ask_controller(&config.cleanup, &candidates) {
+            if ended_everywhere(&view) {
+                println!("would sweep job {j}");
+            }
         }
         return ExitCode::SUCCESS;
     }
-    match sweep::sweep(&config, &|j| live.contains(&j)) {
+    let mut problems = false;
+    let mut print = |e: Event| match e {
+        Event::Note(n) if n.problem => {
+            problems = true;
+            eprintln!("tre-spank: {}", n.line);
+        }
+        Event::Note(n) => println!("{}", n.line),
+        Event::Background(l) => println!("{l}"),
+    };
+    // An administrator's sweep asks the controller once.
+    match cleanup::sweep_ended_jobs(&config, None, std::time::Instant::now(), &mut print) {
         Ok(report) => {
-            for n in &report.notes {
-                if n.problem {
-                    eprintln!("tre-spank: {}", n.line);
-                } else {
-                    println!("{}", n.line);
-                }
-            }
             println!(
                 "swept {} job(s), {} still alive",
                 report.swept.len(),
                 report.alive.len()
             );
-            if report.notes.iter().any(|n| n.problem) {
+            if problems {
                 ExitCode::from(1)
             } else {
                 ExitCode::SUCCESS
@@ -706,6 +690,117 @@ fn sweep_cmd(opts: &Opts) -> ExitCode {
             eprintln!("tre-spank: sweep: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+// -------------------------------------------------------------------------- cleanup
+
+/// `tre-spank cleanup (--epilog JOB | --at-slurmd-start) [--detach] -- PLUGIN-ARGS...`
+/// (not in the usage text: the plugin runs it). The job epilog and slurmd's start hand
+/// their cleanup to it, so that neither waits on a removal or a hung home.
+/// `--detach`: start the cleanup in a new session and return at once (its events go
+/// to `<state_dir>/cleanup.log`).
+fn cleanup_cmd(args: impl Iterator<Item = OsString>) -> ExitCode {
+    let all: Vec<OsString> = args.collect();
+    let mut words = all.iter().map(|a| a.to_str());
+    let mut job = None;
+    let mut at_start = false;
+    let mut detach = false;
+    let mut to_file = false;
+    let mut plugin: Vec<String> = Vec::new();
+    while let Some(w) = words.next() {
+        match w {
+            Some("--epilog") => job = words.next().flatten().and_then(|j| j.parse::<u32>().ok()),
+            Some("--at-slurmd-start") => at_start = true,
+            Some("--detach") => detach = true,
+            Some("--to-log") => to_file = true,
+            Some("--") => {
+                plugin = words.by_ref().flatten().map(str::to_string).collect();
+                break;
+            }
+            _ => {
+                eprintln!("tre-spank: cleanup: unexpected arguments {all:?}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if job.is_some() == at_start {
+        eprintln!("tre-spank: cleanup needs --epilog JOB or --at-slurmd-start");
+        return ExitCode::from(2);
+    }
+    if detach {
+        let rest = all.iter().filter(|a| a.to_str() != Some("--detach"));
+        let me = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+        use std::os::unix::process::CommandExt;
+        let spawned = std::process::Command::new(me)
+            .arg("cleanup")
+            .arg("--to-log")
+            .args(rest)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn();
+        return match spawned {
+            Ok(child) => {
+                println!("{}", child.id());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tre-spank: cleanup: cannot start: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    let refs: Vec<&str> = plugin.iter().map(String::as_str).collect();
+    let node = job::node_name();
+    let config = match job::load_node_config(&refs, &node) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("problem: cleanup: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let limit = config.cleanup.background_limit.max(1);
+    bound_lifetime(limit.saturating_add(60));
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(limit);
+    let mut log = cleanup::Log::new(&config.state_dir, to_file);
+    let state = match tre_spank::host::state::StateDir::open(&config.state_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            log.write(&Event::Note(sweep::Note {
+                problem: true,
+                line: format!("cleanup: {e}"),
+            }));
+            return ExitCode::from(1);
+        }
+    };
+    let mut out = |e: Event| log.write(&e);
+    match job {
+        Some(job_id) => cleanup::after_epilog(&config, &state, &node, job_id, give_up, &mut out),
+        None => {
+            if let Err(e) = cleanup::sweep_ended_jobs(&config, Some(&node), give_up, &mut out) {
+                for (problem, line) in
+                    [(true, format!("sweep: {e}")), (false, "sweep: done".into())]
+                {
+                    out(Event::Note(sweep::Note { problem, line }));
+                }
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Ends this process `seconds` from now whatever it is doing (SIGALRM's default
+/// action), with every signal unblocked: slurmd's mask is inherited across exec.
+fn bound_lifetime(seconds: u64) {
+    use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    // SAFETY: restoring the default disposition of SIGALRM installs no handler, and
+    // alarm only arms the process's timer; neither touches memory.
+    unsafe {
+        libc::signal(libc::SIGALRM, libc::SIG_DFL);
+        libc::alarm(u32::try_from(seconds).unwrap_or(u32::MAX));
     }
 }
 
@@ -906,6 +1001,7 @@ fn main() -> ExitCode {
         Some("check") => admin("check", args, check),
         Some("plan") => admin("plan", args, plan_cmd),
         Some("sweep") => admin("sweep", args, sweep_cmd),
+        Some("cleanup") => cleanup_cmd(args),
         Some("image") => image_cmd(args),
         Some("number") => match number(args) {
             Ok(n) => {

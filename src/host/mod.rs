@@ -4,11 +4,13 @@
 
 pub mod account;
 pub mod audit;
+pub mod cleanup;
 pub mod dirs;
 pub mod image_store;
 pub mod interrupt;
 pub mod job;
 pub mod launch;
+pub mod liveness;
 pub mod remove;
 pub mod runtime_dir;
 pub mod state;

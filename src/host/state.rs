@@ -68,7 +68,10 @@ impl StateDir {
     }
 
     pub fn load(&self, job_id: u32) -> Result<Option<JobRecord>, StateError> {
-        let path = self.record_path(job_id);
+        self.load_path(self.record_path(job_id))
+    }
+
+    fn load_path(&self, path: PathBuf) -> Result<Option<JobRecord>, StateError> {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -80,6 +83,45 @@ impl StateDir {
                 path,
                 message: e.to_string(),
             })
+    }
+
+    /// Moves `record` (the one stored for its job id) aside as
+    /// `retired-<job>-<number>.toml`: it belongs to an earlier job that had the same id
+    /// (ids wrapped, the controller was reset, or the job was requeued), never to the job
+    /// that now has the id. The sweep removes what a retired record names without
+    /// asking the controller. Returns the new name; a record already moved is no error.
+    pub fn retire(&self, record: &JobRecord) -> Result<String, StateError> {
+        let name = format!("retired-{}-{}.toml", record.job_id, record.number);
+        let to = self.path.join(&name);
+        match std::fs::rename(self.record_path(record.job_id), &to) {
+            Ok(()) => Ok(name),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(name),
+            Err(e) => Err(io(&to)(e)),
+        }
+    }
+
+    /// The names of retired records (see [`StateDir::retire`]), sorted.
+    pub fn retired(&self) -> Result<Vec<String>, StateError> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.path)
+            .map_err(io(&self.path))?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with("retired-") && n.ends_with(".toml") && !n.contains('/'))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    pub fn load_retired(&self, name: &str) -> Result<Option<JobRecord>, StateError> {
+        self.load_path(self.path.join(name))
+    }
+
+    pub fn remove_retired(&self, name: &str) -> Result<(), StateError> {
+        let path = self.path.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(&path)(e)),
+        }
     }
 
     /// Writes the record atomically (temporary file, then rename).
@@ -111,6 +153,39 @@ impl StateDir {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    /// Locks job `job_id`'s record against other cleanups on this node (an epilog's
+    /// background removal, a sweep): `Ok(None)` when there is no record, or, with
+    /// `wait` false, when another process holds the lock. The lock goes with the
+    /// returned handle; the caller loads the record again after locking (the holder
+    /// before it may have removed it).
+    pub fn lock(
+        &self,
+        job_id: u32,
+        wait: bool,
+    ) -> Result<Option<nix::fcntl::Flock<std::fs::File>>, StateError> {
+        use nix::fcntl::{Flock, FlockArg};
+        let path = self.record_path(job_id);
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(&path)(e)),
+        };
+        let how = if wait {
+            FlockArg::LockExclusive
+        } else {
+            FlockArg::LockExclusiveNonblock
+        };
+        match Flock::lock(file, how) {
+            Ok(lock) => Ok(Some(lock)),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) if !wait => Ok(None),
+            Err((_, errno)) => Err(io(&path)(std::io::Error::from(errno))),
         }
     }
 
@@ -161,6 +236,35 @@ mod tests {
         assert_eq!(s.jobs().unwrap(), vec![9]);
         let mode = std::fs::metadata(t.path().join("state")).unwrap().mode() & 0o777;
         assert_eq!(mode, 0o700);
+    }
+
+    #[test]
+    fn a_retired_record_leaves_the_job_id_free() {
+        let t = tempfile::tempdir().unwrap();
+        let s = StateDir::open(&t.path().join("state")).unwrap();
+        s.save(&record(7)).unwrap();
+        let name = s.retire(&record(7)).unwrap();
+        assert_eq!(name, "retired-7-1234567.toml");
+        assert_eq!(s.retire(&record(7)).unwrap(), name, "already moved");
+        assert_eq!(s.load(7).unwrap(), None);
+        assert_eq!(s.jobs().unwrap(), Vec::<u32>::new());
+        assert_eq!(s.retired().unwrap(), vec![name.clone()]);
+        assert_eq!(s.load_retired(&name).unwrap(), Some(record(7)));
+        s.remove_retired(&name).unwrap();
+        assert!(s.retired().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_locked_record_is_skipped_without_waiting() {
+        let t = tempfile::tempdir().unwrap();
+        let s = StateDir::open(&t.path().join("state")).unwrap();
+        assert!(s.lock(7, false).unwrap().is_none(), "no record, no lock");
+        s.save(&record(7)).unwrap();
+        let held = s.lock(7, true).unwrap();
+        assert!(held.is_some());
+        assert!(s.lock(7, false).unwrap().is_none(), "held elsewhere");
+        drop(held);
+        assert!(s.lock(7, false).unwrap().is_some());
     }
 
     #[test]

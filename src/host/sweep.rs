@@ -11,7 +11,7 @@ use std::path::Path;
 use super::dirs::open_home;
 use super::remove::{remove_tree, RemoveError};
 use super::runtime_dir;
-use super::state::{StateDir, StateError};
+use super::state::{JobRecord, StateDir, StateError};
 use crate::rules::config::Config;
 use crate::rules::plan::scratch_name;
 
@@ -36,11 +36,17 @@ fn problem(line: String) -> Note {
     }
 }
 
-/// Removes what job `job_id` left on this node. The record is kept when scratch could
-/// not be removed, so that a later sweep tries again.
-pub fn clean_job(config: &Config, state: &StateDir, job_id: u32) -> Vec<Note> {
+/// Removes what job `job_id` left on this node: its runtime state, then its scratch
+/// and record (see [`clean_scratch`]).
+pub fn clean_job(config: &Config, state: &StateDir, job_id: u32, wait_for_lock: bool) -> Vec<Note> {
+    let mut notes = clean_runtime_state(config, job_id);
+    notes.extend(clean_scratch(state, job_id, wait_for_lock));
+    notes
+}
+
+/// Removes the runtime's per-job state on this node (node-local, never shared).
+pub fn clean_runtime_state(config: &Config, job_id: u32) -> Vec<Note> {
     let mut notes = Vec::new();
-    // The runtime's per-job state goes whatever else happened.
     let job_dir = config.runtime_dir.join(format!("job-{job_id}"));
     let existed = std::fs::symlink_metadata(&job_dir).is_ok();
     match runtime_dir::remove(&config.runtime_dir, job_id) {
@@ -52,6 +58,23 @@ pub fn clean_job(config: &Config, state: &StateDir, job_id: u32) -> Vec<Note> {
         Ok(_) => {}
         Err(e) => notes.push(problem(format!("job {job_id}: runtime state cleanup: {e}"))),
     }
+    notes
+}
+
+/// Removes the scratch directory the record of `job_id` names, then the record. The
+/// record is kept when scratch could not be removed, so that a later sweep tries
+/// again. Holds the record's lock: with `wait_for_lock` false a record another
+/// process is cleaning up is left to it.
+pub fn clean_scratch(state: &StateDir, job_id: u32, wait_for_lock: bool) -> Vec<Note> {
+    let mut notes = Vec::new();
+    let _lock = match state.lock(job_id, wait_for_lock) {
+        Ok(Some(lock)) => lock,
+        Ok(None) => return notes,
+        Err(e) => {
+            notes.push(problem(format!("job {job_id}: {e}")));
+            return notes;
+        }
+    };
     let record = match state.load(job_id) {
         Ok(Some(r)) => r,
         Ok(None) => return notes,
@@ -60,34 +83,67 @@ pub fn clean_job(config: &Config, state: &StateDir, job_id: u32) -> Vec<Note> {
             return notes;
         }
     };
+    let (mut more, forget) = remove_recorded(&record);
+    notes.append(&mut more);
+    if forget {
+        if let Err(e) = state.remove(job_id) {
+            notes.push(problem(format!("job {job_id}: {e}")));
+        }
+    }
+    notes
+}
+
+/// Removes the scratch `record` names; `true` when the record may go (scratch removed,
+/// or replaced by something that is not ours).
+fn remove_recorded(record: &JobRecord) -> (Vec<Note>, bool) {
+    let job_id = record.job_id;
     let name = scratch_name(record.number);
     let home = match open_home(&record.home) {
         Ok(fd) => fd,
         Err(e) => {
-            notes.push(problem(format!("job {job_id}: scratch cleanup: {e}")));
-            return notes;
-        }
-    };
-    let forget = |notes: &mut Vec<Note>| {
-        if let Err(e) = state.remove(job_id) {
-            notes.push(problem(format!("job {job_id}: {e}")));
+            return (
+                vec![problem(format!("job {job_id}: scratch cleanup: {e}"))],
+                false,
+            )
         }
     };
     match remove_tree(&home, &record.home, &name, record.scratch) {
-        Ok(report) => {
-            notes.push(info(format!(
+        Ok(report) => (
+            vec![info(format!(
                 "job {job_id}: removed {}/{name} ({} entries)",
                 record.home.display(),
                 report.removed_entries
-            )));
-            forget(&mut notes);
+            ))],
+            true,
+        ),
+        // Someone put something else at the name: leave it, and forget the job.
+        Err(e @ RemoveError::NotOurs { .. }) => (vec![problem(format!("job {job_id}: {e}"))], true),
+        Err(e) => (
+            vec![problem(format!("job {job_id}: scratch cleanup: {e}"))],
+            false,
+        ),
+    }
+}
+
+/// Removes what retired records (of earlier jobs that had the id of a later one) name.
+fn clean_retired(state: &StateDir) -> Vec<Note> {
+    let mut notes = Vec::new();
+    for name in state.retired().unwrap_or_default() {
+        let record = match state.load_retired(&name) {
+            Ok(Some(r)) => r,
+            Ok(None) => continue,
+            Err(e) => {
+                notes.push(problem(format!("retired record {name}: {e}")));
+                continue;
+            }
+        };
+        let (mut more, forget) = remove_recorded(&record);
+        notes.append(&mut more);
+        if forget {
+            if let Err(e) = state.remove_retired(&name) {
+                notes.push(problem(format!("retired record {name}: {e}")));
+            }
         }
-        Err(e @ RemoveError::NotOurs { .. }) => {
-            // Someone put something else at the name: leave it, and forget the job.
-            notes.push(problem(format!("job {job_id}: {e}")));
-            forget(&mut notes);
-        }
-        Err(e) => notes.push(problem(format!("job {job_id}: scratch cleanup: {e}"))),
     }
     notes
 }
@@ -133,6 +189,15 @@ pub fn stepd_job(cmdline: &[u8]) -> Option<u32> {
     std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
 }
 
+/// Jobs with a record or a runtime directory on this node, sorted.
+pub fn known_jobs(config: &Config, state: &StateDir) -> Result<Vec<u32>, StateError> {
+    let mut jobs = state.jobs()?;
+    jobs.extend(runtime_dir_jobs(&config.runtime_dir));
+    jobs.sort_unstable();
+    jobs.dedup();
+    Ok(jobs)
+}
+
 #[derive(Debug, Default)]
 pub struct SweepReport {
     /// Jobs cleaned up (their leftovers no longer exist, or a problem was noted).
@@ -150,16 +215,16 @@ pub fn sweep(
     is_job_alive: &dyn Fn(u32) -> bool,
 ) -> Result<SweepReport, StateError> {
     let state = StateDir::open(&config.state_dir)?;
-    let mut jobs = state.jobs()?;
-    jobs.extend(runtime_dir_jobs(&config.runtime_dir));
-    jobs.sort_unstable();
-    jobs.dedup();
+    let jobs = known_jobs(config, &state)?;
     let mut report = SweepReport::default();
+    report.notes.extend(clean_retired(&state));
     for job_id in jobs {
         if is_job_alive(job_id) {
             report.alive.push(job_id);
         } else {
-            report.notes.extend(clean_job(config, &state, job_id));
+            report
+                .notes
+                .extend(clean_job(config, &state, job_id, false));
             report.swept.push(job_id);
         }
     }
@@ -214,11 +279,10 @@ mod tests {
         assert!(jobs_with_a_stepd(Path::new("/nonexistent")).is_empty());
     }
     use crate::host::dirs::{create_private_dir, DirId};
-    use crate::host::state::JobRecord;
     use nix::unistd::{Gid, Uid};
 
-    #[test]
-    fn sweeps_dead_jobs_and_keeps_live_ones() {
+    /// A node's state and runtime directories and a home, in a temporary directory.
+    fn node() -> (tempfile::TempDir, std::path::PathBuf, Config, StateDir) {
         let t = tempfile::tempdir().unwrap();
         let home = t.path().join("home");
         std::fs::create_dir(&home).unwrap();
@@ -228,6 +292,12 @@ mod tests {
             ..Config::default()
         };
         let state = StateDir::open(&config.state_dir).unwrap();
+        (t, home, config, state)
+    }
+
+    #[test]
+    fn sweeps_dead_jobs_and_keeps_live_ones() {
+        let (_t, home, config, state) = node();
         let (uid, gid) = (Uid::effective().as_raw(), Gid::effective().as_raw());
         let home_fd = open_home(&home).unwrap();
         for (job, number) in [(10u32, 111u32), (11, 222)] {
@@ -264,16 +334,29 @@ mod tests {
     }
 
     #[test]
-    fn a_replaced_scratch_is_left_and_the_job_forgotten() {
-        let t = tempfile::tempdir().unwrap();
-        let home = t.path().join("home");
-        std::fs::create_dir(&home).unwrap();
-        let config = Config {
-            state_dir: t.path().join("state"),
-            runtime_dir: t.path().join("jobs"),
-            ..Config::default()
+    fn retired_records_are_swept_whatever_the_job_id_does() {
+        let (_t, home, config, state) = node();
+        let home_fd = open_home(&home).unwrap();
+        let scratch = create_private_dir(&home_fd, &home, &scratch_name(333)).unwrap();
+        let old = JobRecord {
+            job_id: 20,
+            uid: Uid::effective().as_raw(),
+            number: 333,
+            home: home.clone(),
+            outputs: DirId { dev: 0, ino: 0 },
+            scratch,
         };
-        let state = StateDir::open(&config.state_dir).unwrap();
+        state.save(&old).unwrap();
+        state.retire(&old).unwrap();
+        // Job 20 is alive again (a later job with the id): its retired record still goes.
+        let report = sweep(&config, &|_| true).unwrap();
+        assert!(!home.join(scratch_name(333)).exists(), "{:?}", report.notes);
+        assert!(state.retired().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_replaced_scratch_is_left_and_the_job_forgotten() {
+        let (_t, home, config, state) = node();
         std::fs::create_dir(home.join(scratch_name(5))).unwrap();
         state
             .save(&JobRecord {

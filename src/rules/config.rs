@@ -47,6 +47,8 @@ pub struct Config {
     pub tool_path: PathBuf,
     pub podman: PodmanConfig,
     pub apptainer: ApptainerConfig,
+    /// How and when leftovers of ended jobs are removed (`[cleanup]`).
+    pub cleanup: CleanupConfig,
     /// `[[node]]` sections: overrides for nodes whose hostname matches (see
     /// [`Config::for_node`]).
     #[serde(rename = "node")]
@@ -240,6 +242,39 @@ impl Default for Config {
             podman: PodmanConfig::default(),
             nodes: Vec::new(),
             apptainer: ApptainerConfig::default(),
+            cleanup: CleanupConfig::default(),
+        }
+    }
+}
+
+/// Cleanup of ended jobs: liveness from the controller, and time bounds.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CleanupConfig {
+    /// The `squeue` that asks the controller whether a job still runs anywhere.
+    pub squeue: PathBuf,
+    /// Seconds one controller query may take; past it the job counts as alive.
+    pub controller_timeout: u64,
+    /// Seconds the job epilog waits for removal; past it removal goes on in the
+    /// background and the epilog returns (keep it well below `PrologEpilogTimeout`).
+    pub epilog_budget: u64,
+    /// Seconds between controller queries while a node waits for the job's other
+    /// nodes to finish before it removes shared scratch (doubling from the fourth query
+    /// on, up to 5 minutes).
+    pub poll_interval: u64,
+    /// Seconds a background cleanup (an epilog's, or the sweep at slurmd start) may
+    /// live; past it, it stops and what remains waits for the next sweep.
+    pub background_limit: u64,
+}
+
+impl Default for CleanupConfig {
+    fn default() -> Self {
+        CleanupConfig {
+            squeue: PathBuf::from("/usr/bin/squeue"),
+            controller_timeout: 10,
+            epilog_budget: 20,
+            poll_interval: 5,
+            background_limit: 6 * 3600,
         }
     }
 }
@@ -570,6 +605,9 @@ mod tests {
         }
         for key in known_fields("[podman]") {
             assert!(set(&key), "podman.{key} missing from the example");
+        }
+        for key in known_fields("[cleanup]") {
+            assert!(set(&key), "cleanup.{key} missing from the example");
         }
         for key in known_fields("[[node]]\nnames = [\"x\"]") {
             assert!(commented(&key), "node.{key} missing from the example");

@@ -7,6 +7,7 @@ pub mod config;
 pub mod image;
 pub mod image_store;
 pub mod job_number;
+pub mod liveness;
 pub mod options;
 pub mod plan;
 pub mod project;

@@ -1,15 +1,42 @@
-//! The job epilog (root, on every node of the job): remove the scratch directory this
-//! job created, identified by the node-local record, never by a path alone, and the
-//! job's runtime state (see [`crate::host::sweep::clean_job`]).
+//! The job epilog (root, on every node of the job) and slurmd's start hand cleanup to
+//! a `tre-spank cleanup` process (see [`crate::host::cleanup`]): the epilog waits for
+//! it at most `cleanup.epilog_budget` seconds, slurmd not at all.
 //!
 //! Nothing here returns an error to Slurm: an epilog failure drains the node. Problems
 //! are logged to slurmd's log and the record is kept for the next sweep.
 
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
 use slurm_spank::{spank_log_error, spank_log_info, SpankHandle};
 
+use crate::host::cleanup::{read_line, LOG_NAME};
 use crate::host::job;
 use crate::host::state::StateDir;
-use crate::host::sweep::{self, clean_job, Note};
+use crate::rules::config::Config;
+
+/// The cleanup process for `mode` (`--epilog J` or `--at-slurmd-start`), with the
+/// plugin's own arguments so that it reads the config this plugin reads.
+fn cleanup_command(config: &Config, mode: &[String], plugin_args: &[&str]) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(&config.tool_path);
+    cmd.arg("cleanup")
+        .args(mode)
+        .arg("--")
+        .args(plugin_args)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        // Its own process group: what kills a timed-out epilog leaves it alone.
+        .process_group(0);
+    if let Some(conf) = std::env::var_os("SLURM_CONF") {
+        cmd.env("SLURM_CONF", conf);
+    }
+    cmd
+}
 
 pub fn job_epilog(spank: &mut SpankHandle) {
     let Ok(job_id) = spank.job_id() else { return };
@@ -21,30 +48,76 @@ pub fn job_epilog(spank: &mut SpankHandle) {
             return;
         }
     };
-    let state = match StateDir::open(&config.state_dir) {
-        Ok(s) => s,
+    // A job that left nothing here (no container step ran on this node) needs no
+    // cleanup process.
+    let has_record = StateDir::open(&config.state_dir)
+        .and_then(|s| s.load(job_id))
+        .map_or(true, |r| r.is_some());
+    let job_dir = config.runtime_dir.join(format!("job-{job_id}"));
+    if !has_record && std::fs::symlink_metadata(&job_dir).is_err() {
+        return;
+    }
+    let mode = ["--epilog".to_string(), job_id.to_string()];
+    let mut child = match cleanup_command(&config, &mode, &args)
+        .stdout(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
         Err(e) => {
-            spank_log_error!("tre-spank: job {job_id}: {e}");
+            spank_log_error!(
+                "tre-spank: job {job_id}: cannot start {} cleanup: {e}; left for the next sweep",
+                config.tool_path.display()
+            );
             return;
         }
     };
-    log_notes(&clean_job(&config, &state, job_id));
-}
-
-fn log_notes(notes: &[Note]) {
-    for note in notes {
-        if note.problem {
-            spank_log_error!("tre-spank: {}", note.line);
-        } else {
-            spank_log_info!("tre-spank: {}", note.line);
+    let Some(stdout) = child.stdout.take() else {
+        return;
+    };
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(config.cleanup.epilog_budget);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => match read_line(&line) {
+                Ok((true, text)) => spank_log_error!("tre-spank: {text}"),
+                Ok((false, text)) => spank_log_info!("tre-spank: {text}"),
+                Err(text) => {
+                    spank_log_info!(
+                        "tre-spank: {text} (in the background, pid {}; its notes go to {}/{LOG_NAME})",
+                        child.id(),
+                        config.state_dir.display()
+                    );
+                    return;
+                }
+            },
+            Err(RecvTimeoutError::Disconnected) => {
+                let _ = child.wait();
+                return;
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                spank_log_error!(
+                    "tre-spank: job {job_id}: cleanup still running after {}s (cleanup.epilog_budget): it goes on in the background (pid {}); its notes go to {}/{LOG_NAME}, what it cannot finish is left for the next sweep",
+                    config.cleanup.epilog_budget,
+                    child.id(),
+                    config.state_dir.display()
+                );
+                return;
+            }
         }
     }
 }
 
-/// slurmd start (and reconfiguration): clean up after jobs that no longer run here.
-/// "No longer runs" means no root-owned `slurmstepd: [JOB.*]` process on this node:
-/// slurmd launches every step through a slurmstepd, and a step's slurmstepd lives
-/// until the step's processes are gone.
+/// slurmd start (and reconfiguration): start the sweep of jobs that ended (see
+/// [`crate::host::cleanup::sweep_ended_jobs`]) in the background and return at once.
 pub fn slurmd_sweep(spank: &mut SpankHandle) {
     let args = spank.plugin_argv().unwrap_or_default();
     let config = match job::load_node_config(&args, &job::node_name()) {
@@ -54,16 +127,24 @@ pub fn slurmd_sweep(spank: &mut SpankHandle) {
             return;
         }
     };
-    let running = sweep::jobs_with_a_stepd(std::path::Path::new("/proc"));
-    match sweep::sweep(&config, &|j| running.contains(&j)) {
-        Ok(report) => {
-            for job_id in &report.swept {
-                spank_log_info!(
-                    "tre-spank: sweep: job {job_id} has no slurmstepd on this node: cleaning up"
-                );
-            }
-            log_notes(&report.notes);
-        }
-        Err(e) => spank_log_error!("tre-spank: sweep at slurmd start: {e}"),
+    let mode = ["--at-slurmd-start".to_string(), "--detach".to_string()];
+    // The detaching process only starts the sweep in a new session and exits.
+    match cleanup_command(&config, &mode, &args)
+        .stdout(Stdio::piped())
+        .output()
+    {
+        Ok(out) if out.status.success() => spank_log_info!(
+            "tre-spank: sweep at slurmd start runs in the background (pid {}); its notes go to {}/{LOG_NAME}",
+            String::from_utf8_lossy(&out.stdout).trim(),
+            config.state_dir.display()
+        ),
+        Ok(out) => spank_log_error!(
+            "tre-spank: sweep at slurmd start did not start ({})",
+            out.status
+        ),
+        Err(e) => spank_log_error!(
+            "tre-spank: sweep at slurmd start: cannot run {}: {e}",
+            config.tool_path.display()
+        ),
     }
 }

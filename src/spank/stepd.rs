@@ -326,13 +326,15 @@ fn prepare(spank: &SpankHandle, raw: &options::RawOptions) -> Result<Job, String
         number,
     };
     let state = StateDir::open(&config.state_dir).map_err(|e| format!("tre-spank: {e}"))?;
-    let earlier = state.load(job_id).map_err(|e| format!("tre-spank: {e}"))?;
-    if let Some(r) = &earlier {
-        if r.uid != uid || r.number != number {
-            return Err(format!(
-                "tre-spank: the record of job {job_id} on this node belongs to another job"
-            ));
-        }
+    let mut earlier = state.load(job_id).map_err(|e| format!("tre-spank: {e}"))?;
+    if let Some(r) = earlier.take_if(|r| r.uid != uid || r.number != number) {
+        // Not this job's (NUMBER and uid are fixed for a job): an earlier job with the
+        // same id (ids wrapped, the controller was reset, a requeue) whose cleanup
+        // did not finish. Set aside for the sweep, never adopted.
+        let name = state.retire(&r).map_err(|e| format!("tre-spank: {e}"))?;
+        spank_log_info!(
+            "tre-spank: job {job_id}: the record on this node was an earlier job's with the same id: kept as {name} for the sweep"
+        );
     }
     let host_batch = request.batch == BatchMode::Host
         && spank

@@ -149,6 +149,41 @@ number_of() { bed exec tre-spank number --job-id "$1"; }
 
 slurmd_log() { bed exec cat /var/log/slurm/slurmd.log; }
 
+# Cleanup that runs in the background (an epilog past its budget or waiting for the
+# job's other nodes, the sweep at slurmd start) logs to the node's cleanup.log.
+cleanup_log() { on_node "${1:-tbnode}" cat /var/spool/tre-spank/cleanup.log 2>/dev/null || true; }
+# sweeps_done [NODE]: how many sweeps at slurmd start have finished on NODE.
+sweeps_done() { cleanup_log "${1:-tbnode}" | grep -c 'info: sweep: done$' || true; }
+# wait_sweep BEFORE [NODE]: until NODE has finished more sweeps than BEFORE.
+wait_sweep() {
+  local before=$1 node=${2:-tbnode} i
+  for ((i = 0; i < 150; i++)); do
+    [ "$(sweeps_done "$node")" -gt "$before" ] && return 0
+    sleep 0.2
+  done
+  fail "no sweep finished on $node within 30s"
+}
+# reconfigure_and_wait [NODE]: scontrol reconfigure. From 23.11 on it re-executes slurmd,
+# which sweeps: wait for NODE's sweep; 22.05 and 23.02 reconfigure in place.
+reconfigure_and_wait() {
+  local node=${1:-tbnode} before
+  before=$(sweeps_done "$node")
+  bed exec scontrol reconfigure
+  case $(bed exec sinfo --version | grep -o '[0-9][0-9]*\.[0-9][0-9]*' | head -n 1) in
+    2[0-2].* | 23.0*) sleep 2 ;;
+    *) wait_sweep "$before" "$node" ;;
+  esac
+}
+# wait_absent PATH [NODE] [SECONDS]: until PATH (NODE's view) is gone.
+wait_absent() {
+  local path=$1 node=${2:-tbnode} limit=${3:-30} i
+  for ((i = 0; i < limit * 5; i++)); do
+    on_node "$node" test -e "$path" || return 0
+    sleep 0.2
+  done
+  fail "$path still exists on $node after ${limit}s"
+}
+
 # clean_slate: no job of an earlier run is left (a requeued leftover would start in the
 # middle of this run), and the node is idle.
 clean_slate() {

@@ -39,7 +39,7 @@ test_fault_container_process_killed_with_sigkill_ends_the_job_cleanly() {
 }
 
 test_fault_slurmstepd_killed_scratch_goes_once_the_node_is_back() {
-  local job n sums p
+  local job n sums p before
   read -r job n < <(started_sleeper alice)
   [ -n "$n" ] || fail "the sleeper job did not start"
   sums=$(fingerprint "/home/alice/outputs-$n")
@@ -47,9 +47,12 @@ test_fault_slurmstepd_killed_scratch_goes_once_the_node_is_back() {
   for p in $(job_processes alice | awk '{print $1}'); do bed exec kill -KILL "$p" 2>/dev/null || true; done
   bed exec scancel "$job" 2>/dev/null || true
   wait_job "$job" || true
-  # Whatever Slurm made of it, the node coming back (slurmd start) sweeps.
+  # Whatever Slurm made of it, the node coming back (slurmd start) sweeps, in the
+  # background, once the controller says the job ended.
+  before=$(sweeps_done)
   restart_slurmd
-  assert_absent "/home/alice/scratch-$n"
+  wait_sweep "$before"
+  wait_absent "/home/alice/scratch-$n"
   assert_absent "/var/lib/tre-spank/jobs/job-$job"
   assert_eq "$(fingerprint "/home/alice/outputs-$n")" "$sums" "outputs"
   assert_no_job_processes alice
@@ -93,5 +96,55 @@ test_fault_full_home_fails_clearly_and_makes_nothing() {
   assert_not_contains "$out" "STARTED"
   assert_eq "$(job_field "$job" JobState)" FAILED
   assert_eq "$left" "" "directories made in the full home"
+  assert_node_idle
+}
+
+# Epilog time is user-controlled (a scratch of many files): past cleanup.epilog_budget the
+# epilog returns, the removal (200 000 files) goes on in the background, the node never
+# drains.
+test_fault_epilog_past_its_budget_leaves_removal_to_the_background() {
+  local job n
+  with_config $'[cleanup]\nepilog_budget = 1'
+  job=$(run_job alice --tre-container=$IMAGE --wrap 'mkdir /scratch/many && cd /scratch/many && seq 200000 | xargs touch && echo made')
+  n=$(number_of "$job")
+  assert_eq "$(job_field "$job" JobState)" COMPLETED "$(job_output alice "$job")"
+  assert_contains "$(slurmd_log)" "tre-spank: job $job: cleanup still running after 1s (cleanup.epilog_budget): it goes on in the background"
+  for _ in $(seq 50); do [ "$(node_state)" = idle ] && break; sleep 0.2; done
+  assert_node_idle
+  wait_absent "/home/alice/scratch-$n" tbnode 120
+  wait_absent "/var/spool/tre-spank/job-$job.toml"
+  assert_contains "$(cleanup_log)" "info: job $job: removed /home/alice/scratch-$n ("
+  # The next job runs normally.
+  job=$(run_job alice --tre-container=$IMAGE --wrap 'echo next')
+  assert_eq "$(job_field "$job" JobState)" COMPLETED
+  as alice rm -rf "outputs-$n" "outputs-$(number_of "$job")"
+  assert_node_idle
+}
+
+# A controller that cannot be asked is "the job may still run": nothing is removed, and
+# the sweep gives up at cleanup.background_limit; once it can be asked, the leftovers go.
+test_fault_controller_unreachable_at_slurmd_start_removes_nothing() {
+  local before
+  # Leftovers of a job the controller does not know: a record as the plugin writes
+  # it, naming a scratch.
+  as alice sh -c "mkdir -m 700 scratch-9000003 && touch scratch-9000003/x"
+  bed exec sh -c 'set -- $(stat -c "%d %i" /home/alice/scratch-9000003)
+    umask 077
+    printf "job_id = 4000003\nuid = %s\nnumber = 9000003\nhome = \"/home/alice\"\n\n[outputs]\ndev = %s\nino = %s\n\n[scratch]\ndev = %s\nino = %s\n" \
+      "$(id -u alice)" "$1" "$2" "$1" "$2" > /var/spool/tre-spank/job-4000003.toml'
+  with_config $'[cleanup]\nsqueue = "/nonexistent/squeue"\nbackground_limit = 4\npoll_interval = 1'
+  before=$(sweeps_done)
+  restart_slurmd
+  wait_sweep "$before"
+  assert_contains "$(cleanup_log)" "problem: sweep: the controller cannot be asked about 1 job(s): nothing removed yet, trying again"
+  assert_contains "$(cleanup_log)" "info: sweep: job 4000003 kept: the controller cannot say whether it still runs"
+  bed exec test -f /home/alice/scratch-9000003/x || fail "scratch removed without the controller's word"
+  bed exec test -f /var/spool/tre-spank/job-4000003.toml
+  restore_config
+  before=$(sweeps_done)
+  restart_slurmd
+  wait_sweep "$before"
+  assert_absent /home/alice/scratch-9000003
+  assert_absent /var/spool/tre-spank/job-4000003.toml
   assert_node_idle
 }

@@ -193,7 +193,7 @@ test_images_jobs_never_write_the_store() {
 }
 
 test_images_per_job_state_goes_after_the_job_after_scancel_and_after_the_sweep() {
-  local job p
+  local job p before
   store_ready
   # After the job.
   job=$(run_job erin --tre-container=$STORE_IMAGE --wrap 'echo ran')
@@ -222,11 +222,16 @@ test_images_per_job_state_goes_after_the_job_after_scancel_and_after_the_sweep()
   for p in $(pids_of_stepd "$job"); do bed exec kill -KILL "$p"; done
   for p in $(bed exec ps -u erin -o pid=); do bed exec kill -KILL "$p" 2>/dev/null || true; done
   bed exec test -d "/var/lib/tre-spank/jobs/job-$job/storage"
+  before=$(sweeps_done)
   restart_slurmd
-  assert_absent "/var/lib/tre-spank/jobs/job-$job"
-  assert_contains "$(slurmd_log)" "tre-spank: sweep: job $job has no slurmstepd on this node: cleaning up"
+  wait_sweep "$before"
+  # The controller still runs the job: the sweep keeps its state, the job's end (its
+  # epilog) removes it.
+  assert_contains "$(cleanup_log)" "info: sweep: job $job kept: it is RUNNING on tbnode"
+  bed exec test -d "/var/lib/tre-spank/jobs/job-$job/storage"
   bed exec scancel "$job"
   wait_job "$job"
+  assert_absent "/var/lib/tre-spank/jobs/job-$job"
   no_processes_of erin
   for _ in $(seq 50); do [ "$(node_state)" = idle ] && break; sleep 0.2; done
   assert_node_idle

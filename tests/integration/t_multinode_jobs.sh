@@ -4,11 +4,13 @@
 # scratch cleaned on every node, nothing left when one node's part fails.
 
 # assert_job_gone_everywhere U J N: nothing of job J (NUMBER N) is left on any node.
+# A node that left before the last one removes its record once the controller says
+# the job ended (it asks every cleanup.poll_interval seconds): wait for that.
 assert_job_gone_everywhere() {
   local user=$1 job=$2 n=$3 node
-  assert_absent "/home/$user/scratch-$n"
+  wait_absent "/home/$user/scratch-$n" tbnode 20
   for node in "${NODES[@]}"; do
-    assert_absent_on "$node" "/var/spool/tre-spank/job-$job.toml"
+    wait_absent "/var/spool/tre-spank/job-$job.toml" "$node" 20
     assert_absent_on "$node" "/var/lib/tre-spank/jobs/job-$job"
   done
   assert_no_job_processes "$user"
@@ -55,8 +57,8 @@ SCRIPT
   # One scratch shared by both nodes' steps; one outputs directory.
   assert_eq "$(as alice cat "outputs-$n/seen-by-tbnode")" tbnode,tbnode2
   assert_eq "$(as alice cat "outputs-$n/seen-by-tbnode2")" tbnode,tbnode2
-  assert_eq "$(as alice sh -c 'ls -d outputs-* scratch-* 2>/dev/null' | grep -c -- "-$n\$")" 1 "directories with NUMBER $n"
   assert_job_gone_everywhere alice "$job" "$n"
+  assert_eq "$(as alice sh -c 'ls -d outputs-* scratch-* 2>/dev/null' | grep -c -- "-$n\$")" 1 "directories with NUMBER $n"
   as alice rm -rf "outputs-$n"
 }
 
@@ -105,4 +107,133 @@ test_multinode_batch_in_the_container_on_two_nodes_says_to_use_host_batch() {
   job=$(run_job alice --tre-container=$IMAGE --wrap true)
   assert_not_contains "$(job_output alice "$job")" "tre-spank: note:"
   as alice sh -c "rm -rf outputs-$(number_of "$job")"
+}
+
+# wait_file PATH [SECONDS]: until PATH exists (tbnode's view).
+wait_file() {
+  local i
+  for ((i = 0; i < ${2:-60} * 5; i++)); do bed exec test -e "$1" && return 0; sleep 0.2; done
+  fail "$1 did not appear within ${2:-60}s"
+}
+
+# A host batch script that runs step 1 on both nodes, waits for ~/tests/go-JOB, then
+# runs "$1" as step 2 (srun arguments and command).
+two_step_script() {
+  as alice sh -c 'mkdir -p ~/tests && cat > ~/tests/mn-two-steps.sh' <<SCRIPT
+#!/bin/sh
+srun -N2 -n2 sh -c 'echo keep > "/scratch/\$SLURMD_NODENAME"'
+touch "\$TRE_SCRATCH_DIR/.step1-done"
+while [ ! -e "\$HOME/tests/go-\$SLURM_JOB_ID" ]; do sleep 0.5; done
+$1
+SCRIPT
+}
+
+# finish_two_steps J: let two_step_script's job J go on; it must end COMPLETED with its
+# second step printing what both nodes wrote in step 1.
+finish_two_steps() {
+  local out
+  as alice touch "tests/go-$1"
+  wait_job "$1"
+  out=$(job_output alice "$1")
+  assert_eq "$(job_field "$1" JobState)" COMPLETED "$out"
+  assert_line "$out" "keep,keep"
+}
+
+# Finding 5 of the December review: tbnode2 has no slurmstepd of the job between its
+# steps; its slurmd restarting (and a reconfigure) must not take the shared scratch.
+test_multinode_host_batch_keeps_scratch_when_a_node_restarts_between_steps() {
+  local job n out before
+  two_step_script "srun -N2 -n2 sh -c 'cat /scratch/tbnode /scratch/tbnode2 | paste -sd, -'"
+  job=$(submit alice -p multi -N2 --tre-container=$IMAGE --tre-batch=host mn-two-steps.sh)
+  wait_running "$job"
+  n=$(number_of "$job")
+  wait_file "/home/alice/scratch-$n/.step1-done"
+  before=$(sweeps_done tbnode2)
+  on_node tbnode2 /opt/tre-testbed/bed restart_own_slurmd
+  wait_sweep "$before" tbnode2
+  reconfigure_and_wait tbnode2
+  assert_contains "$(cleanup_log tbnode2)" "info: sweep: job $job kept: it is RUNNING on tbnode,tbnode2"
+  as alice touch "tests/go-$job"
+  wait_job "$job"
+  out=$(job_output alice "$job")
+  assert_eq "$(job_field "$job" JobState)" COMPLETED "$out"
+  assert_eq "$(grep -c '^keep,keep$' <<<"$out")" 2 "both nodes read both files: $out"
+  assert_not_contains "$(node_slurmd_log tbnode2; cleanup_log tbnode2)" "job $job ended"
+  assert_job_gone_everywhere alice "$job" "$n"
+  as alice rm -rf "outputs-$n" "tests/go-$job"
+}
+
+# Finding 12: tbnode's tasks exit at SIGTERM at once, tbnode2's handler still copies from
+# /scratch during KillWait (5 s in the bed): the scratch goes after the last node is done.
+test_multinode_a_sigterm_handler_copies_scratch_after_the_other_node_is_done() {
+  local job n
+  as alice sh -c 'mkdir -p ~/tests && cat > ~/tests/mn-term.sh' <<'SCRIPT'
+#!/bin/sh
+srun -N2 -n2 sh -c '
+  echo "ckpt of $SLURMD_NODENAME" > "/scratch/ckpt-$SLURMD_NODENAME"
+  if [ "$SLURMD_NODENAME" = tbnode2 ]; then
+    trap "sleep 3; cp /scratch/ckpt-tbnode /scratch/ckpt-tbnode2 /safe_outputs/; exit 0" TERM
+  else
+    trap "exit 0" TERM
+  fi
+  touch "/scratch/ready-$SLURMD_NODENAME"
+  sleep 300 & wait'
+SCRIPT
+  job=$(submit alice -p multi -N2 --tre-container=$IMAGE --tre-batch=host mn-term.sh)
+  wait_running "$job"
+  n=$(number_of "$job")
+  wait_file "/home/alice/scratch-$n/ready-tbnode"
+  wait_file "/home/alice/scratch-$n/ready-tbnode2"
+  bed exec scancel "$job"
+  wait_job "$job"
+  assert_eq "$(as alice cat "outputs-$n/ckpt-tbnode")" "ckpt of tbnode" "copied by tbnode2's handler"
+  assert_eq "$(as alice cat "outputs-$n/ckpt-tbnode2")" "ckpt of tbnode2"
+  # tbnode was done first and left the scratch to the last node.
+  assert_contains "$(slurmd_log)" "tre-spank: job $job: scratch kept while it is still completing on tbnode"
+  assert_job_gone_everywhere alice "$job" "$n"
+  as alice rm -rf "outputs-$n"
+}
+
+# A job shrunk while it runs: the released node's epilog leaves the scratch the job
+# still uses; the last node removes it at the job's end.
+test_multinode_shrinking_a_job_keeps_its_scratch() {
+  local job n
+  two_step_script "srun -N1 -n1 -w tbnode sh -c 'cat /scratch/tbnode /scratch/tbnode2 | paste -sd, -'"
+  job=$(submit alice -p multi -N2 --tre-container=$IMAGE --tre-batch=host mn-two-steps.sh)
+  wait_running "$job"
+  n=$(number_of "$job")
+  wait_file "/home/alice/scratch-$n/.step1-done"
+  bed exec scontrol update JobId="$job" NodeList=tbnode
+  for _ in $(seq 100); do
+    grep -qF "job $job: scratch kept while it is RUNNING on tbnode" <<<"$(node_slurmd_log tbnode2)" && break
+    sleep 0.2
+  done
+  assert_contains "$(node_slurmd_log tbnode2)" "tre-spank: job $job: scratch kept while it is RUNNING on tbnode"
+  bed exec test -f "/home/alice/scratch-$n/tbnode2" || fail "the released node removed the job's scratch"
+  finish_two_steps "$job"
+  assert_job_gone_everywhere alice "$job" "$n"
+  as alice rm -rf "outputs-$n" "tests/go-$job"
+}
+
+# --no-kill: tbnode2 goes down during the job, which goes on on tbnode; tbnode2 comes back
+# (slurmd restarted, its sweep runs) while the job still runs: the scratch stays.
+test_multinode_a_no_kill_node_that_comes_back_keeps_the_jobs_scratch() {
+  local job n before
+  two_step_script "srun -N1 -n1 -w tbnode sh -c 'cat /scratch/tbnode /scratch/tbnode2 | paste -sd, -'"
+  job=$(submit alice -p multi -N2 --no-kill --tre-container=$IMAGE --tre-batch=host mn-two-steps.sh)
+  wait_running "$job"
+  n=$(number_of "$job")
+  wait_file "/home/alice/scratch-$n/.step1-done"
+  bed exec scontrol update NodeName=tbnode2 State=DOWN Reason=no-kill-test
+  for _ in $(seq 50); do [ "$(job_field "$job" NodeList)" = tbnode ] && break; sleep 0.2; done
+  assert_eq "$(job_field "$job" NodeList)" tbnode "the job without its down node"
+  bed exec scontrol update NodeName=tbnode2 State=RESUME
+  before=$(sweeps_done tbnode2)
+  on_node tbnode2 /opt/tre-testbed/bed restart_own_slurmd
+  wait_sweep "$before" tbnode2
+  bed exec test -f "/home/alice/scratch-$n/tbnode2" || fail "the node that came back removed the job's scratch"
+  finish_two_steps "$job"
+  for _ in $(seq 50); do [ "$(nodes_state)" = idle ] && break; sleep 0.2; done
+  assert_job_gone_everywhere alice "$job" "$n"
+  as alice rm -rf "outputs-$n" "tests/go-$job"
 }

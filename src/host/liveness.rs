@@ -1,0 +1,113 @@
+//! Asks the controller about jobs (see [`crate::rules::liveness`]): `squeue` run as an
+//! argv with a fixed environment and a time bound. A controller that is down or slow
+//! makes every job [`JobView::Unknown`], which keeps everything.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::rules::config::CleanupConfig;
+use crate::rules::liveness::{parse_squeue, squeue_args, JobView};
+
+/// The most of squeue's output read (a line per job asked; a node list can be long).
+const OUTPUT_LIMIT: u64 = 4 << 20;
+
+/// What the controller says about `jobs` (empty: no query).
+pub fn ask_controller(config: &CleanupConfig, jobs: &[u32]) -> BTreeMap<u32, JobView> {
+    if jobs.is_empty() {
+        return BTreeMap::new();
+    }
+    let unknown = || jobs.iter().map(|j| (*j, JobView::Unknown)).collect();
+    let mut cmd = Command::new(&config.squeue);
+    cmd.args(squeue_args(jobs))
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // slurmd's own view of where slurm.conf is (configless sites, test beds).
+    for name in ["SLURM_CONF", "LANG"] {
+        if let Some(v) = std::env::var_os(name) {
+            cmd.env(name, v);
+        }
+    }
+    let Ok(mut child) = cmd.spawn() else {
+        return unknown();
+    };
+    let readers = [
+        child.stdout.take().map(|o| read_bounded(Box::new(o))),
+        child.stderr.take().map(|e| read_bounded(Box::new(e))),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(config.controller_timeout.max(1));
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    // On a timeout the readers are left to finish on their own: something squeue
+    // started may hold the pipes open.
+    let Some(status) = status else {
+        return unknown();
+    };
+    let [out, err] = readers.map(|r| r.and_then(|h| h.join().ok()).unwrap_or_default());
+    parse_squeue(jobs, status.success(), &out, &err)
+}
+
+fn read_bounded(stream: Box<dyn Read + Send>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stream.take(OUTPUT_LIMIT).read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn fake_squeue(dir: &std::path::Path, name: &str, body: &str) -> CleanupConfig {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        CleanupConfig {
+            squeue: path,
+            controller_timeout: 1,
+            ..CleanupConfig::default()
+        }
+    }
+
+    #[test]
+    fn the_answer_is_read_and_a_slow_or_missing_controller_is_unknown() {
+        let t = tempfile::tempdir().unwrap();
+        let ok = fake_squeue(t.path(), "ok", "echo \"$4\" >&2; echo '3|RUNNING|n1'");
+        let v = ask_controller(&ok, &[3, 4]);
+        assert_eq!(
+            v[&3],
+            JobView::Listed {
+                state: "RUNNING".into(),
+                nodes: "n1".into()
+            }
+        );
+        assert_eq!(v[&4], JobView::Gone);
+
+        let slow = fake_squeue(t.path(), "slow", "exec sleep 5; echo '3|COMPLETED|n1'");
+        let started = Instant::now();
+        assert_eq!(ask_controller(&slow, &[3])[&3], JobView::Unknown);
+        assert!(started.elapsed() < Duration::from_secs(4));
+
+        let missing = CleanupConfig {
+            squeue: t.path().join("nothing"),
+            ..CleanupConfig::default()
+        };
+        assert_eq!(ask_controller(&missing, &[3])[&3], JobView::Unknown);
+        assert!(ask_controller(&missing, &[]).is_empty());
+    }
+}

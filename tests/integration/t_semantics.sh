@@ -310,6 +310,7 @@ test_network_default_is_host() {
 test_container_processes_stay_in_the_jobs_cgroup() {
   local job pid sup cg supcg i
   job=$(submit alice --tre-container=$IMAGE --wrap 'sleep 123')
+  # shellcheck disable=SC2064 # the job id is known now, and is what the trap must cancel
   trap "bed exec scancel $job" EXIT
   wait_running "$job"
   for ((i = 0; i < 100; i++)); do

@@ -321,25 +321,29 @@ submit_wait() {
   awk -v k="$key" -v s="$side" -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%s %s %.6f\n", k, s, b - a }'
 }
 
+# alternate N A B: N pairs of runs of the commands A and B (ABBA order: B goes first in
+# every second pair), each with the queue empty before and after it.
+alternate() {
+  local n=$1 a=$2 b=$3 i
+  wait_queue_empty
+  for i in $(seq "$n"); do
+    if [ $((i % 2)) -eq 1 ]; then "$a"; wait_queue_empty; "$b"; else "$b"; wait_queue_empty; "$a"; fi
+    wait_queue_empty
+  done
+}
+
+# The user's own podman inside a batch job, as a user would write it.
+BYHAND_JOB=(--export=ALL,XDG_RUNTIME_DIR="/run/user/$UID_U" --wrap)
+
 # S2 (issue 17): A `sbatch --tre-container=IMG --wrap true`; B `sbatch --wrap 'podman
-# run --rm IMG true'` (the user's own podman in the job, as a user would write it).
+# run --rm IMG true'`.
 cmd_s2() {
-  local reps=$1 image=$2 i side
+  IMAGE_ARG=$2
   trap restore EXIT
   OUTPUTS_BEFORE=$(outputs_dirs)
-  wait_queue_empty
-  for i in $(seq "$reps"); do
-    for side in plugin byhand; do
-      if [ $((i % 2)) -eq 0 ]; then side=$([ "$side" = plugin ] && echo byhand || echo plugin); fi
-      if [ "$side" = plugin ]; then
-        submit_wait S2 plugin --tre-container="$image" --wrap true
-      else
-        submit_wait S2 byhand --export=ALL,XDG_RUNTIME_DIR="/run/user/$UID_U" \
-          --wrap "podman run --rm $image true"
-      fi
-      wait_queue_empty
-    done
-  done
+  s2_plugin() { submit_wait S2 plugin --tre-container="$IMAGE_ARG" --wrap true; }
+  s2_byhand() { submit_wait S2 byhand "${BYHAND_JOB[@]}" "podman run --rm $IMAGE_ARG true"; }
+  alternate "$1" s2_plugin s2_byhand
 }
 
 # array_run SIDE TASKS SBATCH-ARGS...: one array of TASKS jobs, from sbatch until every
@@ -360,22 +364,12 @@ array_run() {
 # against the same array running the bare `podman run --rm IMG true` by hand; PAIRS
 # pairs in ABBA order.
 cmd_s3() {
-  local tasks=$1 pairs=$2 image=$3 i side
+  S3_TASKS_ARG=$1 IMAGE_ARG=$3
   trap restore EXIT
   OUTPUTS_BEFORE=$(outputs_dirs)
-  wait_queue_empty
-  for i in $(seq "$pairs"); do
-    for side in plugin byhand; do
-      if [ $((i % 2)) -eq 0 ]; then side=$([ "$side" = plugin ] && echo byhand || echo plugin); fi
-      if [ "$side" = plugin ]; then
-        array_run plugin "$tasks" --tre-container="$image" --wrap true
-      else
-        array_run byhand "$tasks" --export=ALL,XDG_RUNTIME_DIR="/run/user/$UID_U" \
-          --wrap "podman run --rm $image true"
-      fi
-      wait_queue_empty
-    done
-  done
+  s3_plugin() { array_run plugin "$S3_TASKS_ARG" --tre-container="$IMAGE_ARG" --wrap true; }
+  s3_byhand() { array_run byhand "$S3_TASKS_ARG" "${BYHAND_JOB[@]}" "podman run --rm $IMAGE_ARG true"; }
+  alternate "$2" s3_plugin s3_byhand
 }
 
 case ${1:-} in

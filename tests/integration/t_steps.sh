@@ -22,27 +22,6 @@ assert_step_ended_without_the_poll() {
   [ "$gap" -lt 900 ] || fail "step $1.$2 took $gap ms after its container ended (slurmstepd waited for leftovers)"
 }
 
-# The pause processes of U that belong to a job (podman started them with the job's
-# runtime directory); the user's own one (outside Slurm) is not counted.
-job_pause_processes() {
-  local p
-  for p in $(bed exec pgrep -u "$1" -x catatonit; bed exec pgrep -u "$1" -f '^podman pause'); do
-    bed exec cat "/proc/$p/environ" 2>/dev/null | tr '\0' '\n' |
-      grep -q '^XDG_RUNTIME_DIR=/var/lib/tre-spank/jobs/' && echo "$p"
-  done
-  return 0
-}
-
-assert_no_job_pause_process() {
-  local left i
-  for ((i = 0; i < 25; i++)); do
-    left=$(job_pause_processes "$1")
-    [ -z "$left" ] && return 0
-    sleep 0.2
-  done
-  fail "pause processes of $1's jobs left: $left"
-}
-
 test_a_container_step_ends_as_soon_as_its_container() {
   local out job
   out=$(as alice srun --tre-container=$IMAGE sh -c 'echo "job=$SLURM_JOB_ID"' 2>&1)
@@ -50,7 +29,6 @@ test_a_container_step_ends_as_soon_as_its_container() {
   [ -n "$job" ] || fail "no job id in: $out"
   assert_step_ended_without_the_poll "$job" 0
   assert_no_job_processes alice
-  assert_no_job_pause_process alice
 }
 
 test_a_container_batch_job_ends_as_soon_as_its_container() {
@@ -60,7 +38,6 @@ test_a_container_batch_job_ends_as_soon_as_its_container() {
   assert_contains "$(job_output alice "$job")" "done"
   assert_step_ended_without_the_poll "$job" batch
   assert_no_job_processes alice
-  assert_no_job_pause_process alice
 }
 
 # Two steps of one job at once, in both orders of ending: the pause process is made by
@@ -94,7 +71,6 @@ test_concurrent_steps_of_one_job_share_the_pause_process_and_all_end_cleanly() {
   assert_step_ended_without_the_poll "$job" 3
   assert_step_ended_without_the_poll "$job" 4
   assert_no_job_processes alice
-  assert_no_job_pause_process alice
 }
 
 # Tasks of one step share the pause process: the task that ends last ends it, so the
@@ -109,7 +85,6 @@ test_a_multi_task_step_with_tasks_ending_apart_ends_cleanly() {
     assert_step_ended_without_the_poll "$job" 0
   done
   assert_no_job_processes alice
-  assert_no_job_pause_process alice
 }
 
 # Two jobs of one user on one node at once: each has its own runtime directory and
@@ -127,7 +102,6 @@ test_two_jobs_of_one_user_on_one_node_at_once_both_complete() {
   assert_step_ended_without_the_poll "$a" batch
   assert_step_ended_without_the_poll "$b" batch
   assert_no_job_processes alice
-  assert_no_job_pause_process alice
 }
 
 # scancel while a step runs: the container is killed and nothing is left (Slurm kills
@@ -142,5 +116,4 @@ test_scancel_of_a_running_srun_step_leaves_no_process() {
   wait_job "$job"
   assert_eq "$(job_field "$job" JobState)" CANCELLED
   assert_no_job_processes alice
-  assert_no_job_pause_process alice
 }

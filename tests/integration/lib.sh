@@ -108,6 +108,16 @@ is_job_pause_process() {
     grep -q '^XDG_RUNTIME_DIR=/var/lib/tre-spank/jobs/'
 }
 
+# wait_job_process U PATTERN: until a job process of U matches PATTERN (<= 15 s).
+wait_job_process() {
+  local i
+  for ((i = 0; i < 75; i++)); do
+    job_processes "$1" | grep -q -- "$2" && return 0
+    sleep 0.2
+  done
+  fail "no job process of $1 matching '$2'"
+}
+
 assert_no_job_processes() {
   local left i
   for ((i = 0; i < 50; i++)); do

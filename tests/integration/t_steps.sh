@@ -110,8 +110,7 @@ test_scancel_of_a_running_srun_step_leaves_no_process() {
   local job
   job=$(submit alice --tre-container=$IMAGE --tre-batch=host --wrap 'srun sleep 300')
   wait_running "$job"
-  for _ in $(seq 75); do job_processes alice | grep -q 'sleep 300' && break; sleep 0.2; done
-  job_processes alice | grep -q 'sleep 300' || fail "the step's sleep never started"
+  wait_job_process alice 'sleep 300'
   bed exec scancel "$job"
   wait_job "$job"
   assert_eq "$(job_field "$job" JobState)" CANCELLED

@@ -102,6 +102,7 @@ job_processes() {
     esac
     echo "$pid $args"
   done
+  return 0
 }
 is_job_pause_process() {
   bed exec cat "/proc/$1/environ" 2>/dev/null | tr '\0' '\n' |

@@ -95,7 +95,7 @@ restore() {
       if [ -n "$d" ]; then rm -rf -- "${UHOME:?}/$d"; fi
     done
   fi
-  rm -rf -- "$UHOME/outputs-bench" "$UHOME/scratch-bench" "$JOBS_DIR/job-bench"
+  rm -rf -- "$UHOME/outputs-bench" "$UHOME/scratch-bench" "$JOBS_DIR/job-bench" "$JOBS_DIR/job-bench-cold"
   exit $rc
 }
 outputs_dirs() { find "$UHOME" -mindepth 1 -maxdepth 1 -name 'outputs-*' -printf '%f\n' | sort; }
@@ -262,14 +262,16 @@ USER_PODMAN=(XDG_RUNTIME_DIR="/run/user/$UID_U")
 # S1 (issue 17): A `srun --tre-container=IMG true`; B1 `srun true`; B2 the bare
 # `podman run --rm IMG true` by the user outside Slurm (warm: the user's own storage,
 # as a user runs it); also, as references, B3 the same bare run with a fresh storage
-# and runtime directory (what every job starts from) and, with a SIF, apptainer:
+# and runtime directory on the runtime_dir's filesystem (what every job starts from:
+# a new user namespace and pause process, a new database and storage on the node's
+# disk) and, with a SIF, apptainer:
 # A' `srun --tre-container=IMG --tre-runtime=apptainer true`, B4 bare `apptainer exec
 # SIF true`. All interleaved, the order rotating each round.
 cmd_s1() {
   local reps=$1 image=$2 sif=${3:-} i sides side cold
   trap restore EXIT
   OUTPUTS_BEFORE=$(outputs_dirs)
-  cold=/tmp/tre-bench-cold
+  cold=$JOBS_DIR/job-bench-cold
   sides=(plugin srun bare cold)
   [ -n "$sif" ] && sides+=(aplugin abare)
   wait_queue_empty

@@ -293,7 +293,9 @@ cmd_s1() {
           timed S1 cold XDG_RUNTIME_DIR="$cold" -- podman --root="$cold/storage" \
             --runroot="$cold/run" --storage-opt=additionalimagestore="$UHOME/.local/share/containers/storage" \
             run --rm "$image" true
-          # Its pause process, as the job's supervisor ends a job's.
+          # Untimed: conmon's clean-up still runs in it; then its pause process goes,
+          # as the job's supervisor ends a job's.
+          for _ in $(seq 200); do pgrep -u "$U" -f -- "$cold" >/dev/null || break; sleep 0.05; done
           pkill -KILL -u "$U" -F "$cold/libpod/tmp/pause.pid" 2>/dev/null || true
           rm -rf "$cold" ;;
         aplugin) timed S1 aplugin -- srun --tre-container="$image" --tre-runtime=apptainer true ;;

@@ -5,20 +5,21 @@
 # job runtime directory), so these run them side by side.
 
 # step_end_gap J STEP: milliseconds from the plugin's audit record of the container's
-# end to slurmstepd's "done with step" for step J.STEP, from slurmd's log. slurmstepd
-# sleeps one second after killing what is left in a step (proctrack's first poll), so
-# a gap under 900 ms means nothing was left; load can only make the gap longer.
+# end to slurmstepd's "done with step" (Slurm 22.05: "done with job") for step J.STEP,
+# from slurmd's log. slurmstepd sleeps one second after killing what is left in a step
+# (proctrack's first poll), so a gap under 900 ms means nothing was left; load can only
+# make the gap longer.
 step_end_gap() {
   bed exec cat /var/log/slurm/slurmd.log | awk -v s="[$1.$2]" '
     function ms(l,  t) { t = substr(l, 13, 12); return ((substr(t,1,2)*60 + substr(t,4,2))*60 + substr(t,7,6))*1000 }
     index($0, s " tre-spank-audit event=end ") { e = ms($0) }
-    index($0, s " done with step") && e { print int(ms($0) - e); exit }'
+    (index($0, s " done with step") || index($0, s " done with job")) && e { print int(ms($0) - e); exit }'
 }
 
 assert_step_ended_without_the_poll() {
   local gap
   gap=$(step_end_gap "$1" "$2")
-  [ -n "$gap" ] || fail "no end record and 'done with step' for $1.$2 in slurmd's log"
+  [ -n "$gap" ] || fail "no end record and 'done with step/job' for $1.$2 in slurmd's log"
   [ "$gap" -lt 900 ] || fail "step $1.$2 took $gap ms after its container ended (slurmstepd waited for leftovers)"
 }
 

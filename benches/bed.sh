@@ -9,6 +9,12 @@
 #   bed.sh p4 REPS IMAGE                   P4: spank prolog/epilog time from slurmd's own
 #                                          debug log (slurmd restarted with -vv meanwhile)
 #   bed.sh size                            P5: size of the installed plugin
+#   bed.sh s1 REPS IMAGE [SIF]             S1: srun --tre-container vs srun true and the
+#                                          bare runtime run by the user outside Slurm
+#   bed.sh s2 REPS IMAGE                   S2: container batch job vs a batch job that
+#                                          runs the bare podman run itself, to COMPLETED
+#   bed.sh s3 TASKS PAIRS IMAGE            S3: a job array of container jobs vs the same
+#                                          array running the bare podman run by hand
 #
 # Everything runs as the bed's user alice, one job at a time: before each timed run the
 # queue is empty and the previous job's epilog has finished. Times are wall-clock, taken
@@ -89,7 +95,7 @@ restore() {
       if [ -n "$d" ]; then rm -rf -- "${UHOME:?}/$d"; fi
     done
   fi
-  rm -rf -- "$UHOME/outputs-bench" "$UHOME/scratch-bench" "$JOBS_DIR/job-bench"
+  rm -rf -- "$UHOME/outputs-bench" "$UHOME/scratch-bench" "$JOBS_DIR/job-bench" "$JOBS_DIR/job-bench-cold"
   exit $rc
 }
 outputs_dirs() { find "$UHOME" -mindepth 1 -maxdepth 1 -name 'outputs-*' -printf '%f\n' | sort; }
@@ -248,10 +254,135 @@ cmd_p4() {
 
 cmd_size() { echo "P5 size $(stat -L -c %s /usr/lib/slurm-tre/tre_spank.so)"; }
 
+# The user's own podman outside Slurm, as the user runs it from a login shell: the
+# user's storage, runtime directory and (already running) pause process.
+UID_U=$(id -u "$U")
+USER_PODMAN=(XDG_RUNTIME_DIR="/run/user/$UID_U")
+
+# S1 (issue 17): A `srun --tre-container=IMG true`; B1 `srun true`; B2 the bare
+# `podman run --rm IMG true` by the user outside Slurm (warm: the user's own storage,
+# as a user runs it); also, as references, B3 the same bare run with a fresh storage
+# and runtime directory on the runtime_dir's filesystem (what every job starts from:
+# a new user namespace and pause process, a new database and storage on the node's
+# disk) and, with a SIF, apptainer:
+# A' `srun --tre-container=IMG --tre-runtime=apptainer true`, B4 bare `apptainer exec
+# SIF true`. All interleaved, the order rotating each round.
+cmd_s1() {
+  local reps=$1 image=$2 sif=${3:-} i sides side cold
+  trap restore EXIT
+  OUTPUTS_BEFORE=$(outputs_dirs)
+  cold=$JOBS_DIR/job-bench-cold
+  sides=(plugin srun bare cold)
+  [ -n "$sif" ] && sides+=(aplugin abare)
+  wait_queue_empty
+  # Warm-ups, not counted: the user's pause process and storage exist afterwards.
+  as_user "${USER_PODMAN[@]}" podman run --rm "$image" true </dev/null >/dev/null 2>&1 ||
+    die "S1: the bare podman run failed"
+  as_user srun --tre-container="$image" true </dev/null >/dev/null 2>&1 || die "S1 warm-up failed"
+  wait_queue_empty
+  for i in $(seq "$reps"); do
+    # Rotate: each side takes each place in the order equally often.
+    sides=("${sides[@]:1}" "${sides[0]}")
+    for side in "${sides[@]}"; do
+      case $side in
+        plugin) timed S1 plugin -- srun --tre-container="$image" true ;;
+        srun) timed S1 srun -- srun true ;;
+        bare) timed S1 bare "${USER_PODMAN[@]}" -- podman run --rm "$image" true ;;
+        cold)
+          rm -rf "$cold"; install -d -m 0700 -o "$U" -g "$U" "$cold"
+          timed S1 cold XDG_RUNTIME_DIR="$cold" -- podman --root="$cold/storage" \
+            --runroot="$cold/run" --storage-opt=additionalimagestore="$UHOME/.local/share/containers/storage" \
+            run --rm "$image" true
+          # Untimed: conmon's clean-up still runs in it; then its pause process goes,
+          # as the job's supervisor ends a job's.
+          for _ in $(seq 200); do pgrep -u "$U" -f -- "$cold" >/dev/null || break; sleep 0.05; done
+          pkill -KILL -u "$U" -F "$cold/libpod/tmp/pause.pid" 2>/dev/null || true
+          rm -rf "$cold" ;;
+        aplugin) timed S1 aplugin -- srun --tre-container="$image" --tre-runtime=apptainer true ;;
+        abare) timed S1 abare -- apptainer exec "$sif" true ;;
+      esac
+      wait_queue_empty
+    done
+  done
+}
+
+# submit_wait KEY SIDE SBATCH-ARGS...: sbatch as the user, then poll (20 ms) until the
+# job is COMPLETED (any other end state aborts); prints "KEY SIDE SECONDS" from just
+# before sbatch to the first poll that saw COMPLETED.
+submit_wait() {
+  local key=$1 side=$2 t0 job st
+  shift 2
+  t0=$EPOCHREALTIME
+  job=$(as_user sbatch --parsable -o /dev/null "$@") || die "$key $side: sbatch $* failed"
+  while :; do
+    st=$(scontrol -o show job "$job" 2>/dev/null | tr ' ' '\n' | sed -n 's/^JobState=//p')
+    case $st in
+      COMPLETED) break ;;
+      PENDING|CONFIGURING|RUNNING|COMPLETING|"") sleep 0.02 ;;
+      *) die "$key $side: job $job ended $st" ;;
+    esac
+  done
+  awk -v k="$key" -v s="$side" -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%s %s %.6f\n", k, s, b - a }'
+}
+
+# alternate N A B: N pairs of runs of the commands A and B (ABBA order: B goes first in
+# every second pair), each with the queue empty before and after it.
+alternate() {
+  local n=$1 a=$2 b=$3 i
+  wait_queue_empty
+  for i in $(seq "$n"); do
+    if [ $((i % 2)) -eq 1 ]; then "$a"; wait_queue_empty; "$b"; else "$b"; wait_queue_empty; "$a"; fi
+    wait_queue_empty
+  done
+}
+
+# The user's own podman inside a batch job, as a user would write it.
+BYHAND_JOB=(--export=ALL,XDG_RUNTIME_DIR="/run/user/$UID_U" --wrap)
+
+# S2 (issue 17): A `sbatch --tre-container=IMG --wrap true`; B `sbatch --wrap 'podman
+# run --rm IMG true'`.
+cmd_s2() {
+  IMAGE_ARG=$2
+  trap restore EXIT
+  OUTPUTS_BEFORE=$(outputs_dirs)
+  s2_plugin() { submit_wait S2 plugin --tre-container="$IMAGE_ARG" --wrap true; }
+  s2_byhand() { submit_wait S2 byhand "${BYHAND_JOB[@]}" "podman run --rm $IMAGE_ARG true"; }
+  alternate "$1" s2_plugin s2_byhand
+}
+
+# array_run SIDE TASKS SBATCH-ARGS...: one array of TASKS jobs, from sbatch until every
+# task has left the queue; every task must be COMPLETED. Prints "S3 SIDE SECONDS".
+array_run() {
+  local side=$1 tasks=$2 t0 job done_n
+  shift 2
+  t0=$EPOCHREALTIME
+  job=$(as_user sbatch --parsable -o /dev/null --array="1-$tasks" "$@") || die "S3 $side: sbatch failed"
+  while [ -n "$(squeue -h -j "$job" 2>/dev/null)" ]; do sleep 0.05; done
+  local t1=$EPOCHREALTIME
+  done_n=$(scontrol -o show job "$job" | grep -c ' JobState=COMPLETED ' || true)
+  [ "$done_n" -eq "$tasks" ] || die "S3 $side: $done_n of $tasks tasks of array $job COMPLETED"
+  awk -v s="$side" -v a="$t0" -v b="$t1" 'BEGIN { printf "S3 %s %.6f\n", s, b - a }'
+}
+
+# S3 (issue 17): an array of TASKS container jobs (`--tre-container=IMG --wrap true`)
+# against the same array running the bare `podman run --rm IMG true` by hand; PAIRS
+# pairs in ABBA order.
+cmd_s3() {
+  S3_TASKS_ARG=$1 IMAGE_ARG=$3
+  trap restore EXIT
+  OUTPUTS_BEFORE=$(outputs_dirs)
+  s3_plugin() { array_run plugin "$S3_TASKS_ARG" --tre-container="$IMAGE_ARG" --wrap true; }
+  s3_byhand() { array_run byhand "$S3_TASKS_ARG" "${BYHAND_JOB[@]}" "podman run --rm $IMAGE_ARG true"; }
+  alternate "$2" s3_plugin s3_byhand
+}
+
 case ${1:-} in
   p1p5) shift; cmd_p1p5 "$@" ;;
   p2) shift; cmd_p2 "$@" ;;
   p4) shift; cmd_p4 "$@" ;;
   size) cmd_size ;;
-  *) die "usage: bed.sh p1p5|p2|p4|size ARGS" ;;
+  s1) shift; cmd_s1 "$@" ;;
+  s2) shift; cmd_s2 "$@" ;;
+  s3) shift; cmd_s3 "$@" ;;
+  *) die "usage: bed.sh p1p5|p2|p4|size|s1|s2|s3 ARGS" ;;
 esac

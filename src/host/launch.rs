@@ -11,14 +11,23 @@
 //! Only `scancel --batch` signals the task's first process alone. A sentinel child
 //! (in the step's cgroup, doing nothing but collect signals) tells the two apart: a
 //! signal the sentinel also got was step-wide and is not passed on.
+//!
+//! Nothing of the task outlives it (docs/job-semantics.md, "When a step ends"): after
+//! the runtime exits, what it left running (podman's conmon finishing its clean-up, the
+//! rootless pause process) would make slurmstepd's process tracking kill it and wait
+//! its one-second poll before the step could end. The supervisor is the child
+//! subreaper of the runtime's processes, waits briefly for those it inherited to end
+//! on their own, and ends podman's pause process of this step once nothing uses it.
 
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::prctl::set_child_subreaper;
 use nix::sys::signal::{kill, raise, signal, SigHandler, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, pipe, read, ForkResult, Pid};
@@ -86,6 +95,10 @@ pub fn supervise(launch: &Launch) -> i32 {
         say(&format!("tre-spank: launch: cannot block signals: {e}"));
         return 125;
     }
+    // Processes the runtime leaves behind (double-forked conmon, the pause process)
+    // become this process's children instead of init's: see `settle`. Without it
+    // (it cannot fail on Linux) they are only not waited for.
+    let _ = set_child_subreaper(true);
     let child = match Command::new(program).args(args).spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -122,6 +135,7 @@ pub fn supervise(launch: &Launch) -> i32 {
     if let Some(s) = sentinel {
         s.stop();
     }
+    settle(launch.runtime);
     match outcome {
         Ok(code) => explain_exit(launch, &argv, program, code),
         Err(sig) => die_of(sig),
@@ -141,9 +155,11 @@ fn signal_target(runtime: Runtime, pid: Pid) -> Pid {
     }
     let exe = |p: Pid| std::fs::read_link(format!("/proc/{p}/exe")).ok();
     let Some(own) = exe(pid) else { return pid };
+    // The pause process may be podman itself (without catatonit); never the copy.
+    let pause = pause_pid(runtime);
     let copies: Vec<Pid> = children(pid)
         .into_iter()
-        .filter(|c| exe(*c).as_ref() == Some(&own))
+        .filter(|c| Some(*c) != pause && exe(*c).as_ref() == Some(&own))
         .collect();
     match copies.as_slice() {
         [copy] => *copy,
@@ -169,11 +185,159 @@ fn children(parent: Pid) -> Vec<Pid> {
         .collect()
 }
 
+/// The children of this (single-threaded) process: the kernel's list for its only
+/// thread, or the /proc scan where the kernel has none.
+fn own_children(me: Pid) -> Vec<Pid> {
+    match std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")) {
+        Ok(list) => list
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .map(Pid::from_raw)
+            .collect(),
+        Err(_) => children(me),
+    }
+}
+
 /// The parent pid in a /proc/PID/stat line: the second field after the command name,
 /// which is in parentheses and may itself contain spaces and parentheses.
 fn parent_pid(stat: &str) -> Option<i32> {
     let (_, rest) = stat.rsplit_once(')')?;
     rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// How long the processes the runtime left behind may take to end on their own
+/// (conmon runs podman's clean-up of the exited container, 5-150 ms on the bed).
+/// Whatever is left after it is left to slurmstepd, which kills it.
+const LEFTOVER_WAIT: Duration = Duration::from_millis(1000);
+
+/// How long an ended pause process may take to disappear (be reaped).
+const PAUSE_GONE_WAIT: Duration = Duration::from_millis(500);
+
+/// After the runtime has exited: waits (at most [`LEFTOVER_WAIT`]) for the processes
+/// the supervisor inherited from it, reaping them, and then ends podman's pause
+/// process if it belongs to this step and nothing else uses it, so that the step's
+/// process tracking finds the step empty and does not wait its poll.
+fn settle(runtime: Runtime) {
+    let me = Pid::this();
+    let pause = pause_pid(runtime);
+    let deadline = Instant::now() + LEFTOVER_WAIT;
+    loop {
+        reap_exited();
+        let left = own_children(me).into_iter().any(|c| Some(c) != pause);
+        if !left || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if let Some(p) = pause {
+        end_pause_process(p, me);
+    }
+}
+
+/// Reaps every child that has ended, without waiting.
+fn reap_exited() {
+    while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+        if status == WaitStatus::StillAlive {
+            break;
+        }
+    }
+}
+
+/// The rootless pause process podman recorded for this job's runtime directory
+/// (`$XDG_RUNTIME_DIR/libpod/tmp/pause.pid`), if any. The directory is the job's own
+/// (set by the plugin); the file is the user's, and so is everything done with it.
+fn pause_pid(runtime: Runtime) -> Option<Pid> {
+    if runtime != Runtime::Podman {
+        return None;
+    }
+    let dir = std::env::var_os("XDG_RUNTIME_DIR")?;
+    let text = std::fs::read_to_string(Path::new(&dir).join("libpod/tmp/pause.pid")).ok()?;
+    parse_pid_file(&text)
+}
+
+/// A pid file's pid: decimal digits (a newline allowed), greater than 1.
+fn parse_pid_file(text: &str) -> Option<Pid> {
+    let pid: i32 = text.strip_suffix('\n').unwrap_or(text).parse().ok()?;
+    (pid > 1).then(|| Pid::from_raw(pid))
+}
+
+/// Whether a process's name (`/proc/PID/comm`) is that of podman's pause process:
+/// catatonit in pause mode, or podman's own (`podman pause`) without catatonit.
+fn is_pause_name(comm: &str) -> bool {
+    matches!(comm.trim_end(), "catatonit" | "podman" | "podman pause")
+}
+
+/// Ends the pause process `p` when all of this holds: it is a pause process, it is in
+/// this step (its cgroups are the supervisor's, so Slurm would kill it when the step
+/// ends anyway) and no other process is in its user namespace (no container, conmon
+/// or podman of another task or step of the job still uses it). A podman starting
+/// just then finds it gone and starts a new one (podman's own fallback, the same as
+/// after Slurm's kill). Waits (briefly) until it has disappeared.
+fn end_pause_process(p: Pid, me: Pid) {
+    let proc_dir = PathBuf::from(format!("/proc/{p}"));
+    let Ok(comm) = std::fs::read_to_string(proc_dir.join("comm")) else {
+        return;
+    };
+    let (Ok(its), Ok(mine)) = (
+        std::fs::read(proc_dir.join("cgroup")),
+        std::fs::read("/proc/self/cgroup"),
+    ) else {
+        return;
+    };
+    if !is_pause_name(&comm) || its != mine {
+        return;
+    }
+    let Ok(userns) = std::fs::read_link(proc_dir.join("ns/user")) else {
+        return;
+    };
+    if std::fs::read_link("/proc/self/ns/user").ok().as_ref() == Some(&userns)
+        || namespace_shared(&userns, p)
+    {
+        return;
+    }
+    if kill(p, Signal::SIGKILL).is_err() {
+        return;
+    }
+    if own_children(me).contains(&p) {
+        let _ = waitpid(p, None);
+        return;
+    }
+    // Someone else's child (another task of this step started it): its parent or
+    // init reaps it.
+    let deadline = Instant::now() + PAUSE_GONE_WAIT;
+    while Instant::now() < deadline && is_alive(p) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Whether a process other than `except` is in the user namespace `userns` (as
+/// `/proc/PID/ns/user` names it). Processes this user cannot inspect are not in it:
+/// every process of the job's namespaces is the user's or the user's namespace's.
+fn namespace_shared(userns: &Path, except: Pid) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        // Cannot tell: assume it is used.
+        return true;
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| *p != except.as_raw())
+        .any(|p| {
+            std::fs::read_link(format!("/proc/{p}/ns/user"))
+                .ok()
+                .as_deref()
+                == Some(userns)
+        })
+}
+
+/// Whether `p` still exists and is not a zombie.
+fn is_alive(p: Pid) -> bool {
+    match std::fs::read_to_string(format!("/proc/{p}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
 }
 
 fn forwarded_mask() -> SigSet {
@@ -346,6 +510,41 @@ mod tests {
         assert_eq!(parent_pid("42 (podman) S 41 42 1 0"), Some(41));
         assert_eq!(parent_pid("42 (a b) c)) S 7 42 1 0"), Some(7));
         assert_eq!(parent_pid("42 (podman"), None);
+    }
+
+    #[test]
+    fn a_pause_pid_file_holds_one_pid_above_one() {
+        assert_eq!(parse_pid_file("4347"), Some(Pid::from_raw(4347)));
+        assert_eq!(parse_pid_file("4347\n"), Some(Pid::from_raw(4347)));
+        for bad in ["", "1", "0", "-5", " 12", "12 13", "x", "4347\n\n"] {
+            assert_eq!(parse_pid_file(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_podmans_pause_process_names_are_ended() {
+        assert!(is_pause_name("catatonit\n"));
+        assert!(is_pause_name("podman pause\n"));
+        assert!(is_pause_name("podman"));
+        assert!(!is_pause_name("conmon\n"));
+        assert!(!is_pause_name("bash"));
+        assert!(!is_pause_name("catatonitx"));
+    }
+
+    #[test]
+    fn a_process_that_shares_this_user_namespace_is_never_ended() {
+        // A child in this process's own namespace (as a stale or forged pause.pid
+        // could name): the namespace is shared, and the supervisor's own namespace is
+        // refused before that.
+        let mut child = Command::new("sleep").arg("5").spawn().unwrap();
+        let pid = Pid::from_raw(child.id() as i32);
+        let ns = std::fs::read_link(format!("/proc/{pid}/ns/user")).unwrap();
+        assert!(namespace_shared(&ns, pid));
+        end_pause_process(pid, Pid::this());
+        assert!(is_alive(pid));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(!is_alive(pid));
     }
 
     #[test]

@@ -174,7 +174,22 @@ pub fn podman_argv(
 ) -> Vec<OsString> {
     let mut argv: Vec<OsString> = vec![config.path.clone().into()];
     argv.extend(storage.global_flags(config));
+    // No event log: nothing reads it, and writing it is per-step work (a file in the
+    // job's runtime directory, or the journal) for every container start and end.
+    argv.push("--events-backend=none".into());
     argv.extend(["run".into(), "--rm".into(), "--pull=never".into()]);
+    // No container log: conmon would otherwise copy everything the job prints into a
+    // log file in the job's storage (and relay it). Without a terminal the container
+    // gets the task's own stdin, stdout and stderr (podman refuses that on a terminal,
+    // where only the log file is left out).
+    argv.push(
+        if task.tty {
+            "--log-driver=none"
+        } else {
+            "--log-driver=passthrough"
+        }
+        .into(),
+    );
     // podman passes the signals it gets to the container and keeps waiting for it.
     // Without the proxy podman exits on SIGTERM/SIGINT/SIGHUP, which ends the task
     // early and cuts the time limit's KillWait grace short (docs/job-semantics.md).
@@ -655,9 +670,11 @@ mod tests {
             "--storage-opt=overlay.mountopt=squash_to_root",
             "--storage-opt=additionalimagestore=/var/lib/tre-spank/images",
             "--storage-opt=additionalimagestore=/home/alice/.local/share/containers/storage",
+            "--events-backend=none",
             "run",
             "--rm",
             "--pull=never",
+            "--log-driver=passthrough",
             "--sig-proxy=true",
             "--network=host",
             "--user=0:0",
@@ -707,6 +724,9 @@ mod tests {
         ));
         assert!(got.contains(&"--volume=/var/spool/slurmd/job00042/slurm_script:/var/spool/slurmd/job00042/slurm_script:ro".into()));
         assert!(got.contains(&"--tty".to_string()));
+        // podman refuses passthrough on a terminal.
+        assert!(got.contains(&"--log-driver=none".to_string()));
+        assert!(!got.iter().any(|a| a == "--log-driver=passthrough"));
         assert_eq!(
             &got[got.len() - 2..],
             ["/var/spool/slurmd/job00042/slurm_script", "arg1"]

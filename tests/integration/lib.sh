@@ -91,10 +91,32 @@ assert_absent_on() { ! on_node "$1" test -e "$2" || fail "$2 exists on $1"; }
 nodes_state() { bed exec sinfo -h -N -o %T | sort -u | paste -sd, -; }
 assert_nodes_idle() { assert_eq "$(nodes_state)" idle "state of the nodes"; }
 
-# Processes of U that belong to jobs: the runtime, conmon, and the container's commands.
-# (Rootless podman's per-user pause process lives outside jobs; it is not counted.)
+# Processes of U that belong to jobs: the runtime, conmon, the container's commands and
+# a job's podman pause process (podman started it with the job's runtime directory).
+# The user's own pause process (podman outside Slurm) is not counted.
 job_processes() {
-  bed exec ps -u "$1" -o pid=,args= | grep -v -e 'podman pause' -e 'catatonit -P' | grep -v '^ *[0-9]* ps ' || true
+  local pid args
+  bed exec ps -u "$1" -o pid=,args= | grep -v '^ *[0-9]* ps ' | while read -r pid args; do
+    case $args in
+      'catatonit -P'|'podman pause'*) is_job_pause_process "$pid" || continue ;;
+    esac
+    echo "$pid $args"
+  done
+  return 0
+}
+is_job_pause_process() {
+  bed exec cat "/proc/$1/environ" 2>/dev/null | tr '\0' '\n' |
+    grep -q '^XDG_RUNTIME_DIR=/var/lib/tre-spank/jobs/'
+}
+
+# wait_job_process U PATTERN: until a job process of U matches PATTERN (<= 15 s).
+wait_job_process() {
+  local i
+  for ((i = 0; i < 75; i++)); do
+    job_processes "$1" | grep -q -- "$2" && return 0
+    sleep 0.2
+  done
+  fail "no job process of $1 matching '$2'"
 }
 
 assert_no_job_processes() {

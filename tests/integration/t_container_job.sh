@@ -127,8 +127,7 @@ test_scratch_is_removed_and_processes_gone_after_scancel() {
   local job
   job=$(submit alice --tre-container=$IMAGE --wrap 'echo k > /safe_outputs/kept.txt; echo x > /scratch/f; sleep 300')
   wait_running "$job"
-  for _ in $(seq 50); do job_processes alice | grep -q 'sleep 300' && break; sleep 0.2; done
-  job_processes alice | grep -q 'sleep 300' || fail "the container's sleep never started"
+  wait_job_process alice 'sleep 300'
   bed exec scancel "$job"
   wait_job "$job"
   assert_eq "$(job_field "$job" JobState)" CANCELLED

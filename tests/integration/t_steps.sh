@@ -1,0 +1,119 @@
+# Steps end at once and leave nothing (issue 17): what podman leaves behind when a
+# container exits (conmon's clean-up, the rootless pause process) must not stay in the
+# step, or slurmstepd's process tracking kills it and sleeps a whole second before the
+# step can end. Several steps and tasks of one job share one pause process (one per
+# job runtime directory), so these run them side by side.
+
+# step_end_gap J STEP: milliseconds from the plugin's audit record of the container's
+# end to slurmstepd's "done with step" (Slurm 22.05: "done with job") for step J.STEP,
+# from slurmd's log. slurmstepd sleeps one second after killing what is left in a step
+# (proctrack's first poll), so a gap under 900 ms means nothing was left; load can only
+# make the gap longer.
+step_end_gap() {
+  bed exec cat /var/log/slurm/slurmd.log | awk -v s="[$1.$2]" '
+    function ms(l,  t) { t = substr(l, 13, 12); return ((substr(t,1,2)*60 + substr(t,4,2))*60 + substr(t,7,6))*1000 }
+    index($0, s " tre-spank-audit event=end ") { e = ms($0) }
+    (index($0, s " done with step") || index($0, s " done with job")) && e { print int(ms($0) - e); exit }'
+}
+
+assert_step_ended_without_the_poll() {
+  local gap
+  gap=$(step_end_gap "$1" "$2")
+  [ -n "$gap" ] || fail "no end record and 'done with step/job' for $1.$2 in slurmd's log"
+  [ "$gap" -lt 900 ] || fail "step $1.$2 took $gap ms after its container ended (slurmstepd waited for leftovers)"
+}
+
+test_a_container_step_ends_as_soon_as_its_container() {
+  local out job
+  out=$(as alice srun --tre-container=$IMAGE sh -c 'echo "job=$SLURM_JOB_ID"' 2>&1)
+  job=$(sed -n 's/^job=//p' <<<"$out")
+  [ -n "$job" ] || fail "no job id in: $out"
+  assert_step_ended_without_the_poll "$job" 0
+  assert_no_job_processes alice
+}
+
+test_a_container_batch_job_ends_as_soon_as_its_container() {
+  local job
+  job=$(run_job alice --tre-container=$IMAGE --wrap 'echo done')
+  assert_eq "$(job_field "$job" JobState)" COMPLETED
+  assert_contains "$(job_output alice "$job")" "done"
+  assert_step_ended_without_the_poll "$job" batch
+  assert_no_job_processes alice
+}
+
+# Two steps of one job at once, in both orders of ending: the pause process is made by
+# the step that starts first, and whichever ends last ends it. A third step afterwards
+# still runs (podman starts a new pause process when the old one is gone).
+test_concurrent_steps_of_one_job_share_the_pause_process_and_all_end_cleanly() {
+  local job out
+  job=$(run_job alice -n2 --tre-container=$IMAGE --tre-batch=host --wrap '
+    srun -n1 --exact sh -c "sleep 3; echo long-first" &
+    sleep 1
+    srun -n1 --exact sh -c "echo short-second" &
+    wait
+    srun -n1 --exact sh -c "sleep 1; echo short-first" &
+    sleep 0.3
+    srun -n1 --exact sh -c "sleep 3; echo long-second" &
+    wait
+    srun -n1 sh -c "echo after; ls /safe_outputs >/dev/null && echo mounts-ok"
+    echo "steps done"')
+  out=$(job_output alice "$job")
+  assert_eq "$(job_field "$job" JobState)" COMPLETED "$out"
+  for l in long-first short-second short-first long-second after mounts-ok "steps done"; do
+    assert_line "$out" "$l"
+  done
+  assert_not_contains "$out" "Error"
+  # Steps 0-1: the step that made the pause process ends last and ends it. Steps 2-3:
+  # the one that made it ends first, while step 3 still uses it, and leaves it (Slurm
+  # ends it with step 2, as without the plugin's help); step 3 has nothing to end. Step
+  # 4 makes a new one and ends it.
+  assert_step_ended_without_the_poll "$job" 0
+  assert_step_ended_without_the_poll "$job" 1
+  assert_step_ended_without_the_poll "$job" 3
+  assert_step_ended_without_the_poll "$job" 4
+  assert_no_job_processes alice
+}
+
+# Tasks of one step share the pause process: the task that ends last ends it, so the
+# step ends without the poll whichever task made it.
+test_a_multi_task_step_with_tasks_ending_apart_ends_cleanly() {
+  local out job delay
+  for delay in 'SLURM_PROCID * 2' '(1 - SLURM_PROCID) * 2'; do
+    out=$(as alice srun -n2 --tre-container=$IMAGE sh -c "sleep \$(($delay)); echo task \$SLURM_PROCID of \$SLURM_JOB_ID" 2>&1)
+    job=$(sed -n 's/^task 0 of //p' <<<"$out")
+    [ -n "$job" ] || fail "task 0 did not run: $out"
+    assert_line "$out" "task 1 of $job"
+    assert_step_ended_without_the_poll "$job" 0
+  done
+  assert_no_job_processes alice
+}
+
+# Two jobs of one user on one node at once: each has its own runtime directory and
+# pause process, and neither ending disturbs the other.
+test_two_jobs_of_one_user_on_one_node_at_once_both_complete() {
+  local a b
+  a=$(submit alice --tre-container=$IMAGE -w tbnode --wrap 'sleep 4; echo first')
+  b=$(submit alice --tre-container=$IMAGE -w tbnode --wrap 'sleep 1; echo second')
+  wait_job "$a"
+  wait_job "$b"
+  assert_eq "$(job_field "$a" JobState)" COMPLETED "$(job_output alice "$a")"
+  assert_eq "$(job_field "$b" JobState)" COMPLETED "$(job_output alice "$b")"
+  assert_line "$(job_output alice "$a")" first
+  assert_line "$(job_output alice "$b")" second
+  assert_step_ended_without_the_poll "$a" batch
+  assert_step_ended_without_the_poll "$b" batch
+  assert_no_job_processes alice
+}
+
+# scancel while a step runs: the container is killed and nothing is left (Slurm kills
+# the step; the pause process goes with it).
+test_scancel_of_a_running_srun_step_leaves_no_process() {
+  local job
+  job=$(submit alice --tre-container=$IMAGE --tre-batch=host --wrap 'srun sleep 300')
+  wait_running "$job"
+  wait_job_process alice 'sleep 300'
+  bed exec scancel "$job"
+  wait_job "$job"
+  assert_eq "$(job_field "$job" JobState)" CANCELLED
+  assert_no_job_processes alice
+}

@@ -7,7 +7,7 @@ use super::account::Account;
 use super::dirs;
 use crate::rules::config::{self, Config, ConfigError};
 use crate::rules::options::{Runtime, RuntimeChoice};
-use crate::rules::project::{self, ProjectError, ProjectFacts, Resolution, SafeData};
+use crate::rules::project::{self, HomeSafeData, ProjectError, ProjectFacts, Resolution, SafeData};
 use crate::rules::runtime;
 
 /// This node's own name (never anything from the job's environment).
@@ -58,9 +58,16 @@ pub fn resolve_project(
     config: &Config,
     requested: Option<&str>,
 ) -> Result<Resolution, String> {
+    let home_safe_data = dirs::probe_home_safe_data(home_fd);
+    // Followed as the user (this runs with the user's ids): a link to a read-only
+    // project keeps it read-only (project::resolve).
+    let target = (home_safe_data == HomeSafeData::Directory)
+        .then(|| std::fs::canonicalize(account.home.join("safe_data")).ok())
+        .flatten();
     let facts = ProjectFacts {
         home: &account.home,
-        home_safe_data: dirs::probe_home_safe_data(home_fd),
+        home_safe_data,
+        home_safe_data_target: target.as_deref(),
         primary_group: &account.primary_group,
         supplementary_groups: &account.supplementary_groups,
         requested,

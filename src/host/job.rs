@@ -5,6 +5,7 @@ use std::os::fd::OwnedFd;
 
 use super::account::Account;
 use super::dirs;
+use super::trust;
 use crate::rules::config::{self, Config, ConfigError};
 use crate::rules::options::{Runtime, RuntimeChoice};
 use crate::rules::project::{self, HomeSafeData, ProjectError, ProjectFacts, Resolution, SafeData};
@@ -18,7 +19,14 @@ pub fn node_name() -> String {
 }
 
 /// The site config as it applies to this node (its `[[node]]` sections applied).
+/// Root reads it: a config file that is not root's, or that others can write, is
+/// refused (a missing one means the defaults and the plugstack arguments).
 pub fn load_node_config(plugstack_args: &[&str], node: &str) -> Result<Config, ConfigError> {
+    let path = config::config_path(plugstack_args);
+    if path.symlink_metadata().is_ok() {
+        trust::check_file("config", &path, &[])
+            .map_err(|e| ConfigError::Untrusted(e.to_string()))?;
+    }
     Ok(config::load(plugstack_args)?.for_node(node))
 }
 

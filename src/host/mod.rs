@@ -12,3 +12,4 @@ pub mod remove;
 pub mod runtime_dir;
 pub mod state;
 pub mod sweep;
+pub mod trust;

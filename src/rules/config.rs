@@ -281,6 +281,9 @@ pub enum ConfigError {
     },
     #[error("plugstack argument {arg:?}: {message}")]
     Argument { arg: String, message: String },
+    /// The file is not root's, or others can write it (host::trust says why).
+    #[error("refusing {0}")]
+    Untrusted(String),
 }
 
 /// The config path named by plugstack arguments, or the default.

@@ -31,6 +31,7 @@ use crate::host::dirs::{self, DirId, JobDirSpec};
 use crate::host::job;
 use crate::host::runtime_dir;
 use crate::host::state::{JobRecord, StateDir};
+use crate::host::trust;
 use crate::rules::audit::{self, Event};
 use crate::rules::config::Config;
 use crate::rules::job_number::job_number;
@@ -306,6 +307,12 @@ fn prepare(spank: &SpankHandle, raw: &options::RawOptions) -> Result<Job, String
         .map_err(|e| format!("tre-spank: cannot get the job id: {e}"))?;
     let restarts = spank.slurm_restart_count().unwrap_or(0);
     let account = account::lookup(uid, gid, &gids).map_err(|e| format!("tre-spank: {e}"))?;
+    // Root reads the secret and every container task runs tool_path: both must be
+    // root's (the munge key, the default secret, is munge's).
+    trust::check_file("secret_file", &config.secret_file, trust::SECRET_OWNERS)
+        .map_err(|e| format!("tre-spank: refusing {e}"))?;
+    trust::check_file("tool_path", &config.tool_path, &[])
+        .map_err(|e| format!("tre-spank: refusing {e}"))?;
     let secret = std::fs::read(&config.secret_file).map_err(|e| {
         format!(
             "tre-spank: cannot read the job number secret {}: {e}",

@@ -555,6 +555,7 @@ fn plan_for(opts: &Opts, user: &str, container: &str) -> i32 {
             Runtime::Apptainer => Target::Apptainer {
                 sif: &sif,
                 workdir: &scratch,
+                home: &account.home,
             },
         };
         let command = match runtime::job_command(&config, &container, &target, &launch) {

@@ -472,6 +472,7 @@ pub fn apptainer_argv(
     config: &ApptainerConfig,
     sif: &Path,
     workdir: &Path,
+    home: &Path,
     task: &TaskLaunch<'_>,
 ) -> Result<Vec<OsString>, ApptainerError> {
     let mut argv: Vec<OsString> = vec![config.path.clone().into()];
@@ -488,13 +489,23 @@ pub fn apptainer_argv(
     if config.userns {
         argv.push("--userns".into());
     }
-    // The current directory is never bound implicitly (only the site's mounts);
-    // home is bound (apptainer's default) unless the site turns it off.
-    argv.push(if config.mount_home {
-        "--no-mount=cwd".into()
-    } else {
-        "--no-mount=home,cwd".into()
-    });
+    // What podman gives: a minimal /dev (GPU devices only with the job's GPUs), an
+    // empty /tmp and /var/tmp of the container's own, no host file systems, no
+    // current directory, and the site's apptainer.conf bind paths only where the
+    // site says so for tre-spank. Home is bound only while mount_home is on.
+    argv.push("--contain".into());
+    let mut no_mount = String::from("--no-mount=");
+    if !config.mount_home {
+        no_mount.push_str("home,");
+    }
+    no_mount.push_str("cwd,hostfs");
+    if !config.site_bind_paths {
+        no_mount.push_str(",bind-paths");
+    }
+    argv.push(no_mount.into());
+    if config.mount_home {
+        argv.push(home_flag(home)?);
+    }
     if !task.gpus.is_empty() {
         argv.push("--nv".into());
     }
@@ -511,6 +522,14 @@ pub fn apptainer_argv(
     argv.push(sif.into());
     argv.extend(task.container_args().iter().cloned());
     Ok(argv)
+}
+
+/// `--home=HOME`: with `--contain`, only a home given by name is bound.
+fn home_flag(home: &Path) -> Result<OsString, ApptainerError> {
+    if home.as_os_str().as_bytes().contains(&b':') {
+        return Err(ApptainerError::UnbindablePath(home.display().to_string()));
+    }
+    Ok(flag("home", home))
 }
 
 fn bind(host: &Path, container: &Path, read_only: bool) -> Result<OsString, ApptainerError> {
@@ -578,7 +597,12 @@ pub fn supervised_argv(
 /// with the image's SIF file and the working directory inside.
 pub enum Target<'a> {
     Podman(PodmanStorage<'a>),
-    Apptainer { sif: &'a Path, workdir: &'a Path },
+    Apptainer {
+        sif: &'a Path,
+        workdir: &'a Path,
+        /// The user's home (the password database's), bound while `mount_home` is on.
+        home: &'a Path,
+    },
 }
 
 /// One task's commands: what the `Running:` line shows, and what slurmstepd prepends
@@ -599,8 +623,8 @@ pub fn job_command(
 ) -> Result<JobCommand, String> {
     let runtime_argv = match target {
         Target::Podman(storage) => podman_argv(plan, &config.podman, storage, task),
-        Target::Apptainer { sif, workdir } => {
-            apptainer_argv(plan, &config.apptainer, sif, workdir, task)
+        Target::Apptainer { sif, workdir, home } => {
+            apptainer_argv(plan, &config.apptainer, sif, workdir, home, task)
                 .map_err(|e| e.to_string())?
         }
     };
@@ -801,7 +825,6 @@ mod tests {
             "--storage-opt=overlay.mount_program=/usr/bin/fuse-overlayfs",
             "--storage-opt=overlay.mountopt=squash_to_root",
             "--storage-opt=additionalimagestore=/var/lib/tre-spank/images",
-            "--storage-opt=additionalimagestore=/home/alice/.local/share/containers/storage",
             "run",
             "--rm",
             "--pull=never",
@@ -894,9 +917,11 @@ mod tests {
             ]
         );
         assert!(!got.iter().any(|a| a.contains("additionalimagestore=/home")));
-        // No site store: the kernel's overlay, and only the user's own storage.
+        // No site store: the kernel's overlay, and only the user's own storage (a
+        // site opt-in).
         let user_only = PodmanConfig {
             image_stores: Vec::new(),
+            user_image_store: true,
             ..PodmanConfig::default()
         };
         let flags = strings(&storage().global_flags(&user_only));
@@ -920,7 +945,10 @@ mod tests {
 
     #[test]
     fn missing_image_message_names_the_stores_looked_in() {
-        let argv = storage().global_flags(&PodmanConfig::default());
+        let argv = storage().global_flags(&PodmanConfig {
+            user_image_store: true,
+            ..PodmanConfig::default()
+        });
         let mut full = vec![OsString::from("/usr/bin/podman")];
         full.extend(argv);
         full.extend(os(&[
@@ -1115,6 +1143,7 @@ mod tests {
                 &ApptainerConfig::default(),
                 Path::new(SIF),
                 Path::new("/home/alice/work"),
+                Path::new("/home/alice"),
                 &t,
             )
             .unwrap(),
@@ -1125,7 +1154,9 @@ mod tests {
             "--cleanenv",
             "--no-eval",
             "--userns",
-            "--no-mount=cwd",
+            "--contain",
+            "--no-mount=cwd,hostfs,bind-paths",
+            "--home=/home/alice",
             "--pwd=/home/alice/work",
             "--bind=/safe_data/proj1:/safe_data",
             "--bind=/home/alice/outputs-1234567:/safe_outputs",
@@ -1176,16 +1207,25 @@ mod tests {
             ..task(&argv, &names)
         };
         let got = strings(
-            &apptainer_argv(&app_plan(), &cfg, Path::new(SIF), Path::new("/scratch"), &t).unwrap(),
+            &apptainer_argv(
+                &app_plan(),
+                &cfg,
+                Path::new(SIF),
+                Path::new("/scratch"),
+                Path::new("/home/alice"),
+                &t,
+            )
+            .unwrap(),
         );
         assert_eq!(
-            got[..7],
+            got[..8],
             [
                 "/usr/bin/apptainer",
                 "run",
                 "--cleanenv",
                 "--no-eval",
-                "--no-mount=home,cwd",
+                "--contain",
+                "--no-mount=home,cwd,hostfs,bind-paths",
                 "--nv",
                 "--pwd=/scratch"
             ]
@@ -1199,7 +1239,15 @@ mod tests {
         // Without GPUs: no --nv, and CUDA_VISIBLE_DEVICES is not passed.
         let t = TaskLaunch { gpus: &[], ..t };
         let got = strings(
-            &apptainer_argv(&app_plan(), &cfg, Path::new(SIF), Path::new("/scratch"), &t).unwrap(),
+            &apptainer_argv(
+                &app_plan(),
+                &cfg,
+                Path::new(SIF),
+                Path::new("/scratch"),
+                Path::new("/home/alice"),
+                &t,
+            )
+            .unwrap(),
         );
         assert!(!got.iter().any(|a| a == "--nv"));
         assert_eq!(apptainer_passed_env(&t), ["SLURM_JOB_GPUS"]);
@@ -1214,6 +1262,7 @@ mod tests {
             &ApptainerConfig::default(),
             Path::new(SIF),
             Path::new("/scratch"),
+            Path::new("/home/alice"),
             &task(&[], &[]),
         )
         .unwrap_err();
@@ -1224,6 +1273,17 @@ mod tests {
             &ApptainerConfig::default(),
             Path::new(SIF),
             Path::new("/scratch"),
+            Path::new("/home/alice"),
+            &task(&[], &[])
+        )
+        .is_err());
+        // A home apptainer's --home cannot express.
+        assert!(apptainer_argv(
+            &app_plan(),
+            &ApptainerConfig::default(),
+            Path::new(SIF),
+            Path::new("/scratch"),
+            Path::new("/home/a:b"),
             &task(&[], &[])
         )
         .is_err());

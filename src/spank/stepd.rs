@@ -518,6 +518,7 @@ fn wrap_task(spank: &mut SpankHandle, job: &Job, ready: &Ready) -> Result<(), St
             Target::Apptainer {
                 sif,
                 workdir: &workdir,
+                home: &job.account.home,
             }
         }
         _ => {

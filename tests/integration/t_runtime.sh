@@ -92,3 +92,122 @@ test_runtime_a_user_tagged_image_is_refused_by_default() {
   job=$(run_job alice --tre-container=$IMAGE --wrap 'echo STARTED')
   assert_line "$(job_output alice "$job")" "STARTED"
 }
+
+test_runtime_a_safe_data_link_to_a_read_only_project_is_read_only() {
+  local job out
+  with_config 'read_only_projects = ["proj1"]'
+  as alice ln -sfn /safe_data/proj1 safe_data
+  trap 'as alice rm -f safe_data; restore_config' EXIT
+  job=$(run_job alice --tre-container=$IMAGE --wrap 'cat /safe_data/README.txt; touch /safe_data/x-$SLURM_JOB_ID 2>/dev/null && echo WROTE || echo READ-ONLY')
+  out=$(job_output alice "$job")
+  assert_contains "$out" "read-only ("
+  assert_line "$out" "data of proj1"
+  assert_line "$out" "READ-ONLY"
+  assert_absent "/safe_data/proj1/x-$job"
+  # A link to a project the site leaves writable stays writable (the rule is per
+  # project, not "every link").
+  with_config 'read_only_projects = ["proj2"]'
+  job=$(run_job alice --tre-container=$IMAGE --wrap 'touch /safe_data/x-$SLURM_JOB_ID 2>/dev/null && echo WROTE || echo READ-ONLY')
+  assert_line "$(job_output alice "$job")" "WROTE"
+  bed exec rm -f "/safe_data/proj1/x-$job"
+}
+
+test_runtime_a_config_others_can_write_is_refused_and_check_names_it() {
+  local out job
+  with_config ''
+  bed exec chmod 0666 /etc/slurm/tre-spank.toml
+  trap 'bed exec chmod 0644 /etc/slurm/tre-spank.toml; restore_config' EXIT
+  out=$(bed exec tre-spank check 2>&1) && fail "check passed a world-writable config" || true
+  assert_contains "$out" "refusing config /etc/slurm/tre-spank.toml: file /etc/slurm/tre-spank.toml is writable by everyone (mode 0666)"
+  job=$(run_job alice --tre-container=$IMAGE --wrap 'echo STARTED')
+  out=$(job_output alice "$job")
+  assert_contains "$out" "refusing config /etc/slurm/tre-spank.toml"
+  assert_not_contains "$out" "STARTED"
+  assert_node_idle
+  # A config owned by a user.
+  bed exec sh -c 'chmod 0644 /etc/slurm/tre-spank.toml; chown alice /etc/slurm/tre-spank.toml'
+  out=$(bed exec tre-spank check 2>&1) || true
+  bed exec chown root /etc/slurm/tre-spank.toml
+  assert_contains "$out" "is owned by uid $(bed exec id -u alice), not root"
+}
+
+test_runtime_a_tool_path_or_secret_that_is_not_roots_is_refused() {
+  local out job
+  bed exec sh -c 'cp -p /usr/sbin/tre-spank /usr/local/sbin/tre-spank-copy; chown alice /usr/local/sbin/tre-spank-copy'
+  trap 'bed exec rm -f /usr/local/sbin/tre-spank-copy /etc/tre-secret-test; restore_config' EXIT
+  with_config 'tool_path = "/usr/local/sbin/tre-spank-copy"'
+  out=$(bed exec tre-spank check 2>&1) || true
+  assert_contains "$out" "tool_path /usr/local/sbin/tre-spank-copy: file /usr/local/sbin/tre-spank-copy is owned by uid"
+  job=$(run_job alice --tre-container=$IMAGE --wrap 'echo STARTED')
+  out=$(job_output alice "$job")
+  assert_contains "$out" "tre-spank: refusing tool_path /usr/local/sbin/tre-spank-copy"
+  assert_not_contains "$out" "STARTED"
+  bed exec sh -c 'head -c 32 /dev/urandom > /etc/tre-secret-test; chmod 0400 /etc/tre-secret-test; chown alice /etc/tre-secret-test'
+  with_config 'secret_file = "/etc/tre-secret-test"'
+  out=$(bed exec tre-spank check 2>&1) || true
+  assert_contains "$out" "secret_file /etc/tre-secret-test: file /etc/tre-secret-test is owned by uid"
+  job=$(run_job alice --tre-container=$IMAGE --wrap 'echo STARTED')
+  out=$(job_output alice "$job")
+  assert_contains "$out" "tre-spank: refusing secret_file /etc/tre-secret-test"
+  assert_not_contains "$out" "STARTED"
+  assert_node_idle
+}
+
+# ---- apptainer (the sid bed: real apptainer 1.4, stand-in /dev/nvidia0 and 1)
+
+need_apptainer_here() {
+  bed exec test -x /usr/bin/apptainer && return 0
+  echo "    apptainer is not installed in the $SUITE bed (only sid has it): not run here" >&2
+  exit 77
+}
+SIF=/var/lib/tre-spank/sif/ghcr.io/mikej888/hello-tre_1.0.sif
+
+test_runtime_apptainer_ignores_a_non_utf8_apptainer_bind() {
+  need_apptainer_here
+  local out
+  as alice sh -c 'mkdir -p "$(printf "'"$BAD_DIR"'")"'
+  trap 'as alice sh -c '\''rm -rf "$(printf "'"$BAD_DIR"'")"'\''' EXIT
+  out=$(as alice sh -c 'APPTAINER_BIND="/etc:/hostetc,$(printf "'"$BAD_DIR"'"):/x" \
+    apptainer -s exec --userns '"$SIF"' sh -c "test -e /hostetc/passwd && echo EXTRA-MOUNT"' 2>&1)
+  assert_contains "$out" "EXTRA-MOUNT" || return 1
+  out=$(as alice sh -c 'export APPTAINER_BIND="/etc:/hostetc,$(printf "'"$BAD_DIR"'"):/x"
+    export SINGULARITY_BIND="$APPTAINER_BIND" APPTAINERENV_INJECTED="$(printf "\377")"
+    srun --tre-container='"$IMAGE"' --tre-runtime=apptainer sh -c "test -e /hostetc && echo EXTRA-MOUNT; echo injected=\${INJECTED:-no}; echo ran"' 2>&1)
+  assert_line "$out" "ran"
+  assert_line "$out" "injected=no"
+  assert_not_contains "$(grep -v '^Running:' <<<"$out")" "EXTRA-MOUNT"
+}
+
+test_runtime_no_gpu_device_without_gpus_under_either_runtime() {
+  local out
+  bed exec sh -c 'ls /dev/nvidia0 /dev/nvidia1' >/dev/null 2>&1 ||
+    { echo "    the $SUITE bed has no stand-in /dev/nvidia* devices" >&2; exit 77; }
+  out=$(as alice srun --tre-container=$IMAGE sh -c 'ls /dev/nvidia* 2>/dev/null; echo end' 2>&1)
+  assert_eq "$(grep -v -e '^Running:' -e '^tre-spank:' <<<"$out")" "end" "podman"
+  need_apptainer_here
+  out=$(as alice srun --tre-container=$IMAGE --tre-runtime=apptainer sh -c 'ls /dev/nvidia* 2>/dev/null; echo end' 2>&1)
+  assert_eq "$(grep -v -e '^Running:' -e '^tre-spank:' <<<"$out")" "end" "apptainer"
+}
+
+test_runtime_apptainer_gives_no_host_tmp_and_no_site_bind_paths() {
+  need_apptainer_here
+  local out conf=/etc/apptainer/apptainer.conf
+  bed exec sh -c 'echo host > /tmp/tre-host-tmp-marker; echo host > /var/tmp/tre-host-vartmp-marker
+    mkdir -p /opt/tre-site-bind && echo site > /opt/tre-site-bind/marker
+    cp -p '"$conf"' '"$conf"'.t-runtime && echo "bind path = /opt/tre-site-bind" >> '"$conf"
+  trap 'bed exec sh -c "mv '"$conf"'.t-runtime '"$conf"'; rm -rf /tmp/tre-host-tmp-marker /var/tmp/tre-host-vartmp-marker /opt/tre-site-bind"' EXIT
+  # The control: apptainer's own defaults bring all three.
+  out=$(as alice apptainer -s exec --userns "$SIF" sh -c 'cat /tmp/tre-host-tmp-marker /var/tmp/tre-host-vartmp-marker /opt/tre-site-bind/marker' 2>&1)
+  assert_eq "$out" $'host\nhost\nsite' "apptainer outside Slurm" || return 1
+  out=$(as alice srun --tre-container=$IMAGE --tre-runtime=apptainer sh -c '
+    for f in /tmp/tre-host-tmp-marker /var/tmp/tre-host-vartmp-marker /opt/tre-site-bind/marker; do
+      test -e $f && echo "SEEN $f"; done
+    test -e /home/alice/.bashrc && echo home-mounted; echo end' 2>&1)
+  assert_not_contains "$out" "SEEN"
+  assert_line "$out" "home-mounted"
+  assert_line "$out" "end"
+  # The site can give tre-spank jobs its bind paths.
+  with_config $'[apptainer]\nsite_bind_paths = true'
+  out=$(as alice srun --tre-container=$IMAGE --tre-runtime=apptainer cat /opt/tre-site-bind/marker 2>&1)
+  assert_line "$out" "site"
+}

@@ -404,7 +404,7 @@ fn make_ready(job: &Job) -> Result<Ready, String> {
         spank_log_info!(
             "tre-spank: job {}: using {} made for this job by another step (proof checked)",
             job.job_id,
-            dirs.outputs.display()
+            audit::log_line(&dirs.outputs.display().to_string())
         );
     }
     Ok(Ready {

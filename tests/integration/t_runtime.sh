@@ -50,14 +50,18 @@ test_runtime_podman_ignores_the_users_containers_conf_when_the_site_has_none() {
   bed exec mv /etc/containers/containers.conf /etc/containers/containers.conf.t-runtime
   trap 'bed exec mv /etc/containers/containers.conf.t-runtime /etc/containers/containers.conf
     as alice rm -rf .config/containers/containers.conf .config/containers/containers.conf.d' EXIT
+  # (A containers.conf.d file's volumes replace those of containers.conf: the two
+  # files use different keys, so that the control shows each is read.)
   as alice sh -c 'mkdir -p ~/.config/containers/containers.conf.d
-    printf "[containers]\nvolumes = [\"/etc:/hostetc\"]\n" > ~/.config/containers/containers.conf
-    printf "[containers]\nvolumes = [\"/usr/share/doc:/hostdoc\"]\n" > ~/.config/containers/containers.conf.d/x.conf'
+    printf "[containers]\nenv = [\"FROM_USER_CONF=yes\"]\n" > ~/.config/containers/containers.conf
+    printf "[containers]\nvolumes = [\"/etc:/hostetc\"]\n" > ~/.config/containers/containers.conf.d/x.conf'
   out=$(control_podman alice podman run --rm --pull=never --cgroups=disabled "$IMAGE" \
-    sh -c 'test -e /hostetc/passwd && echo EXTRA-MOUNT-1; test -e /hostdoc && echo EXTRA-MOUNT-2')
-  assert_contains "$out" "EXTRA-MOUNT-1" || return 1
-  out=$(as alice srun --tre-container=$IMAGE sh -c 'test -e /hostetc && echo EXTRA-MOUNT; test -e /hostdoc && echo EXTRA-MOUNT; echo ran' 2>&1)
+    sh -c 'echo "from-user-conf=${FROM_USER_CONF:-no}"; test -e /hostetc/passwd && echo EXTRA-MOUNT')
+  assert_line "$out" "from-user-conf=yes" || return 1
+  assert_contains "$out" "EXTRA-MOUNT" || return 1
+  out=$(as alice srun --tre-container=$IMAGE sh -c 'echo "from-user-conf=${FROM_USER_CONF:-no}"; test -e /hostetc && echo EXTRA-MOUNT; echo ran' 2>&1)
   assert_line "$out" "ran"
+  assert_line "$out" "from-user-conf=no"
   assert_not_contains "$(grep -v '^Running:' <<<"$out")" "EXTRA-MOUNT"
 }
 

@@ -34,12 +34,14 @@ pub enum TrustError {
 }
 
 /// Why a file or directory with this owner and mode is not trusted (`None`: it is).
-/// `owners` are the accounts trusted besides root.
+/// `owners` are the accounts trusted besides root. A root-owned sticky directory
+/// (`/tmp`) is fine on the way: others cannot rename or remove root's entries in it.
 pub fn ownership_problem(uid: u32, mode: u32, owners: &[u32]) -> Option<String> {
     if uid != 0 && !owners.contains(&uid) {
         return Some(format!("owned by uid {uid}, not root"));
     }
-    if mode & 0o022 != 0 {
+    let sticky_root_dir = uid == 0 && mode & 0o170000 == 0o040000 && mode & 0o1000 != 0;
+    if mode & 0o022 != 0 && !sticky_root_dir {
         return Some(format!(
             "writable by {} (mode {:04o})",
             if mode & 0o002 != 0 {
@@ -108,23 +110,31 @@ mod tests {
             Some("writable by its group (mode 0664)")
         );
         assert_eq!(
-            ownership_problem(0, 0o041777, &[]).as_deref(),
-            Some("writable by everyone (mode 1777)")
+            ownership_problem(0, 0o040777, &[]).as_deref(),
+            Some("writable by everyone (mode 0777)")
+        );
+        // /tmp: root's and sticky.
+        assert_eq!(ownership_problem(0, 0o041777, &[]), None);
+        assert_eq!(
+            ownership_problem(0, 0o101666, &[]).as_deref(),
+            Some("writable by everyone (mode 1666)")
+        );
+        assert_eq!(
+            ownership_problem(1001, 0o041777, &[]).as_deref(),
+            Some("owned by uid 1001, not root")
         );
     }
 
     #[test]
-    fn a_file_under_a_directory_others_can_write_is_not_trusted() {
-        // /tmp is writable by everyone (sticky or not, another user could have made
-        // the name before root did).
-        let d = std::env::temp_dir();
-        let f = d.join(format!("tre-trust-test-{}", std::process::id()));
+    fn a_file_others_can_write_is_not_trusted() {
+        let f = std::env::temp_dir().join(format!("tre-trust-test-{}", std::process::id()));
         std::fs::write(&f, b"x").unwrap();
+        std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
         let r = check_file("config", &f, &[]);
         std::fs::remove_file(&f).unwrap();
         let e = r.unwrap_err().to_string();
         assert!(
-            e.contains("is writable by everyone") || e.contains("not root"),
+            e.contains("is writable by everyone (mode 0666)") || e.contains("not root"),
             "{e}"
         );
         assert!(matches!(

@@ -111,6 +111,7 @@ test_runtime_a_safe_data_link_to_a_read_only_project_is_read_only() {
   # A link to a project the site leaves writable stays writable (the rule is per
   # project, not "every link").
   with_config 'read_only_projects = ["proj2"]'
+  trap 'as alice rm -f safe_data; restore_config' EXIT
   job=$(run_job alice --tre-container=$IMAGE --wrap 'touch /safe_data/x-$SLURM_JOB_ID 2>/dev/null && echo WROTE || echo READ-ONLY')
   assert_line "$(job_output alice "$job")" "WROTE"
   bed exec rm -f "/safe_data/proj1/x-$job"
@@ -137,9 +138,10 @@ test_runtime_a_config_others_can_write_is_refused_and_check_names_it() {
 
 test_runtime_a_tool_path_or_secret_that_is_not_roots_is_refused() {
   local out job
+  local cleanup='bed exec rm -f /usr/local/sbin/tre-spank-copy /etc/tre-secret-test; restore_config'
   bed exec sh -c 'cp -p /usr/sbin/tre-spank /usr/local/sbin/tre-spank-copy; chown alice /usr/local/sbin/tre-spank-copy'
-  trap 'bed exec rm -f /usr/local/sbin/tre-spank-copy /etc/tre-secret-test; restore_config' EXIT
   with_config 'tool_path = "/usr/local/sbin/tre-spank-copy"'
+  trap "$cleanup" EXIT
   out=$(bed exec tre-spank check 2>&1) || true
   assert_contains "$out" "tool_path /usr/local/sbin/tre-spank-copy: file /usr/local/sbin/tre-spank-copy is owned by uid"
   job=$(run_job alice --tre-container=$IMAGE --wrap 'echo STARTED')
@@ -148,6 +150,7 @@ test_runtime_a_tool_path_or_secret_that_is_not_roots_is_refused() {
   assert_not_contains "$out" "STARTED"
   bed exec sh -c 'head -c 32 /dev/urandom > /etc/tre-secret-test; chmod 0400 /etc/tre-secret-test; chown alice /etc/tre-secret-test'
   with_config 'secret_file = "/etc/tre-secret-test"'
+  trap "$cleanup" EXIT
   out=$(bed exec tre-spank check 2>&1) || true
   assert_contains "$out" "secret_file /etc/tre-secret-test: file /etc/tre-secret-test is owned by uid"
   job=$(run_job alice --tre-container=$IMAGE --wrap 'echo STARTED')
@@ -212,6 +215,7 @@ test_runtime_apptainer_gives_no_host_tmp_and_no_site_bind_paths() {
   assert_line "$out" "end"
   # The site can give tre-spank jobs its bind paths.
   with_config $'[apptainer]\nsite_bind_paths = true'
+  trap 'bed exec sh -c "mv '"$conf"'.t-runtime '"$conf"'; rm -rf /tmp/tre-host-tmp-marker /var/tmp/tre-host-vartmp-marker /opt/tre-site-bind"; restore_config' EXIT
   out=$(as alice srun --tre-container=$IMAGE --tre-runtime=apptainer cat /opt/tre-site-bind/marker 2>&1)
   assert_line "$out" "site"
 }

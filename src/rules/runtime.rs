@@ -1187,6 +1187,20 @@ mod tests {
         assert_eq!(apptainer_passed_env(&t), ["SLURM_JOB_ID", "TERM", "MY_VAR"]);
     }
 
+    fn batch_argv(cfg: &ApptainerConfig, t: &TaskLaunch<'_>) -> Vec<String> {
+        strings(
+            &apptainer_argv(
+                &app_plan(),
+                cfg,
+                Path::new(SIF),
+                Path::new("/scratch"),
+                Path::new("/home/alice"),
+                t,
+            )
+            .unwrap(),
+        )
+    }
+
     #[test]
     fn apptainer_batch_home_off_gpus_and_image_entrypoint() {
         let script = Path::new("/var/spool/slurmd/job00042/slurm_script");
@@ -1206,17 +1220,7 @@ mod tests {
             gpus: &[1],
             ..task(&argv, &names)
         };
-        let got = strings(
-            &apptainer_argv(
-                &app_plan(),
-                &cfg,
-                Path::new(SIF),
-                Path::new("/scratch"),
-                Path::new("/home/alice"),
-                &t,
-            )
-            .unwrap(),
-        );
+        let got = batch_argv(&cfg, &t);
         assert_eq!(
             got[..8],
             [
@@ -1238,17 +1242,7 @@ mod tests {
         );
         // Without GPUs: no --nv, and CUDA_VISIBLE_DEVICES is not passed.
         let t = TaskLaunch { gpus: &[], ..t };
-        let got = strings(
-            &apptainer_argv(
-                &app_plan(),
-                &cfg,
-                Path::new(SIF),
-                Path::new("/scratch"),
-                Path::new("/home/alice"),
-                &t,
-            )
-            .unwrap(),
-        );
+        let got = batch_argv(&cfg, &t);
         assert!(!got.iter().any(|a| a == "--nv"));
         assert_eq!(apptainer_passed_env(&t), ["SLURM_JOB_GPUS"]);
     }

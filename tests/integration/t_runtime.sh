@@ -136,27 +136,26 @@ test_runtime_a_config_others_can_write_is_refused_and_check_names_it() {
   assert_contains "$out" "is owned by uid $(bed exec id -u alice), not root"
 }
 
-test_runtime_a_tool_path_or_secret_that_is_not_roots_is_refused() {
+# refused_file KEY PATH: with KEY = "PATH" in the config, check names PATH as not
+# root's and a job fails naming it (and never starts).
+refused_file() {
   local out job
-  local cleanup='bed exec rm -f /usr/local/sbin/tre-spank-copy /etc/tre-secret-test; restore_config'
-  bed exec sh -c 'cp -p /usr/sbin/tre-spank /usr/local/sbin/tre-spank-copy; chown alice /usr/local/sbin/tre-spank-copy'
-  with_config 'tool_path = "/usr/local/sbin/tre-spank-copy"'
-  trap "$cleanup" EXIT
+  with_config "$1 = \"$2\""
+  trap "$CLEANUP" EXIT
   out=$(bed exec tre-spank check 2>&1) || true
-  assert_contains "$out" "tool_path /usr/local/sbin/tre-spank-copy: file /usr/local/sbin/tre-spank-copy is owned by uid"
+  assert_contains "$out" "$1 $2: file $2 is owned by uid $(bed exec id -u alice), not root: jobs refuse it"
   job=$(run_job alice --tre-container=$IMAGE --wrap 'echo STARTED')
   out=$(job_output alice "$job")
-  assert_contains "$out" "tre-spank: refusing tool_path /usr/local/sbin/tre-spank-copy"
+  assert_contains "$out" "tre-spank: refusing $1 $2: file $2 is owned by uid"
   assert_not_contains "$out" "STARTED"
-  bed exec sh -c 'head -c 32 /dev/urandom > /etc/tre-secret-test; chmod 0400 /etc/tre-secret-test; chown alice /etc/tre-secret-test'
-  with_config 'secret_file = "/etc/tre-secret-test"'
-  trap "$cleanup" EXIT
-  out=$(bed exec tre-spank check 2>&1) || true
-  assert_contains "$out" "secret_file /etc/tre-secret-test: file /etc/tre-secret-test is owned by uid"
-  job=$(run_job alice --tre-container=$IMAGE --wrap 'echo STARTED')
-  out=$(job_output alice "$job")
-  assert_contains "$out" "tre-spank: refusing secret_file /etc/tre-secret-test"
-  assert_not_contains "$out" "STARTED"
+}
+
+test_runtime_a_tool_path_or_secret_that_is_not_roots_is_refused() {
+  CLEANUP='bed exec rm -f /usr/local/sbin/tre-spank-copy /etc/tre-secret-test; restore_config'
+  bed exec sh -c 'cp -p /usr/sbin/tre-spank /usr/local/sbin/tre-spank-copy; chown alice /usr/local/sbin/tre-spank-copy
+    head -c 32 /dev/urandom > /etc/tre-secret-test; chmod 0400 /etc/tre-secret-test; chown alice /etc/tre-secret-test'
+  refused_file tool_path /usr/local/sbin/tre-spank-copy
+  refused_file secret_file /etc/tre-secret-test
   assert_node_idle
 }
 

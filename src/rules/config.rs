@@ -151,9 +151,6 @@ pub struct ApptainerConfig {
     pub mount_home: bool,
     /// `--userns`: always run unprivileged, even where a setuid starter is installed.
     pub userns: bool,
-    /// Also give jobs the `bind path` entries of the site's apptainer.conf (off: a job
-    /// sees what podman gives, and nothing an apptainer.conf made for other uses adds).
-    pub site_bind_paths: bool,
 }
 
 impl Default for ApptainerConfig {
@@ -163,7 +160,6 @@ impl Default for ApptainerConfig {
             sif_dir: PathBuf::from("/var/lib/tre-spank/sif"),
             mount_home: true,
             userns: true,
-            site_bind_paths: false,
         }
     }
 }

@@ -491,18 +491,15 @@ pub fn apptainer_argv(
     }
     // What podman gives: a minimal /dev (GPU devices only with the job's GPUs), an
     // empty /tmp and /var/tmp of the container's own, no host file systems, no
-    // current directory, and the site's apptainer.conf bind paths only where the
-    // site says so for tre-spank. Home is bound only while mount_home is on.
+    // current directory. Under --contain apptainer binds, of the `bind path` entries
+    // of apptainer.conf, only /etc/hosts and /etc/localtime (seen with 1.4.5), as
+    // podman gives /etc/hosts. Home is bound only while mount_home is on.
     argv.push("--contain".into());
-    let mut no_mount = String::from("--no-mount=");
-    if !config.mount_home {
-        no_mount.push_str("home,");
-    }
-    no_mount.push_str("cwd,hostfs");
-    if !config.site_bind_paths {
-        no_mount.push_str(",bind-paths");
-    }
-    argv.push(no_mount.into());
+    argv.push(if config.mount_home {
+        "--no-mount=cwd,hostfs".into()
+    } else {
+        "--no-mount=home,cwd,hostfs".into()
+    });
     if config.mount_home {
         argv.push(home_flag(home)?);
     }
@@ -1155,7 +1152,7 @@ mod tests {
             "--no-eval",
             "--userns",
             "--contain",
-            "--no-mount=cwd,hostfs,bind-paths",
+            "--no-mount=cwd,hostfs",
             "--home=/home/alice",
             "--pwd=/home/alice/work",
             "--bind=/safe_data/proj1:/safe_data",
@@ -1229,7 +1226,7 @@ mod tests {
                 "--cleanenv",
                 "--no-eval",
                 "--contain",
-                "--no-mount=home,cwd,hostfs,bind-paths",
+                "--no-mount=home,cwd,hostfs",
                 "--nv",
                 "--pwd=/scratch"
             ]

@@ -28,6 +28,7 @@ use tre_spank::host::job;
 use tre_spank::host::launch::{supervise, Launch};
 use tre_spank::host::liveness::ask_controller;
 use tre_spank::host::sweep;
+use tre_spank::host::trust;
 use tre_spank::rules::config::{self, Config};
 use tre_spank::rules::image_store::{approved, mount_of};
 use tre_spank::rules::job_number::job_number;
@@ -406,6 +407,10 @@ fn check(opts: &Opts) -> ExitCode {
                     "secret_file {} has mode {mode:04o}: users could compute job numbers",
                     config.secret_file.display()
                 ));
+            } else if let Err(e) =
+                trust::check_file("secret_file", &config.secret_file, trust::SECRET_OWNERS)
+            {
+                c.problem(&format!("{e}: jobs refuse it"));
             } else {
                 c.ok(&format!(
                     "secret_file {} readable",
@@ -420,7 +425,10 @@ fn check(opts: &Opts) -> ExitCode {
     }
     match std::fs::metadata(&config.tool_path) {
         Ok(m) if m.is_file() && m.permissions().mode() & 0o001 != 0 => {
-            c.ok(&format!("tool_path {}", config.tool_path.display()))
+            match trust::check_file("tool_path", &config.tool_path, &[]) {
+                Ok(()) => c.ok(&format!("tool_path {}", config.tool_path.display())),
+                Err(e) => c.problem(&format!("{e}: jobs refuse it")),
+            }
         }
         Ok(_) => c.problem(&format!(
             "tool_path {} is not a file everyone can execute",
@@ -587,6 +595,7 @@ fn plan_for(opts: &Opts, user: &str, container: &str) -> i32 {
             Runtime::Apptainer => Target::Apptainer {
                 sif: &sif,
                 workdir: &scratch,
+                home: &account.home,
             },
         };
         let command = match runtime::job_command(&config, &container, &target, &launch) {
@@ -970,7 +979,9 @@ fn number(mut args: impl Iterator<Item = OsString>) -> Result<u32, String> {
     }
     let job_id = job_id.ok_or("missing --job-id")?;
     let args: Vec<&str> = config_arg.iter().map(String::as_str).collect();
-    let config = config::load(&args).map_err(|e| e.to_string())?;
+    let config = job::load_node_config(&args, &job::node_name()).map_err(|e| e.to_string())?;
+    trust::check_file("secret_file", &config.secret_file, trust::SECRET_OWNERS)
+        .map_err(|e| format!("refusing {e}"))?;
     let secret = std::fs::read(&config.secret_file).map_err(|e| {
         format!(
             "cannot read the job number secret {}: {e}",

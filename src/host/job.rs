@@ -5,9 +5,10 @@ use std::os::fd::OwnedFd;
 
 use super::account::Account;
 use super::dirs;
+use super::trust;
 use crate::rules::config::{self, Config, ConfigError};
 use crate::rules::options::{Runtime, RuntimeChoice};
-use crate::rules::project::{self, ProjectError, ProjectFacts, Resolution, SafeData};
+use crate::rules::project::{self, HomeSafeData, ProjectError, ProjectFacts, Resolution, SafeData};
 use crate::rules::runtime;
 
 /// This node's own name (never anything from the job's environment).
@@ -18,7 +19,14 @@ pub fn node_name() -> String {
 }
 
 /// The site config as it applies to this node (its `[[node]]` sections applied).
+/// Root reads it: a config file that is not root's, or that others can write, is
+/// refused (a missing one means the defaults and the plugstack arguments).
 pub fn load_node_config(plugstack_args: &[&str], node: &str) -> Result<Config, ConfigError> {
+    let path = config::config_path(plugstack_args);
+    if path.symlink_metadata().is_ok() {
+        trust::check_file("config", &path, &[])
+            .map_err(|e| ConfigError::Untrusted(e.to_string()))?;
+    }
     Ok(config::load(plugstack_args)?.for_node(node))
 }
 
@@ -58,9 +66,16 @@ pub fn resolve_project(
     config: &Config,
     requested: Option<&str>,
 ) -> Result<Resolution, String> {
+    let home_safe_data = dirs::probe_home_safe_data(home_fd);
+    // Followed as the user (this runs with the user's ids): a link to a read-only
+    // project keeps it read-only (project::resolve).
+    let target = (home_safe_data == HomeSafeData::Directory)
+        .then(|| std::fs::canonicalize(account.home.join("safe_data")).ok())
+        .flatten();
     let facts = ProjectFacts {
         home: &account.home,
-        home_safe_data: dirs::probe_home_safe_data(home_fd),
+        home_safe_data,
+        home_safe_data_target: target.as_deref(),
         primary_group: &account.primary_group,
         supplementary_groups: &account.supplementary_groups,
         requested,

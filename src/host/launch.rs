@@ -35,7 +35,7 @@ use nix::unistd::{fork, pipe, read, ForkResult, Pid};
 use crate::rules::image_store::{unreadable_store_message, STORE_FILES_JOBS_READ};
 use crate::rules::options::Runtime;
 use crate::rules::runtime::{
-    diagnose_runtime_exit, image_stores_of, missing_image_message, RuntimeFailure,
+    diagnose_runtime_exit, image_stores_of, missing_image_message, runtime_env, RuntimeFailure,
 };
 
 /// Signals passed on to the runtime (which passes them into the container).
@@ -95,11 +95,23 @@ pub fn supervise(launch: &Launch) -> i32 {
         say(&format!("tre-spank: launch: cannot block signals: {e}"));
         return 125;
     }
+    let env = match runtime_environment(launch.runtime, &argv) {
+        Ok(env) => env,
+        Err(e) => {
+            say(&format!("tre-spank: launch: {e}"));
+            return 125;
+        }
+    };
     // Processes the runtime leaves behind (double-forked conmon, the pause process)
     // become this process's children instead of init's: see `settle`. Without it
     // (it cannot fail on Linux) they are only not waited for.
     let _ = set_child_subreaper(true);
-    let child = match Command::new(program).args(args).spawn() {
+    let child = match Command::new(program)
+        .args(args)
+        .env_clear()
+        .envs(env)
+        .spawn()
+    {
         Ok(c) => c,
         Err(e) => {
             say(&format!(
@@ -140,6 +152,27 @@ pub fn supervise(launch: &Launch) -> i32 {
         Ok(code) => explain_exit(launch, &argv, program, code),
         Err(sig) => die_of(sig),
     }
+}
+
+/// The runtime's environment: an allow-list over this process's (the task's)
+/// environment, see [`runtime_env`]. Apptainer's `HOME` is the password database's.
+fn runtime_environment(
+    runtime: Runtime,
+    argv: &[OsString],
+) -> Result<Vec<(OsString, OsString)>, String> {
+    let home = match runtime {
+        Runtime::Podman => PathBuf::new(),
+        Runtime::Apptainer => {
+            let uid = nix::unistd::getuid();
+            match nix::unistd::User::from_uid(uid) {
+                Ok(Some(user)) => user.dir,
+                Ok(None) => return Err(format!("uid {uid} is not in the password database")),
+                Err(e) => return Err(format!("cannot look up uid {uid}: {e}")),
+            }
+        }
+    };
+    let inherited: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    Ok(runtime_env(runtime, argv, &inherited, &home))
 }
 
 /// The process a passed-on signal goes to: the runtime, except for rootless podman
@@ -480,9 +513,14 @@ fn image_missing(argv: &[OsString], image: &str) -> bool {
     let Some(run) = argv.iter().position(|a| a == "run") else {
         return false;
     };
+    let Ok(env) = runtime_environment(Runtime::Podman, argv) else {
+        return false;
+    };
     Command::new(&argv[0])
         .args(&argv[1..run])
         .args(["image", "exists", image])
+        .env_clear()
+        .envs(env)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

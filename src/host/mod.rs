@@ -15,3 +15,4 @@ pub mod remove;
 pub mod runtime_dir;
 pub mod state;
 pub mod sweep;
+pub mod trust;

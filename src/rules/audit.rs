@@ -62,6 +62,24 @@ pub fn quote(value: &str) -> String {
     out
 }
 
+/// A line for slurmd's log: every control byte (newline, carriage return, escape,
+/// ...) of a file name or user value escaped as `\xNN`, so that no value can start a
+/// forged log line or rewrite the terminal of whoever reads the log.
+pub fn log_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("\\x{b:02x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// `YYYY-MM-DDTHH:MM:SSZ` (UTC).
 pub fn utc_time(t: SystemTime) -> String {
     let secs = t
@@ -145,5 +163,15 @@ mod tests {
         assert_eq!(exit_fields(3 << 8), ("exit", "3".to_string()));
         assert_eq!(exit_fields(9), ("signal", "9".to_string()));
         assert_eq!(exit_fields(0), ("exit", "0".to_string()));
+    }
+
+    #[test]
+    fn log_lines_cannot_be_forged() {
+        assert_eq!(log_line("plain /home/alice/x y"), "plain /home/alice/x y");
+        assert_eq!(
+            log_line("x\n[2026-12-01T00:00:00] error: forged\r\u{1b}[2J"),
+            "x\\x0a[2026-12-01T00:00:00] error: forged\\x0d\\x1b[2J"
+        );
+        assert_eq!(log_line("caf\u{e9} \u{85}"), "caf\u{e9} \\xc2\\x85");
     }
 }

@@ -197,12 +197,15 @@ pub struct PodmanConfig {
     /// user's) and podman can create its mount points in them. Empty: kernel overlay.
     pub store_mount_program: PathBuf,
     /// Also read images from the user's own rootless storage
-    /// (`$HOME/.local/share/containers/storage`), read-only.
+    /// (`$HOME/.local/share/containers/storage`), read-only. Off by default: the
+    /// allow-list then checks only a name, and any image a user tags with an allowed
+    /// name runs (approved images only is the default; a site opt-in).
     pub user_image_store: bool,
     /// CDI device kind for the job's GPUs (`--device=<kind>=<index>`).
     pub gpu_cdi_kind: String,
-    /// The site's containers.conf, given to podman as `CONTAINERS_CONF` (when it
-    /// exists) so that the user's own `~/.config/containers/containers.conf` is not read.
+    /// The site's containers.conf, given to podman as `CONTAINERS_CONF` when it
+    /// exists, else the package's (`/usr/share/tre-spank/containers.conf`): the
+    /// user's own `~/.config/containers/containers.conf` is never read.
     pub containers_conf: PathBuf,
 }
 
@@ -290,7 +293,7 @@ impl Default for PodmanConfig {
             cgroups_disabled: true,
             image_stores: vec![PathBuf::from(DEFAULT_IMAGE_STORE)],
             store_mount_program: PathBuf::from("/usr/bin/fuse-overlayfs"),
-            user_image_store: true,
+            user_image_store: false,
             gpu_cdi_kind: "nvidia.com/gpu".to_string(),
             containers_conf: PathBuf::from("/etc/containers/containers.conf"),
         }
@@ -313,6 +316,9 @@ pub enum ConfigError {
     },
     #[error("plugstack argument {arg:?}: {message}")]
     Argument { arg: String, message: String },
+    /// The file is not root's, or others can write it (host::trust says why).
+    #[error("refusing {0}")]
+    Untrusted(String),
 }
 
 /// The config path named by plugstack arguments, or the default.

@@ -220,20 +220,14 @@ pub fn valid_env_name(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Names the plugin or the runtimes own: tre-spank's own variables, the runtimes'
-/// control variables, and Slurm's (already forwarded, all of them).
+/// Names the plugin or the runtimes own: tre-spank's own variables, every variable
+/// that steers a runtime, its helpers or the loader (podman reads a `--env=NAME`
+/// value from its own environment, see `runtime::steers_runtime`), and Slurm's
+/// (already forwarded, all of them).
 pub fn reserved_env_name(s: &str) -> bool {
-    [
-        "TRE_",
-        "SLURM_",
-        "APPTAINER",
-        "SINGULARITY",
-        "PODMAN",
-        "CONTAINERS_",
-    ]
-    .iter()
-    .any(|p| s.starts_with(p))
-        || ["TMPDIR", "TMP", "XDG_RUNTIME_DIR", "CUDA_VISIBLE_DEVICES"].contains(&s)
+    ["TRE_", "SLURM_"].iter().any(|p| s.starts_with(p))
+        || s == "CUDA_VISIBLE_DEVICES"
+        || super::runtime::steers_runtime(s.as_bytes())
 }
 
 /// `NAME[,NAME...]`: strict names, duplicates dropped, order kept.

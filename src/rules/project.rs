@@ -77,6 +77,9 @@ fn list_or_none(v: &[String]) -> String {
 pub struct ProjectFacts<'a> {
     pub home: &'a Path,
     pub home_safe_data: HomeSafeData,
+    /// Where `$HOME/safe_data` leads, every link followed (as the user), when it is a
+    /// directory.
+    pub home_safe_data_target: Option<&'a Path>,
     /// Primary group first, then supplementary groups (any order; sorted here).
     pub primary_group: &'a str,
     pub supplementary_groups: &'a [String],
@@ -165,9 +168,18 @@ pub fn resolve(
     match facts.home_safe_data {
         HomeSafeData::Directory => {
             let project = chosen.map(|(p, _)| p);
+            // A link to a project is that project: its read_only_projects rule holds
+            // whichever path leads to it.
+            let reached = facts
+                .home_safe_data_target
+                .and_then(|t| t.strip_prefix(&config.safe_data_root).ok())
+                .and_then(|rest| rest.components().next())
+                .and_then(|c| c.as_os_str().to_str());
+            let read_only = config.safe_data_read_only(project.as_ref().map(|p| p.name.as_str()))
+                || reached.is_some_and(|p| config.safe_data_read_only(Some(p)));
             return Ok(Resolution {
                 safe_data: SafeData::Home(home_data),
-                read_only: config.safe_data_read_only(project.as_ref().map(|p| p.name.as_str())),
+                read_only,
                 project,
                 reason: "your $HOME/safe_data exists".into(),
             });
@@ -226,6 +238,7 @@ mod tests {
         ProjectFacts {
             home: Path::new("/home/alice"),
             home_safe_data: home,
+            home_safe_data_target: None,
             primary_group: primary,
             supplementary_groups: sup,
             requested: req,
@@ -458,5 +471,28 @@ mod tests {
         assert!(user_projects(&sup, &Config::default(), &all)
             .iter()
             .all(|p| p.name != ".." && !p.name.contains('/')));
+    }
+
+    #[test]
+    fn a_home_link_to_a_read_only_project_is_read_only() {
+        let mut c = Config {
+            read_only_projects: vec!["proj1".into()],
+            ..Config::default()
+        };
+        c.safe_data_root = PathBuf::from("/safe_data");
+        let sup = groups(&["proj1"]);
+        let mut f = facts("alice", &sup, HomeSafeData::Directory, None);
+        for (target, read_only) in [
+            ("/safe_data/proj1", true),
+            ("/safe_data/proj1/sub/dir", true),
+            ("/safe_data/proj2", false),
+            ("/home/alice/mydata", false),
+            ("/safe_data_other/proj1", false),
+        ] {
+            f.home_safe_data_target = Some(Path::new(target));
+            let r = resolve(&f, &c, &dirs(&[])).unwrap();
+            assert_eq!(r.read_only, read_only, "{target}");
+            assert_eq!(r.safe_data, SafeData::Home("/home/alice/safe_data".into()));
+        }
     }
 }

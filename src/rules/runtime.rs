@@ -281,10 +281,15 @@ pub fn apptainer_passed_env(task: &TaskLaunch<'_>) -> Vec<String> {
 /// removed from the runtime's environment before it starts, so only code and the site
 /// config decide its flags. Flags on apptainer's command line win over these anyway
 /// for what the plugin sets; removing them covers what it does not.
-pub fn apptainer_control_vars(task_env_names: &[String]) -> Vec<String> {
+///
+/// Names are bytes: a value (or name) that is not UTF-8 is still seen.
+pub fn apptainer_control_vars(task_env_names: &[OsString]) -> Vec<OsString> {
     task_env_names
         .iter()
-        .filter(|n| n.starts_with("APPTAINER") || n.starts_with("SINGULARITY"))
+        .filter(|n| {
+            let n = n.as_bytes();
+            n.starts_with(b"APPTAINER") || n.starts_with(b"SINGULARITY")
+        })
         .cloned()
         .collect()
 }
@@ -293,17 +298,166 @@ pub fn apptainer_control_vars(task_env_names: &[String]) -> Vec<String> {
 /// the site's containers.conf, which can add volumes; `CONTAINER_HOST` would send the
 /// run to another podman; `PODMAN_USERNS` changes the user namespace): removed from
 /// the runtime's environment before it starts.
-pub fn podman_control_vars(task_env_names: &[String]) -> Vec<String> {
+/// The runtime never sees any of them anyway ([`runtime_env`] is an allow-list);
+/// removing them here also keeps them out of what the task's environment shows.
+pub fn podman_control_vars(task_env_names: &[OsString]) -> Vec<OsString> {
     task_env_names
         .iter()
         .filter(|n| {
-            n.starts_with("CONTAINERS_")
-                || n.starts_with("PODMAN_")
-                || ["CONTAINER_HOST", "CONTAINER_CONNECTION", "CONTAINER_SSHKEY"]
-                    .contains(&n.as_str())
+            let n = n.as_bytes();
+            n.starts_with(b"CONTAINERS_")
+                || n.starts_with(b"PODMAN_")
+                || [
+                    &b"CONTAINER_HOST"[..],
+                    b"CONTAINER_CONNECTION",
+                    b"CONTAINER_SSHKEY",
+                ]
+                .contains(&n)
         })
         .cloned()
         .collect()
+}
+
+/// The fixed search path of the runtimes and their helpers (conmon, crun,
+/// newuidmap, fuse-overlayfs, squashfuse): root's directories, never the job's `PATH`.
+pub const RUNTIME_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What the package ships for the runtimes (docs/threat-model.md).
+pub const SHIPPED_DIR: &str = "/usr/share/tre-spank";
+/// `HOME` and the XDG base directories of the runtimes: an empty, root-owned directory,
+/// so that no `~/.config/containers/*` (mounts.conf, containers.conf.d, storage.conf,
+/// registries.conf, policy.json) or `~/.apptainer` of the user is ever read for a job.
+pub const RUNTIME_HOME: &str = "/usr/share/tre-spank/runtime-home";
+/// podman's containers.conf where the site has none (`podman.containers_conf`).
+pub const SHIPPED_CONTAINERS_CONF: &str = "/usr/share/tre-spank/containers.conf";
+/// containers/storage's configuration for job containers (the graph and run roots
+/// are on the command line).
+pub const SHIPPED_STORAGE_CONF: &str = "/usr/share/tre-spank/storage.conf";
+/// Registries for job containers: none (jobs never pull).
+pub const SHIPPED_REGISTRIES_CONF: &str = "/usr/share/tre-spank/registries.conf";
+
+/// Whether a variable of this name steers a runtime, its libraries or helpers, or the
+/// loader: podman, containers/storage and containers/common (`CONTAINERS_*`,
+/// `CONTAINER_HOST` and the other remote-podman settings, `STORAGE_*`,
+/// `_CONTAINERS_*`, `REGISTRY_AUTH_FILE`, `DOCKER_*`, `BUILDAH_*`), conmon, crun and
+/// runc, apptainer (`APPTAINER*`, `SINGULARITY*`), Go (`GO*`), the loader (`LD_*`),
+/// config lookups (`HOME`, `XDG_*`, `PATH`, `TMPDIR`), systemd's notify and
+/// socket-activation sockets and the user's D-Bus. Such names are never passed
+/// from the job's environment to a runtime, and `--tre-env` refuses them.
+pub fn steers_runtime(name: &[u8]) -> bool {
+    const PREFIXES: &[&[u8]] = &[
+        b"CONTAINERS_",
+        b"CONTAINER_",
+        b"PODMAN",
+        b"STORAGE_",
+        b"_CONTAINERS",
+        b"BUILDAH",
+        b"DOCKER_",
+        b"REGISTRY_",
+        b"CONMON",
+        b"CRUN",
+        b"RUNC",
+        b"OCI_",
+        b"APPTAINER",
+        b"SINGULARITY",
+        b"GO",
+        b"LD_",
+        b"XDG_",
+        b"LISTEN_",
+        b"DBUS_",
+        b"NOTIFY_SOCKET",
+    ];
+    const NAMES: &[&[u8]] = &[b"HOME", b"PATH", b"TMPDIR", b"TMP", b"TEMP", b"SHELL"];
+    PREFIXES.iter().any(|p| name.starts_with(p)) || NAMES.contains(&name)
+}
+
+/// Variables of the inherited environment that `runtime_env` keeps because the plugin
+/// itself set them for this task (overwriting whatever the job had).
+const SET_BY_THE_PLUGIN: &[&[u8]] = &[b"XDG_RUNTIME_DIR", b"CONTAINERS_CONF"];
+
+/// The names podman's command line passes into the container by name (`--env=NAME`,
+/// or `--env=PREFIX*`), read from the runtime's flags only: the task's own
+/// arguments after the image are never looked at.
+fn podman_env_by_name(argv: &[OsString]) -> Vec<&[u8]> {
+    argv.iter()
+        .skip(1)
+        .filter(|a| a.as_bytes() != b"run")
+        .take_while(|a| a.as_bytes().starts_with(b"--"))
+        .filter_map(|a| a.as_bytes().strip_prefix(b"--env="))
+        .filter(|n| !n.contains(&b'='))
+        .collect()
+}
+
+fn passes(pattern: &[u8], name: &[u8]) -> bool {
+    match pattern.strip_suffix(b"*") {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
+    }
+}
+
+/// The whole environment a runtime is started with, built from an allow-list and
+/// handled as bytes (a value that is not UTF-8 is no different from any other):
+/// - fixed values: [`RUNTIME_PATH`]; for podman `HOME` and the XDG base directories
+///   under [`RUNTIME_HOME`] and the shipped storage and registries configuration;
+///   for apptainer `HOME` is `home` (the password database's) and its user
+///   configuration directory is under [`RUNTIME_HOME`];
+/// - from `inherited`, only what the plugin set for this task: `XDG_RUNTIME_DIR`,
+///   podman's `CONTAINERS_CONF`, apptainer's `APPTAINERENV_<NAME>` (the plugin removed
+///   the job's own `APPTAINER*` variables and set these from the passed variables);
+/// - for podman, the variables its `--env=NAME` flags pass into the container (Slurm's,
+///   terminal and locale, the user's `--tre-env` names), except names that steer a
+///   runtime ([`steers_runtime`]).
+///
+/// Everything else of the job's environment (`CONTAINERS_CONF_OVERRIDE`,
+/// `APPTAINER_BIND`, `LD_PRELOAD`, `NOTIFY_SOCKET`, ...) never reaches the runtime.
+pub fn runtime_env(
+    runtime: Runtime,
+    argv: &[OsString],
+    inherited: &[(OsString, OsString)],
+    home: &Path,
+) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = vec![("PATH".into(), RUNTIME_PATH.into())];
+    let under_home = |rel: &str| OsString::from(format!("{RUNTIME_HOME}/{rel}"));
+    match runtime {
+        Runtime::Podman => {
+            env.extend([
+                ("HOME".into(), RUNTIME_HOME.into()),
+                ("XDG_CONFIG_HOME".into(), under_home(".config")),
+                ("XDG_DATA_HOME".into(), under_home(".local/share")),
+                ("XDG_CACHE_HOME".into(), under_home(".cache")),
+                ("XDG_STATE_HOME".into(), under_home(".local/state")),
+                (
+                    "CONTAINERS_STORAGE_CONF".into(),
+                    SHIPPED_STORAGE_CONF.into(),
+                ),
+                (
+                    "CONTAINERS_REGISTRIES_CONF".into(),
+                    SHIPPED_REGISTRIES_CONF.into(),
+                ),
+            ]);
+        }
+        Runtime::Apptainer => {
+            env.extend([
+                ("HOME".into(), home.into()),
+                ("APPTAINER_CONFIGDIR".into(), under_home(".apptainer")),
+            ]);
+        }
+    }
+    let by_name = match runtime {
+        Runtime::Podman => podman_env_by_name(argv),
+        Runtime::Apptainer => Vec::new(),
+    };
+    for (name, value) in inherited {
+        let n = name.as_bytes();
+        let keep = SET_BY_THE_PLUGIN.contains(&n)
+            && (runtime == Runtime::Podman || n != b"CONTAINERS_CONF")
+            || (runtime == Runtime::Apptainer && n.starts_with(b"APPTAINERENV_"))
+            || (!steers_runtime(n) && by_name.iter().any(|p| passes(p, n)));
+        if keep && !env.iter().any(|(k, _)| k == name) {
+            env.push((name.clone(), value.clone()));
+        }
+    }
+    env
 }
 
 /// Working directory under apptainer: the submission directory when it is visible in
@@ -333,6 +487,7 @@ pub fn apptainer_argv(
     config: &ApptainerConfig,
     sif: &Path,
     workdir: &Path,
+    home: &Path,
     task: &TaskLaunch<'_>,
 ) -> Result<Vec<OsString>, ApptainerError> {
     let mut argv: Vec<OsString> = vec![config.path.clone().into()];
@@ -349,13 +504,20 @@ pub fn apptainer_argv(
     if config.userns {
         argv.push("--userns".into());
     }
-    // The current directory is never bound implicitly (only the site's mounts);
-    // home is bound (apptainer's default) unless the site turns it off.
+    // What podman gives: a minimal /dev (GPU devices only with the job's GPUs), an
+    // empty /tmp and /var/tmp of the container's own, no host file systems, no
+    // current directory. Under --contain apptainer binds, of the `bind path` entries
+    // of apptainer.conf, only /etc/hosts and /etc/localtime (seen with 1.4.5), as
+    // podman gives /etc/hosts. Home is bound only while mount_home is on.
+    argv.push("--contain".into());
     argv.push(if config.mount_home {
-        "--no-mount=cwd".into()
+        "--no-mount=cwd,hostfs".into()
     } else {
-        "--no-mount=home,cwd".into()
+        "--no-mount=home,cwd,hostfs".into()
     });
+    if config.mount_home {
+        argv.push(home_flag(home)?);
+    }
     if !task.gpus.is_empty() {
         argv.push("--nv".into());
     }
@@ -372,6 +534,14 @@ pub fn apptainer_argv(
     argv.push(sif.into());
     argv.extend(task.container_args().iter().cloned());
     Ok(argv)
+}
+
+/// `--home=HOME`: with `--contain`, only a home given by name is bound.
+fn home_flag(home: &Path) -> Result<OsString, ApptainerError> {
+    if home.as_os_str().as_bytes().contains(&b':') {
+        return Err(ApptainerError::UnbindablePath(home.display().to_string()));
+    }
+    Ok(flag("home", home))
 }
 
 fn bind(host: &Path, container: &Path, read_only: bool) -> Result<OsString, ApptainerError> {
@@ -439,7 +609,12 @@ pub fn supervised_argv(
 /// with the image's SIF file and the working directory inside.
 pub enum Target<'a> {
     Podman(PodmanStorage<'a>),
-    Apptainer { sif: &'a Path, workdir: &'a Path },
+    Apptainer {
+        sif: &'a Path,
+        workdir: &'a Path,
+        /// The user's home (the password database's), bound while `mount_home` is on.
+        home: &'a Path,
+    },
 }
 
 /// One task's commands: what the `Running:` line shows, and what slurmstepd prepends
@@ -460,8 +635,8 @@ pub fn job_command(
 ) -> Result<JobCommand, String> {
     let runtime_argv = match target {
         Target::Podman(storage) => podman_argv(plan, &config.podman, storage, task),
-        Target::Apptainer { sif, workdir } => {
-            apptainer_argv(plan, &config.apptainer, sif, workdir, task)
+        Target::Apptainer { sif, workdir, home } => {
+            apptainer_argv(plan, &config.apptainer, sif, workdir, home, task)
                 .map_err(|e| e.to_string())?
         }
     };
@@ -605,6 +780,7 @@ mod tests {
     use crate::rules::image::ImageRef;
     use crate::rules::plan::{container_plan, JobDirs};
     use crate::rules::project::{Project, Resolution, SafeData};
+    use std::os::unix::ffi::OsStringExt;
 
     fn plan() -> ContainerPlan {
         let r = Resolution {
@@ -669,7 +845,6 @@ mod tests {
             "--storage-opt=overlay.mount_program=/usr/bin/fuse-overlayfs",
             "--storage-opt=overlay.mountopt=squash_to_root",
             "--storage-opt=additionalimagestore=/var/lib/tre-spank/images",
-            "--storage-opt=additionalimagestore=/home/alice/.local/share/containers/storage",
             "--events-backend=none",
             "run",
             "--rm",
@@ -767,9 +942,11 @@ mod tests {
             ]
         );
         assert!(!got.iter().any(|a| a.contains("additionalimagestore=/home")));
-        // No site store: the kernel's overlay, and only the user's own storage.
+        // No site store: the kernel's overlay, and only the user's own storage (a
+        // site opt-in).
         let user_only = PodmanConfig {
             image_stores: Vec::new(),
+            user_image_store: true,
             ..PodmanConfig::default()
         };
         let flags = strings(&storage().global_flags(&user_only));
@@ -793,7 +970,10 @@ mod tests {
 
     #[test]
     fn missing_image_message_names_the_stores_looked_in() {
-        let argv = storage().global_flags(&PodmanConfig::default());
+        let argv = storage().global_flags(&PodmanConfig {
+            user_image_store: true,
+            ..PodmanConfig::default()
+        });
         let mut full = vec![OsString::from("/usr/bin/podman")];
         full.extend(argv);
         full.extend(os(&[
@@ -988,6 +1168,7 @@ mod tests {
                 &ApptainerConfig::default(),
                 Path::new(SIF),
                 Path::new("/home/alice/work"),
+                Path::new("/home/alice"),
                 &t,
             )
             .unwrap(),
@@ -998,7 +1179,9 @@ mod tests {
             "--cleanenv",
             "--no-eval",
             "--userns",
-            "--no-mount=cwd",
+            "--contain",
+            "--no-mount=cwd,hostfs",
+            "--home=/home/alice",
             "--pwd=/home/alice/work",
             "--bind=/safe_data/proj1:/safe_data",
             "--bind=/home/alice/outputs-1234567:/safe_outputs",
@@ -1029,6 +1212,20 @@ mod tests {
         assert_eq!(apptainer_passed_env(&t), ["SLURM_JOB_ID", "TERM", "MY_VAR"]);
     }
 
+    fn batch_argv(cfg: &ApptainerConfig, t: &TaskLaunch<'_>) -> Vec<String> {
+        strings(
+            &apptainer_argv(
+                &app_plan(),
+                cfg,
+                Path::new(SIF),
+                Path::new("/scratch"),
+                Path::new("/home/alice"),
+                t,
+            )
+            .unwrap(),
+        )
+    }
+
     #[test]
     fn apptainer_batch_home_off_gpus_and_image_entrypoint() {
         let script = Path::new("/var/spool/slurmd/job00042/slurm_script");
@@ -1048,17 +1245,16 @@ mod tests {
             gpus: &[1],
             ..task(&argv, &names)
         };
-        let got = strings(
-            &apptainer_argv(&app_plan(), &cfg, Path::new(SIF), Path::new("/scratch"), &t).unwrap(),
-        );
+        let got = batch_argv(&cfg, &t);
         assert_eq!(
-            got[..7],
+            got[..8],
             [
                 "/usr/bin/apptainer",
                 "run",
                 "--cleanenv",
                 "--no-eval",
-                "--no-mount=home,cwd",
+                "--contain",
+                "--no-mount=home,cwd,hostfs",
                 "--nv",
                 "--pwd=/scratch"
             ]
@@ -1071,9 +1267,7 @@ mod tests {
         );
         // Without GPUs: no --nv, and CUDA_VISIBLE_DEVICES is not passed.
         let t = TaskLaunch { gpus: &[], ..t };
-        let got = strings(
-            &apptainer_argv(&app_plan(), &cfg, Path::new(SIF), Path::new("/scratch"), &t).unwrap(),
-        );
+        let got = batch_argv(&cfg, &t);
         assert!(!got.iter().any(|a| a == "--nv"));
         assert_eq!(apptainer_passed_env(&t), ["SLURM_JOB_GPUS"]);
     }
@@ -1087,6 +1281,7 @@ mod tests {
             &ApptainerConfig::default(),
             Path::new(SIF),
             Path::new("/scratch"),
+            Path::new("/home/alice"),
             &task(&[], &[]),
         )
         .unwrap_err();
@@ -1097,6 +1292,17 @@ mod tests {
             &ApptainerConfig::default(),
             Path::new(SIF),
             Path::new("/scratch"),
+            Path::new("/home/alice"),
+            &task(&[], &[])
+        )
+        .is_err());
+        // A home apptainer's --home cannot express.
+        assert!(apptainer_argv(
+            &app_plan(),
+            &ApptainerConfig::default(),
+            Path::new(SIF),
+            Path::new("/scratch"),
+            Path::new("/home/a:b"),
             &task(&[], &[])
         )
         .is_err());
@@ -1104,7 +1310,7 @@ mod tests {
 
     #[test]
     fn variables_that_steer_podman_are_removed() {
-        let names: Vec<String> = [
+        let names: Vec<OsString> = [
             "CONTAINERS_CONF",
             "CONTAINERS_CONF_OVERRIDE",
             "CONTAINER_HOST",
@@ -1113,7 +1319,7 @@ mod tests {
             "MY_CONTAINERS_CONF",
         ]
         .iter()
-        .map(|s| s.to_string())
+        .map(OsString::from)
         .collect();
         assert_eq!(
             podman_control_vars(&names),
@@ -1128,7 +1334,7 @@ mod tests {
 
     #[test]
     fn variables_that_steer_apptainer_are_removed() {
-        let names: Vec<String> = [
+        let names: Vec<OsString> = [
             "APPTAINER_BIND",
             "APPTAINERENV_X",
             "SINGULARITY_BIND",
@@ -1139,7 +1345,7 @@ mod tests {
             "MY_APPTAINER",
         ]
         .iter()
-        .map(|s| s.to_string())
+        .map(OsString::from)
         .collect();
         assert_eq!(
             apptainer_control_vars(&names),
@@ -1151,6 +1357,178 @@ mod tests {
                 "APPTAINER_NO_MOUNT"
             ]
         );
+    }
+
+    fn bytes(b: &[u8]) -> OsString {
+        OsString::from_vec(b.to_vec())
+    }
+
+    #[test]
+    fn control_variables_are_found_whatever_their_bytes() {
+        let names = vec![
+            bytes(b"CONTAINERS_CONF_OVERRIDE"),
+            bytes(b"APPTAINER_BIND"),
+            bytes(b"APPTAINER\xffX"),
+            bytes(b"SLURM_JOB_ID"),
+        ];
+        assert_eq!(
+            podman_control_vars(&names),
+            [bytes(b"CONTAINERS_CONF_OVERRIDE")]
+        );
+        assert_eq!(
+            apptainer_control_vars(&names),
+            [bytes(b"APPTAINER_BIND"), bytes(b"APPTAINER\xffX")]
+        );
+    }
+
+    fn env_of(pairs: &[(&[u8], &[u8])]) -> Vec<(OsString, OsString)> {
+        pairs.iter().map(|(k, v)| (bytes(k), bytes(v))).collect()
+    }
+
+    fn value<'a>(env: &'a [(OsString, OsString)], name: &str) -> Option<&'a [u8]> {
+        env.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_bytes())
+    }
+
+    #[test]
+    fn podman_gets_an_allow_listed_environment() {
+        let argv = os(&[
+            "/usr/bin/podman",
+            "--root=/run/tre-spank/job-1/storage",
+            "run",
+            "--rm",
+            "--env=SLURM_*",
+            "--env=TERM",
+            "--env=MY_VAR",
+            "--env=TRE_OUTPUTS_DIR=/safe_outputs",
+            "ghcr.io/mikej888/hello-tre:1.0",
+            "--env=LD_PRELOAD",
+            "--env=OTHER",
+        ]);
+        let inherited = env_of(&[
+            (b"CONTAINERS_CONF_OVERRIDE", b"/home/alice/\xff/o.conf"),
+            (b"CONTAINERS_CONF", b"/etc/containers/containers.conf"),
+            (b"XDG_RUNTIME_DIR", b"/run/tre-spank/job-1"),
+            (b"XDG_CONFIG_HOME", b"/home/alice/.config"),
+            (b"HOME", b"/home/alice"),
+            (b"PATH", b"/home/alice/bin:/usr/bin"),
+            (b"LD_PRELOAD", b"/home/alice/evil.so"),
+            (b"NOTIFY_SOCKET", b"/home/alice/sock"),
+            (b"CONTAINER_HOST", b"unix:///home/alice/podman.sock"),
+            (b"SLURM_JOB_ID", b"7"),
+            (b"SLURM_X", b"\xff"),
+            (b"TERM", b"xterm"),
+            (b"MY_VAR", b"secret"),
+            (b"OTHER", b"x"),
+            (b"TRE_OUTPUTS_DIR", b"/elsewhere"),
+        ]);
+        let env = runtime_env(Runtime::Podman, &argv, &inherited, Path::new(""));
+        let names: Vec<&[u8]> = env.iter().map(|(k, _)| k.as_bytes()).collect();
+        assert_eq!(
+            names,
+            [
+                &b"PATH"[..],
+                b"HOME",
+                b"XDG_CONFIG_HOME",
+                b"XDG_DATA_HOME",
+                b"XDG_CACHE_HOME",
+                b"XDG_STATE_HOME",
+                b"CONTAINERS_STORAGE_CONF",
+                b"CONTAINERS_REGISTRIES_CONF",
+                b"CONTAINERS_CONF",
+                b"XDG_RUNTIME_DIR",
+                b"SLURM_JOB_ID",
+                b"SLURM_X",
+                b"TERM",
+                b"MY_VAR",
+            ]
+        );
+        assert_eq!(value(&env, "PATH"), Some(RUNTIME_PATH.as_bytes()));
+        assert_eq!(value(&env, "HOME"), Some(RUNTIME_HOME.as_bytes()));
+        assert_eq!(
+            value(&env, "XDG_CONFIG_HOME"),
+            Some(b"/usr/share/tre-spank/runtime-home/.config".as_slice())
+        );
+        assert_eq!(value(&env, "SLURM_X"), Some(b"\xff".as_slice()));
+        assert_eq!(
+            value(&env, "CONTAINERS_CONF"),
+            Some(b"/etc/containers/containers.conf".as_slice())
+        );
+    }
+
+    #[test]
+    fn apptainer_gets_an_allow_listed_environment() {
+        let argv = os(&["/usr/bin/apptainer", "exec", "--cleanenv", "/x.sif", "id"]);
+        let inherited = env_of(&[
+            (b"APPTAINER_BIND", b"/etc:/hostetc,/home/alice/\xff:/x"),
+            (b"SINGULARITY_BIND", b"/etc:/hostetc"),
+            (b"APPTAINERENV_SLURM_JOB_ID", b"7"),
+            (b"APPTAINERENV_MY_VAR", b"\xff"),
+            (b"APPTAINER_CONFIGDIR", b"/home/alice/.x"),
+            (b"CONTAINERS_CONF", b"/home/alice/c.conf"),
+            (b"XDG_RUNTIME_DIR", b"/run/tre-spank/job-1"),
+            (b"HOME", b"/tmp/elsewhere"),
+            (b"SLURM_JOB_ID", b"7"),
+            (b"LD_LIBRARY_PATH", b"/home/alice/lib"),
+        ]);
+        let env = runtime_env(
+            Runtime::Apptainer,
+            &argv,
+            &inherited,
+            Path::new("/home/alice"),
+        );
+        let names: Vec<&[u8]> = env.iter().map(|(k, _)| k.as_bytes()).collect();
+        assert_eq!(
+            names,
+            [
+                &b"PATH"[..],
+                b"HOME",
+                b"APPTAINER_CONFIGDIR",
+                b"APPTAINERENV_SLURM_JOB_ID",
+                b"APPTAINERENV_MY_VAR",
+                b"XDG_RUNTIME_DIR",
+            ]
+        );
+        assert_eq!(value(&env, "HOME"), Some(b"/home/alice".as_slice()));
+        assert_eq!(
+            value(&env, "APPTAINER_CONFIGDIR"),
+            Some(b"/usr/share/tre-spank/runtime-home/.apptainer".as_slice())
+        );
+    }
+
+    #[test]
+    fn names_that_steer_a_runtime() {
+        for n in [
+            "CONTAINERS_CONF_OVERRIDE",
+            "CONTAINER_HOST",
+            "PODMAN_USERNS",
+            "STORAGE_OPTS",
+            "_CONTAINERS_USERNS_CONFIGURED",
+            "APPTAINER_BIND",
+            "SINGULARITYENV_X",
+            "LD_PRELOAD",
+            "GODEBUG",
+            "XDG_CONFIG_HOME",
+            "HOME",
+            "PATH",
+            "NOTIFY_SOCKET",
+            "LISTEN_FDS",
+            "DBUS_SESSION_BUS_ADDRESS",
+            "REGISTRY_AUTH_FILE",
+        ] {
+            assert!(steers_runtime(n.as_bytes()), "{n}");
+        }
+        for n in [
+            "SLURM_JOB_ID",
+            "TERM",
+            "LANG",
+            "MY_VAR",
+            "OMP_NUM_THREADS",
+            "HOMEDIR",
+        ] {
+            assert!(!steers_runtime(n.as_bytes()), "{n}");
+        }
     }
 
     #[test]

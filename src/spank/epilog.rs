@@ -15,6 +15,7 @@ use slurm_spank::{spank_log_error, spank_log_info, SpankHandle};
 use crate::host::cleanup::{read_line, LOG_NAME};
 use crate::host::job;
 use crate::host::state::StateDir;
+use crate::rules::audit::log_line;
 use crate::rules::config::Config;
 
 /// The cleanup process for `mode` (`--epilog J` or `--at-slurmd-start`), with the
@@ -87,9 +88,10 @@ pub fn job_epilog(spank: &mut SpankHandle) {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
+            // File names in these lines are the users': no forged log lines.
             Ok(line) => match read_line(&line) {
-                Ok((true, text)) => spank_log_error!("tre-spank: {text}"),
-                Ok((false, text)) => spank_log_info!("tre-spank: {text}"),
+                Ok((true, text)) => spank_log_error!("tre-spank: {}", log_line(text)),
+                Ok((false, text)) => spank_log_info!("tre-spank: {}", log_line(text)),
                 Err(text) => {
                     spank_log_info!(
                         "tre-spank: {text} (in the background, pid {}; its notes go to {}/{LOG_NAME})",

@@ -78,8 +78,13 @@ unsafe impl Plugin for TreSpank {
         Ok(())
     }
 
-    fn report_error(&self, _spank: &mut SpankHandle, error: &dyn Error) {
-        spank_log_error!("{}", error);
+    fn report_error(&self, spank: &mut SpankHandle, error: &dyn Error) {
+        // On the node the line goes to slurmd's log: a file name or value with a
+        // newline must not forge lines there. srun shows it to the user as it is.
+        match spank.context() {
+            Ok(Context::Local | Context::Allocator) => spank_log_error!("{}", error),
+            _ => spank_log_error!("{}", crate::rules::audit::log_line(&error.to_string())),
+        }
     }
 
     fn init(&mut self, spank: &mut SpankHandle) -> Result<(), Box<dyn Error>> {

@@ -16,7 +16,8 @@ use std::error::Error;
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
 
 use std::time::SystemTime;
 
@@ -31,6 +32,7 @@ use crate::host::image_store;
 use crate::host::job;
 use crate::host::runtime_dir;
 use crate::host::state::{JobRecord, StateDir};
+use crate::host::trust;
 use crate::rules::audit::{self, Event};
 use crate::rules::config::Config;
 use crate::rules::job_number::job_number;
@@ -309,6 +311,12 @@ fn prepare(spank: &SpankHandle, raw: &options::RawOptions) -> Result<Job, String
         .map_err(|e| format!("tre-spank: cannot get the job id: {e}"))?;
     let restarts = spank.slurm_restart_count().unwrap_or(0);
     let account = account::lookup(uid, gid, &gids).map_err(|e| format!("tre-spank: {e}"))?;
+    // Root reads the secret and every container task runs tool_path: both must be
+    // root's (the munge key, the default secret, is munge's).
+    trust::check_file("secret_file", &config.secret_file, trust::SECRET_OWNERS)
+        .map_err(|e| format!("tre-spank: refusing {e}"))?;
+    trust::check_file("tool_path", &config.tool_path, &[])
+        .map_err(|e| format!("tre-spank: refusing {e}"))?;
     let secret = std::fs::read(&config.secret_file).map_err(|e| {
         format!(
             "tre-spank: cannot read the job number secret {}: {e}",
@@ -404,7 +412,7 @@ fn make_ready(job: &Job) -> Result<Ready, String> {
         spank_log_info!(
             "tre-spank: job {}: using {} made for this job by another step (proof checked)",
             job.job_id,
-            dirs.outputs.display()
+            audit::log_line(&dirs.outputs.display().to_string())
         );
     }
     Ok(Ready {
@@ -452,11 +460,21 @@ fn wrap_task(spank: &mut SpankHandle, job: &Job, ready: &Ready) -> Result<(), St
     } else {
         None
     };
-    let env_names: Vec<String> = spank
+    // Every name, as bytes: a value that is not UTF-8 must not hide its variable.
+    let env_names_os: Vec<OsString> = spank
         .job_env_os()
         .unwrap_or_default()
         .into_iter()
-        .filter_map(|kv| kv.to_str()?.split_once('=').map(|(k, _)| k.to_string()))
+        .map(|kv| {
+            let kv = kv.as_bytes();
+            let name = kv.split(|b| *b == b'=').next().unwrap_or(kv);
+            OsString::from_vec(name.to_vec())
+        })
+        .collect();
+    // Only UTF-8 names can be passed into the container (they are all portable names).
+    let env_names: Vec<String> = env_names_os
+        .iter()
+        .filter_map(|n| n.to_str().map(str::to_string))
         .collect();
     let plan = plan::container_plan(
         &job.request.image,
@@ -485,10 +503,10 @@ fn wrap_task(spank: &mut SpankHandle, job: &Job, ready: &Ready) -> Result<(), St
     let target = match (job.runtime, &job.sif) {
         (Runtime::Apptainer, Some(sif)) => {
             // The user's APPTAINER_BIND and the like would add mounts: drop them all.
-            for name in runtime::apptainer_control_vars(&env_names) {
-                spank
-                    .unsetenv(&name)
-                    .map_err(|e| format!("tre-spank: cannot remove {name}: {e}"))?;
+            for name in runtime::apptainer_control_vars(&env_names_os) {
+                spank.unsetenv(&name).map_err(|e| {
+                    format!("tre-spank: cannot remove {}: {e}", name.to_string_lossy())
+                })?;
             }
             // --cleanenv: the variables passed in are set as APPTAINERENV_<NAME>, by
             // name, from the task's own values (never on the command line).
@@ -508,22 +526,30 @@ fn wrap_task(spank: &mut SpankHandle, job: &Job, ready: &Ready) -> Result<(), St
             Target::Apptainer {
                 sif,
                 workdir: &workdir,
+                home: &job.account.home,
             }
         }
         _ => {
             // The user's CONTAINERS_CONF, CONTAINER_HOST and the like: drop them all,
             // and point podman at the site's containers.conf only.
-            for name in runtime::podman_control_vars(&env_names) {
-                spank
-                    .unsetenv(&name)
-                    .map_err(|e| format!("tre-spank: cannot remove {name}: {e}"))?;
+            for name in runtime::podman_control_vars(&env_names_os) {
+                spank.unsetenv(&name).map_err(|e| {
+                    format!("tre-spank: cannot remove {}: {e}", name.to_string_lossy())
+                })?;
             }
+            // Always set: without it podman would read the user's containers.conf
+            // (Debian and RHEL ship no /etc/containers/containers.conf). The
+            // supervisor passes the runtime nothing else of the job's environment
+            // (runtime::runtime_env).
             let site_conf = &job.config.podman.containers_conf;
-            if site_conf.is_file() {
-                spank
-                    .setenv("CONTAINERS_CONF", site_conf, true)
-                    .map_err(|e| format!("tre-spank: cannot set CONTAINERS_CONF: {e}"))?;
-            }
+            let conf: &Path = if site_conf.is_file() {
+                site_conf
+            } else {
+                Path::new(runtime::SHIPPED_CONTAINERS_CONF)
+            };
+            spank
+                .setenv("CONTAINERS_CONF", conf, true)
+                .map_err(|e| format!("tre-spank: cannot set CONTAINERS_CONF: {e}"))?;
             Target::Podman(runtime::PodmanStorage {
                 job_dir: &job.runtime_dir,
                 home: &job.account.home,

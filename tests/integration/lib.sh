@@ -224,12 +224,47 @@ clean_slate() {
 # test runs in its own subshell); the previous file, or its absence, comes back when the
 # test ends, or earlier with restore_config (idempotent). slurmstepd reads the config at
 # every step, the client at every submission: no restart is needed.
+#
+# The bed's test images are in each user's own rootless storage (scripts/testbed
+# images), which a site must opt into (podman.user_image_store, default false): the
+# harness turns it on in TOML that does not set user_image_store itself (tests of the
+# default set it, or use with_exact_config).
 with_config() {
+  with_exact_config "$(user_store_on "$1")"
+}
+with_exact_config() {
   bed exec sh -c 'c=/etc/slurm/tre-spank.toml
     if [ ! -e $c.test-saved ] && [ ! -e $c.test-absent ]; then
       if [ -e $c ]; then cp -p $c $c.test-saved; else : > $c.test-absent; fi; fi'
   trap restore_config EXIT
   printf '%s\n' "$1" | bed exec sh -c 'cat > /etc/slurm/tre-spank.toml'
+}
+# user_store_on TOML: the TOML with podman.user_image_store = true at the end of its
+# [podman] table (or in a new one at the end), unless it sets user_image_store.
+user_store_on() {
+  if grep -q 'user_image_store' <<<"$1"; then
+    printf '%s\n' "$1"
+    return
+  fi
+  awk '/^\[/ { if (p && !done) { print "user_image_store = true"; done = 1 }; p = ($0 == "[podman]") }
+    { print }
+    END { if (!done) { if (!p) print "[podman]"; print "user_image_store = true" } }' <<<"$1"
+}
+# The run's base config: the installed one with the user's storage on (see
+# with_config); the installed file comes back when the run ends.
+base_config_on() {
+  local c
+  c=$(bed exec sh -c 'cat /etc/slurm/tre-spank.toml 2>/dev/null' || true)
+  bed exec sh -c 'c=/etc/slurm/tre-spank.toml
+    if [ ! -e $c.run-saved ] && [ ! -e $c.run-absent ]; then
+      if [ -e $c ]; then cp -p $c $c.run-saved; else : > $c.run-absent; fi; fi'
+  c=$(sed 's/^user_image_store = false$/user_image_store = true/' <<<"$c")
+  user_store_on "$c" | bed exec sh -c 'cat > /etc/slurm/tre-spank.toml'
+}
+base_config_off() {
+  bed exec sh -c 'c=/etc/slurm/tre-spank.toml
+    if [ -e $c.run-saved ]; then mv $c.run-saved $c
+    elif [ -e $c.run-absent ]; then rm -f $c $c.run-absent; fi'
 }
 restore_config() {
   bed exec sh -c 'c=/etc/slurm/tre-spank.toml

@@ -51,7 +51,7 @@ test_apptainer_job_runs_as_the_user_with_the_three_mounts_and_home() {
   assert_line "$out" "in=$SIF_HELLO"
   assert_line "$out" "image-fs"
   assert_eq "$(bed exec stat -c %U /home/alice/outputs-$n/result.txt)" alice "owner of a file written to /safe_outputs"
-  assert_contains "$out" "Running: /usr/bin/apptainer exec --cleanenv --no-eval --userns --no-mount=cwd --pwd=/home/alice/tests --bind=/safe_data/proj1:/safe_data --bind=/home/alice/outputs-$n:/safe_outputs --bind=/home/alice/scratch-$n:/scratch "
+  assert_contains "$out" "Running: /usr/bin/apptainer exec --cleanenv --no-eval --userns --contain --no-mount=cwd,hostfs --home=/home/alice --pwd=/home/alice/tests --bind=/safe_data/proj1:/safe_data --bind=/home/alice/outputs-$n:/safe_outputs --bind=/home/alice/scratch-$n:/scratch "
   assert_contains "$out" " $SIF_HELLO /var/spool/slurmd/"
   assert_not_contains "$out" "docker://"
   assert_absent "/home/alice/scratch-$n"
@@ -68,7 +68,7 @@ test_apptainer_home_is_not_mounted_when_the_site_turns_it_off() {
   out=$(job_output alice "$job")
   assert_line "$out" "no-home"
   assert_line "$out" "cwd=/scratch"
-  assert_contains "$out" " --no-mount=home,cwd --pwd=/scratch "
+  assert_contains "$out" " --contain --no-mount=home,cwd,hostfs --pwd=/scratch "
   assert_eq "$(job_field "$job" JobState)" COMPLETED
 }
 

@@ -17,9 +17,14 @@ test_the_deb_installs_plugin_tool_config_snippet_and_man_pages() {
   for f in /usr/lib/slurm-tre/tre_spank.so /usr/sbin/tre-spank \
     /etc/slurm/plugstack.conf.d/tre-spank.conf /etc/slurm/tre-spank.toml \
     /usr/share/doc/tre-spank/examples/tre-spank.toml /usr/share/doc/tre-spank/audit-log.md \
-    /usr/share/man/man8/tre-spank.8.gz /usr/share/man/man7/tre-spank-options.7.gz; do
+    /usr/share/man/man8/tre-spank.8.gz /usr/share/man/man7/tre-spank-options.7.gz \
+    /usr/share/tre-spank/containers.conf /usr/share/tre-spank/storage.conf \
+    /usr/share/tre-spank/registries.conf /usr/share/tre-spank/mounts.conf; do
     assert_exists "$f"
   done
+  # The runtimes' HOME: empty, and root's alone.
+  assert_eq "$(bed exec stat -c '%U %a' /usr/share/tre-spank/runtime-home)" "root 755"
+  assert_eq "$(bed exec ls -A /usr/share/tre-spank/runtime-home)" ""
   assert_eq "$(bed exec stat -c %a /var/spool/tre-spank)" 700
   assert_eq "$(bed exec stat -c %a /var/lib/tre-spank/jobs)" 711
   assert_eq "$(bed exec dpkg -S /usr/sbin/tre-spank)" "tre-spank: /usr/sbin/tre-spank"
@@ -41,7 +46,10 @@ test_the_rpm_is_built_for_real_and_lists_what_a_site_needs() {
   list=$(rpm -qlp "$rpm")
   for f in /usr/lib64/slurm-tre/tre_spank.so /usr/sbin/tre-spank /etc/slurm/tre-spank.toml \
     /etc/slurm/plugstack.conf.d/tre-spank.conf /usr/share/man/man8/tre-spank.8 \
-    /usr/share/man/man7/tre-spank-options.7 /var/spool/tre-spank /var/lib/tre-spank/jobs; do
+    /usr/share/man/man7/tre-spank-options.7 /var/spool/tre-spank /var/lib/tre-spank/jobs \
+    /usr/share/tre-spank/containers.conf /usr/share/tre-spank/storage.conf \
+    /usr/share/tre-spank/registries.conf /usr/share/tre-spank/mounts.conf \
+    /usr/share/tre-spank/runtime-home; do
     assert_line "$list" "$f"
   done
   assert_eq "$(rpm -qp --qf '%{NAME} %{VERSION}' "$rpm")" "tre-spank 0.1.0"

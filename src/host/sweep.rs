@@ -9,7 +9,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use super::dirs::open_home;
-use super::remove::{remove_tree, RemoveError};
+use super::remove::{job_owners, remove_tree, RemoveError};
 use super::runtime_dir;
 use super::state::{StateDir, StateError};
 use crate::rules::config::Config;
@@ -73,7 +73,13 @@ pub fn clean_job(config: &Config, state: &StateDir, job_id: u32) -> Vec<Note> {
             notes.push(problem(format!("job {job_id}: {e}")));
         }
     };
-    match remove_tree(&home, &record.home, &name, record.scratch) {
+    match remove_tree(
+        &home,
+        &record.home,
+        &name,
+        record.scratch,
+        &job_owners(record.uid),
+    ) {
         Ok(report) => {
             notes.push(info(format!(
                 "job {job_id}: removed {}/{name} ({} entries)",

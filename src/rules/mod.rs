@@ -12,3 +12,4 @@ pub mod plan;
 pub mod project;
 pub mod proof;
 pub mod runtime;
+pub mod subid;

@@ -208,6 +208,50 @@ impl Checks {
         self.problems += 1;
         println!("PROBLEM  {line}");
     }
+    fn warn(&self, line: &str) {
+        println!("WARNING  {line}");
+    }
+}
+
+/// The device of `path`, or of its nearest existing ancestor (a directory the plugin
+/// creates later lands on its parent's filesystem).
+fn device_of(path: &Path) -> Option<u64> {
+    path.ancestors()
+        .find_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.dev())
+}
+
+/// Containers write their writable layer (`/`, `/tmp`, `/root` inside) under
+/// runtime_dir: on the root filesystem or Slurm's spool, one job can fill the node and
+/// make slurmd drain it. Warned about, not refused: the default puts it on `/`.
+fn check_runtime_dir_filesystem(c: &Checks, runtime_dir: &Path) {
+    let slurm_conf = std::env::var_os("SLURM_CONF")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/etc/slurm/slurm.conf".into());
+    let spool = config::slurmd_spool_dir(&std::fs::read_to_string(slurm_conf).unwrap_or_default());
+    let Some(dev) = device_of(runtime_dir) else {
+        return;
+    };
+    let mut shared = Vec::new();
+    if device_of(Path::new("/")) == Some(dev) {
+        shared.push("/".to_string());
+    }
+    if device_of(&spool) == Some(dev) {
+        shared.push(format!("Slurm's spool {}", spool.display()));
+    }
+    if shared.is_empty() {
+        c.ok(&format!(
+            "runtime_dir {} is on its own filesystem (not / nor {})",
+            runtime_dir.display(),
+            spool.display()
+        ));
+    } else {
+        c.warn(&format!(
+            "runtime_dir {} shares a filesystem with {}: a container writing to its / or /tmp can fill it and drain the node (put runtime_dir on its own filesystem: docs/threat-model.md, Filesystems)",
+            runtime_dir.display(),
+            shared.join(" and ")
+        ));
+    }
 }
 
 /// A root-owned directory nobody else can write; `None` if it does not exist.
@@ -320,6 +364,7 @@ fn check(opts: &Opts) -> ExitCode {
     }
     check_root_dir(&mut c, "state_dir", &config.state_dir, 0o700);
     check_root_dir(&mut c, "runtime_dir", &config.runtime_dir, 0o711);
+    check_runtime_dir_filesystem(&c, &config.runtime_dir);
     for store in &config.podman.image_stores {
         if store.exists() {
             check_root_dir(&mut c, "podman image store", store, 0o755);

@@ -185,6 +185,9 @@ pub struct PodmanConfig {
     pub keep_groups: bool,
     /// `--cgroups=disabled` keeps the container in the job's own cgroup.
     pub cgroups_disabled: bool,
+    /// `--shm-size`: the size of the container's `/dev/shm` (podman's own default,
+    /// 64 MiB, is too small for common data loaders).
+    pub shm_size: ShmSize,
     /// Read-only site image stores (podman graph roots root populates with
     /// `tre-spank image`); the first is where `tre-spank image` writes. A store that
     /// does not exist on the node is left out of the job's command line.
@@ -202,6 +205,38 @@ pub struct PodmanConfig {
     /// The site's containers.conf, given to podman as `CONTAINERS_CONF` (when it
     /// exists) so that the user's own `~/.config/containers/containers.conf` is not read.
     pub containers_conf: PathBuf,
+}
+
+/// A size as podman's `--shm-size` takes it: digits and an optional unit `b`, `k`, `m`
+/// or `g` (1024-based), more than zero and at most 16 digits.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ShmSize(String);
+
+impl ShmSize {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ShmSize {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        let digits = value.trim_end_matches(['b', 'k', 'm', 'g']);
+        let unit_len = value.len() - digits.len();
+        if unit_len <= 1
+            && !digits.is_empty()
+            && digits.len() <= 16
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && digits.bytes().any(|b| b != b'0')
+        {
+            Ok(ShmSize(value))
+        } else {
+            Err(format!(
+                "{value:?} is not a size: digits with an optional unit b, k, m or g (e.g. \"8g\")"
+            ))
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -253,6 +288,7 @@ impl Default for PodmanConfig {
             no_new_privileges: true,
             keep_groups: true,
             cgroups_disabled: true,
+            shm_size: ShmSize("1g".to_string()),
             image_stores: vec![PathBuf::from(DEFAULT_IMAGE_STORE)],
             store_mount_program: PathBuf::from("/usr/bin/fuse-overlayfs"),
             user_image_store: true,
@@ -421,6 +457,38 @@ fn apply_argument(table: &mut toml::Table, arg: &str) -> Result<(), ConfigError>
 }
 
 /// Serde errors span lines; the job output and logs want one.
+/// Slurm's default `SlurmdSpoolDir`.
+pub const DEFAULT_SLURMD_SPOOL: &str = "/var/spool/slurmd";
+
+/// The directory holding slurmd's spool according to slurm.conf text: `SlurmdSpoolDir`
+/// (keys are case-insensitive; the last one wins), cut before the first `%` pattern
+/// (`%n`, `%h`: per-node names, whose parent is on the same filesystem as a rule).
+pub fn slurmd_spool_dir(slurm_conf: &str) -> PathBuf {
+    let mut dir = PathBuf::from(DEFAULT_SLURMD_SPOOL);
+    for line in slurm_conf.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        if !key.trim().eq_ignore_ascii_case("SlurmdSpoolDir") {
+            continue;
+        }
+        let value = value.trim().trim_matches('"');
+        let fixed = match value.find('%') {
+            Some(i) => match value[..i].rfind('/') {
+                Some(0) => "/",
+                Some(j) => &value[..j],
+                None => continue,
+            },
+            None => value,
+        };
+        if fixed.starts_with('/') {
+            dir = PathBuf::from(fixed);
+        }
+    }
+    dir
+}
+
 fn one_line(s: &str) -> String {
     s.split('\n')
         .map(str::trim)
@@ -694,6 +762,46 @@ mod tests {
         assert_eq!(
             plugstack_args(include_str!("../../plugstack.conf.example")),
             Some(vec!["config=/etc/slurm/tre-spank.toml".to_string()])
+        );
+    }
+
+    #[test]
+    fn shm_size_is_a_podman_size() {
+        for good in ["1g", "64m", "512k", "1048576", "2b"] {
+            let c = parse(&format!("[podman]\nshm_size = \"{good}\"\n"), p(), &[]).unwrap();
+            assert_eq!(c.podman.shm_size.as_str(), good);
+        }
+        for bad in [
+            "",
+            "0",
+            "0g",
+            "1G",
+            "1gb",
+            "-1g",
+            "1.5g",
+            "g",
+            "1 g",
+            "99999999999999999g",
+        ] {
+            let e = parse(&format!("[podman]\nshm_size = \"{bad}\"\n"), p(), &[]).unwrap_err();
+            assert!(e.to_string().contains("key podman.shm_size"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn slurmd_spool_dir_from_slurm_conf() {
+        assert_eq!(slurmd_spool_dir(""), Path::new(DEFAULT_SLURMD_SPOOL));
+        assert_eq!(
+            slurmd_spool_dir("ClusterName=x\nslurmdspooldir = /local/spool # c\n"),
+            Path::new("/local/spool")
+        );
+        assert_eq!(
+            slurmd_spool_dir("SlurmdSpoolDir=/var/spool/slurmd.%n\n"),
+            Path::new("/var/spool")
+        );
+        assert_eq!(
+            slurmd_spool_dir("SlurmdSpoolDir=relative\n"),
+            Path::new(DEFAULT_SLURMD_SPOOL)
         );
     }
 }

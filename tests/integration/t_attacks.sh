@@ -301,35 +301,3 @@ test_files_left_under_subordinate_uids_in_scratch_are_removed() {
   assert_absent "/home/alice/scratch-$n"
   assert_node_idle
 }
-
-# Issue 16 point 5 (review finding 7, "rename-in"): a group-writable tree of bob's that
-# alice may rename is moved into her scratch while her job runs. Root must not empty
-# it at job end (alice could not have), while her own files there go.
-test_attack_another_users_tree_renamed_into_scratch_survives() {
-  local job n before
-  bed exec sh -c 'rm -rf /home/shared-rename && mkdir -m 0755 /home/shared-rename &&
-    mkdir -m 2775 /home/shared-rename/run1 && mkdir -m 0755 /home/shared-rename/run1/raw &&
-    echo "bob data" > /home/shared-rename/run1/raw/data && chmod 0644 /home/shared-rename/run1/raw/data &&
-    chown -R bob:proj1 /home/shared-rename/run1 && chown alice:proj1 /home/shared-rename &&
-    chmod 0775 /home/shared-rename'
-  before=$(fingerprint /home/shared-rename/run1/raw)
-  job=$(submit alice --tre-container=$IMAGE --wrap "mkdir -p /scratch/mine/deeper && echo m > /scratch/mine/deeper/f; $SLEEPER")
-  wait_running "$job"
-  n=$(wait_number alice "$job")
-  for _ in $(seq 100); do bed exec test -e "/home/alice/scratch-$n/s" && break; sleep 0.2; done
-  # bob's tree, alice cannot empty it herself; a same-filesystem rename keeps its owner.
-  ! as alice rm -rf /home/shared-rename/run1/raw 2>/dev/null || fail "alice could empty bob's raw/ herself"
-  as alice mv /home/shared-rename/run1 "scratch-$n/run1"
-  assert_eq "$(bed exec stat -c %U "/home/alice/scratch-$n/run1/raw")" bob "owner of raw/ after the rename"
-  as alice touch "scratch-$n/.go"
-  wait_job "$job"
-  assert_eq "$(job_field "$job" JobState)" COMPLETED
-  assert_eq "$(fingerprint "/home/alice/scratch-$n/run1/raw" | sed "s|/home/alice/scratch-$n/run1/raw|/home/shared-rename/run1/raw|")" "$before" "bob's raw/ after the epilog"
-  assert_absent "/home/alice/scratch-$n/mine"
-  assert_absent "/home/alice/scratch-$n/s"
-  assert_eq "$(bed exec ls -A "/home/alice/scratch-$n")" run1 "what is left in scratch"
-  assert_contains "$(slurmd_log)" "tre-spank: job $job: scratch cleanup: could not remove 1 entries under /home/alice/scratch-$n (first: /home/alice/scratch-$n/run1: a directory of uid 1002, not the job's user's; left in place)"
-  assert_exists "/var/spool/tre-spank/job-$job.toml"
-  assert_node_idle
-  bed exec rm -rf "/home/alice/scratch-$n" /home/shared-rename "/var/spool/tre-spank/job-$job.toml"
-}

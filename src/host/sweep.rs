@@ -61,7 +61,8 @@ pub fn clean_job(config: &Config, state: &StateDir, job_id: u32) -> Vec<Note> {
         }
     };
     let name = scratch_name(record.number);
-    let home = match open_home(&record.home) {
+    let parent_path = record.scratch_parent();
+    let parent = match open_home(parent_path) {
         Ok(fd) => fd,
         Err(e) => {
             notes.push(problem(format!("job {job_id}: scratch cleanup: {e}")));
@@ -74,8 +75,8 @@ pub fn clean_job(config: &Config, state: &StateDir, job_id: u32) -> Vec<Note> {
         }
     };
     match remove_tree(
-        &home,
-        &record.home,
+        &parent,
+        parent_path,
         &name,
         record.scratch,
         &job_owners(record.uid),
@@ -83,7 +84,7 @@ pub fn clean_job(config: &Config, state: &StateDir, job_id: u32) -> Vec<Note> {
         Ok(report) => {
             notes.push(info(format!(
                 "job {job_id}: removed {}/{name} ({} entries)",
-                record.home.display(),
+                parent_path.display(),
                 report.removed_entries
             )));
             forget(&mut notes);
@@ -247,6 +248,7 @@ mod tests {
                     home: home.clone(),
                     outputs: DirId { dev: 0, ino: 0 },
                     scratch,
+                    scratch_parent: None,
                 })
                 .unwrap();
             runtime_dir::ensure(&config.runtime_dir, job, uid, gid).unwrap();
@@ -289,6 +291,7 @@ mod tests {
                 home: home.clone(),
                 outputs: DirId { dev: 0, ino: 0 },
                 scratch: DirId { dev: 0, ino: 1 },
+                scratch_parent: None,
             })
             .unwrap();
         let report = sweep(&config, &|_| false).unwrap();

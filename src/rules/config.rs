@@ -41,6 +41,10 @@ pub struct Config {
     /// Root-owned node-local directory for per-job runtime state (podman's storage,
     /// run root and pause process files), removed at job end.
     pub runtime_dir: PathBuf,
+    /// Where `scratch-N` lives: empty (the default) is `$HOME`; otherwise
+    /// `<scratch_root>/<user>`, a directory the user owns (node-local disk or a parallel
+    /// filesystem; see docs/threat-model.md, Filesystems).
+    pub scratch_root: PathBuf,
     /// Root-only file whose bytes key the job NUMBER; identical on every node.
     pub secret_file: PathBuf,
     /// The `tre-spank` tool, which supervises each container task.
@@ -65,6 +69,7 @@ pub struct NodeSection {
     pub default_runtime: Option<RuntimeChoice>,
     pub runtimes: Option<Vec<Runtime>>,
     pub podman_network: Option<Network>,
+    pub scratch_root: Option<PathBuf>,
 }
 
 impl NodeSection {
@@ -126,6 +131,9 @@ impl Config {
             }
             if let Some(v) = s.podman_network {
                 c.podman.network = v;
+            }
+            if let Some(v) = &s.scratch_root {
+                c.scratch_root = v.clone();
             }
         }
         c
@@ -270,6 +278,7 @@ impl Default for Config {
             read_only_projects: Vec::new(),
             state_dir: PathBuf::from("/var/spool/tre-spank"),
             runtime_dir: PathBuf::from("/var/lib/tre-spank/jobs"),
+            scratch_root: PathBuf::new(),
             secret_file: PathBuf::from("/etc/munge/munge.key"),
             tool_path: PathBuf::from("/usr/sbin/tre-spank"),
             podman: PodmanConfig::default(),
@@ -372,6 +381,23 @@ pub fn parse(text: &str, path: &Path, plugstack_args: &[&str]) -> Result<Config,
 }
 
 fn check_sections(config: &Config, path: &Path) -> Result<(), ConfigError> {
+    let relative = |p: &Path| !p.as_os_str().is_empty() && !p.is_absolute();
+    if relative(&config.scratch_root) {
+        return Err(ConfigError::Parse {
+            path: path.to_path_buf(),
+            location: "key scratch_root".into(),
+            message: "must be empty ($HOME) or an absolute path".into(),
+        });
+    }
+    for (i, s) in config.nodes.iter().enumerate() {
+        if s.scratch_root.as_deref().is_some_and(relative) {
+            return Err(ConfigError::Parse {
+                path: path.to_path_buf(),
+                location: format!("[[node]] section {}, key node.scratch_root", i + 1),
+                message: "must be empty ($HOME) or an absolute path".into(),
+            });
+        }
+    }
     for (i, s) in config.nodes.iter().enumerate() {
         if s.names.is_empty() || s.names.iter().any(|n| n.is_empty()) {
             return Err(ConfigError::Parse {
@@ -666,6 +692,10 @@ mod tests {
             c.for_node("bigmem3").safe_data_root,
             PathBuf::from("/bigmem/safe_data")
         );
+        assert_eq!(
+            c.for_node("bigmem3").scratch_root,
+            PathBuf::from("/local/scratch")
+        );
         let other = c.for_node("node01");
         assert_eq!(
             Config {
@@ -763,6 +793,28 @@ mod tests {
             plugstack_args(include_str!("../../plugstack.conf.example")),
             Some(vec!["config=/etc/slurm/tre-spank.toml".to_string()])
         );
+    }
+
+    #[test]
+    fn scratch_root_is_home_or_absolute_and_per_node() {
+        assert_eq!(Config::default().scratch_root, PathBuf::new());
+        let c = parse(
+            "scratch_root = \"/lustre/scratch\"\n[[node]]\nnames = [\"n1\"]\nscratch_root = \"/local\"\n",
+            p(),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.for_node("n1").scratch_root, Path::new("/local"));
+        assert_eq!(c.for_node("n2").scratch_root, Path::new("/lustre/scratch"));
+        let e = parse("scratch_root = \"scratch\"\n", p(), &[]).unwrap_err();
+        assert!(e.to_string().contains("key scratch_root"), "{e}");
+        let e = parse(
+            "[[node]]\nnames = [\"n1\"]\nscratch_root = \"x\"\n",
+            p(),
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("node.scratch_root"), "{e}");
     }
 
     #[test]

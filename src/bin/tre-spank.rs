@@ -562,7 +562,8 @@ fn plan_for(opts: &Opts, user: &str, container: &str) -> i32 {
         let dirs = JobDirs {
             number: 0,
             outputs: account.home.join("outputs-N"),
-            scratch: account.home.join("scratch-N"),
+            scratch: plan::scratch_parent(&account.home, &config.scratch_root, &account.name)
+                .join("scratch-N"),
         };
         let job_dir = config.runtime_dir.join("job-JOBID");
         let script = PathBuf::from("/var/spool/slurmd/jobJOBID/slurm_script");

@@ -86,3 +86,56 @@ test_dev_shm_in_the_container_has_the_sites_size() {
   assert_eq "$(awk '$1 == "shm" {print $2}' <<<"$(job_output alice "$job")")" 262144 "/dev/shm size in KiB (256m)"
   assert_node_idle
 }
+
+# Point 10: scratch on node-local disk (`scratch_root`, a sticky world-writable
+# directory like /tmp): scratch-N is made as the user in <scratch_root>/<user>, holds
+# the job's /scratch, and goes at job end; outputs stay in $HOME.
+test_scratch_root_on_node_local_disk_holds_scratch_and_is_cleaned() {
+  local job n out
+  bed exec sh -c 'rm -rf /var/tmp/tre-scratch && mkdir -m 1777 /var/tmp/tre-scratch'
+  with_config 'scratch_root = "/var/tmp/tre-scratch"'
+  job=$(submit alice --tre-container=$IMAGE --wrap "echo in-scratch > /scratch/f; echo out > /safe_outputs/o; $FS_SLEEPER")
+  wait_running "$job"
+  n=$(wait_number alice "$job")
+  for _ in $(seq 100); do bed exec test -e "/var/tmp/tre-scratch/alice/scratch-$n/s" && break; sleep 0.2; done
+  assert_eq "$(bed exec cat "/var/tmp/tre-scratch/alice/scratch-$n/f")" in-scratch "scratch content on node-local disk"
+  assert_eq "$(bed exec stat -c '%U %a' /var/tmp/tre-scratch/alice)" "alice 700" "the user's directory in the scratch root"
+  assert_eq "$(bed exec stat -c '%U %a' "/var/tmp/tre-scratch/alice/scratch-$n")" "alice 700"
+  assert_absent "/home/alice/scratch-$n"
+  as alice touch "/var/tmp/tre-scratch/alice/scratch-$n/.go"
+  wait_job "$job"
+  out=$(job_output alice "$job")
+  assert_eq "$(job_field "$job" JobState)" COMPLETED
+  assert_contains "$out" "/var/tmp/tre-scratch/alice/scratch-$n"
+  assert_absent "/var/tmp/tre-scratch/alice/scratch-$n"
+  assert_eq "$(bed exec cat "/home/alice/outputs-$n/o")" out "outputs in \$HOME"
+  assert_contains "$(slurmd_log)" "tre-spank: job $job: removed /var/tmp/tre-scratch/alice/scratch-$n"
+  assert_absent "/var/spool/tre-spank/job-$job.toml"
+  assert_node_idle
+  bed exec rm -rf /var/tmp/tre-scratch
+}
+
+# The same safety rules there: another user's link (or directory) under the job user's
+# name in a shared scratch root is refused, nothing made through it, no outputs left.
+test_scratch_root_entry_planted_by_another_user_is_refused() {
+  local job out before_bob before_alice
+  before_bob=$(job_dirs bob)
+  before_alice=$(job_dirs alice)
+  bed exec sh -c 'rm -rf /var/tmp/tre-scratch && mkdir -m 1777 /var/tmp/tre-scratch'
+  as mallory sh -c 'rm -rf trap && mkdir trap && chmod 0777 trap && ln -s "$HOME/trap" /var/tmp/tre-scratch/bob && mkdir /var/tmp/tre-scratch/alice'
+  with_config 'scratch_root = "/var/tmp/tre-scratch"'
+  job=$(run_job bob --tre-container=$IMAGE --wrap 'echo CONTAINER-RAN')
+  out=$(job_output bob "$job")
+  assert_contains "$out" "tre-spank: /var/tmp/tre-scratch/bob is not a directory of the job's user; scratch is not made there"
+  assert_not_contains "$out" CONTAINER-RAN
+  assert_eq "$(bed exec sh -c 'ls -A /home/mallory/trap')" "" "mallory's trap"
+  assert_no_new_job_dirs bob "$before_bob"
+  job=$(run_job alice --tre-container=$IMAGE --wrap 'echo CONTAINER-RAN')
+  out=$(job_output alice "$job")
+  assert_contains "$out" "tre-spank: /var/tmp/tre-scratch/alice is not a directory of the job's user; scratch is not made there"
+  assert_not_contains "$out" CONTAINER-RAN
+  assert_no_new_job_dirs alice "$before_alice"
+  assert_eq "$(bed exec sh -c 'ls -A /var/tmp/tre-scratch/alice')" "" "mallory's directory under alice's name"
+  assert_node_idle
+  bed exec rm -rf /var/tmp/tre-scratch /home/mallory/trap
+}

@@ -118,18 +118,18 @@ test_scratch_root_on_node_local_disk_holds_scratch_and_is_cleaned() {
 # The same safety rules there: another user's link (or directory) under the job user's
 # name in a shared scratch root is refused, nothing made through it, no outputs left.
 test_scratch_root_entry_planted_by_another_user_is_refused() {
-  local job out before_bob before_alice
-  before_bob=$(job_dirs bob)
+  local job out before_dave before_alice
+  before_dave=$(job_dirs dave)
   before_alice=$(job_dirs alice)
   bed exec sh -c 'rm -rf /var/tmp/tre-scratch && mkdir -m 1777 /var/tmp/tre-scratch'
-  as mallory sh -c 'rm -rf trap && mkdir trap && chmod 0777 trap && ln -s "$HOME/trap" /var/tmp/tre-scratch/bob && mkdir /var/tmp/tre-scratch/alice'
+  as mallory sh -c 'rm -rf trap && mkdir trap && chmod 0777 trap && ln -s "$HOME/trap" /var/tmp/tre-scratch/dave && mkdir /var/tmp/tre-scratch/alice'
   with_config 'scratch_root = "/var/tmp/tre-scratch"'
-  job=$(run_job bob --tre-container=$IMAGE --wrap 'echo CONTAINER-RAN')
-  out=$(job_output bob "$job")
-  assert_contains "$out" "tre-spank: /var/tmp/tre-scratch/bob is not a directory of the job's user; scratch is not made there"
+  job=$(run_job dave --tre-container=$IMAGE --wrap 'echo CONTAINER-RAN')
+  out=$(job_output dave "$job")
+  assert_contains "$out" "tre-spank: /var/tmp/tre-scratch/dave is not a directory of the job's user; scratch is not made there"
   assert_not_contains "$out" CONTAINER-RAN
   assert_eq "$(bed exec sh -c 'ls -A /home/mallory/trap')" "" "mallory's trap"
-  assert_no_new_job_dirs bob "$before_bob"
+  assert_no_new_job_dirs dave "$before_dave"
   job=$(run_job alice --tre-container=$IMAGE --wrap 'echo CONTAINER-RAN')
   out=$(job_output alice "$job")
   assert_contains "$out" "tre-spank: /var/tmp/tre-scratch/alice is not a directory of the job's user; scratch is not made there"

@@ -234,10 +234,6 @@ impl Walk<'_> {
                     self.fail(&shown(), "a filesystem is mounted here; left in place");
                     continue;
                 }
-                if !self.owners.allows(st.st_uid) {
-                    self.not_the_users(&shown(), st.st_uid);
-                    continue;
-                }
                 if depth + 1 > MAX_DEPTH {
                     self.fail(&shown(), format!("deeper than {MAX_DEPTH} levels"));
                     continue;
@@ -256,12 +252,15 @@ impl Walk<'_> {
                         continue;
                     }
                 };
-                // Swapped between stat and open? Only descend into what was checked.
+                // Swapped between stat and open? Only descend into what was checked, and
+                // only into what the job's user (or the user's subordinate ids) owns.
                 match fstat(child.as_fd()) {
-                    Ok(c)
-                        if c.st_dev == st.st_dev
-                            && c.st_ino == st.st_ino
-                            && self.owners.allows(c.st_uid) => {}
+                    Ok(c) if c.st_dev == st.st_dev && c.st_ino == st.st_ino => {
+                        if !self.owners.allows(c.st_uid) {
+                            self.not_the_users(&shown(), c.st_uid);
+                            continue;
+                        }
+                    }
                     _ => {
                         self.fail(&shown(), "changed while being removed");
                         continue;

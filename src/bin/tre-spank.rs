@@ -221,6 +221,36 @@ fn device_of(path: &Path) -> Option<u64> {
         .map(|m| m.dev())
 }
 
+/// A scratch root holds one directory per user: root's, and if everyone may write it
+/// (users make their own directory there), sticky, so nobody renames another's away.
+fn check_scratch_root(c: &mut Checks, root: &Path) {
+    if root.as_os_str().is_empty() {
+        c.ok("scratch_root empty: scratch-N in each user's $HOME");
+        return;
+    }
+    let shown = root.display();
+    match std::fs::symlink_metadata(root) {
+        Err(e) => c.problem(&format!(
+            "scratch_root {shown}: {e} (container jobs on this node would fail)"
+        )),
+        Ok(m) if !m.is_dir() => c.problem(&format!(
+            "scratch_root {shown} is not a directory (a symbolic link is refused too)"
+        )),
+        Ok(m) if m.uid() != 0 => c.problem(&format!(
+            "scratch_root {shown} is owned by uid {}, not root",
+            m.uid()
+        )),
+        Ok(m) if m.mode() & 0o022 != 0 && m.mode() & 0o1000 == 0 => c.problem(&format!(
+            "scratch_root {shown} has mode {:04o}: writable by others but not sticky (want 1777, or 0755 with a directory per user made by the site)",
+            m.mode() & 0o7777
+        )),
+        Ok(m) => c.ok(&format!(
+            "scratch_root {shown} (root, mode {:04o}): scratch-N in {shown}/<user>",
+            m.mode() & 0o7777
+        )),
+    }
+}
+
 /// Containers write their writable layer (`/`, `/tmp`, `/root` inside) under
 /// runtime_dir: on the root filesystem or Slurm's spool, one job can fill the node and
 /// make slurmd drain it. Warned about, not refused: the default puts it on `/`.
@@ -365,6 +395,7 @@ fn check(opts: &Opts) -> ExitCode {
     check_root_dir(&mut c, "state_dir", &config.state_dir, 0o700);
     check_root_dir(&mut c, "runtime_dir", &config.runtime_dir, 0o711);
     check_runtime_dir_filesystem(&c, &config.runtime_dir);
+    check_scratch_root(&mut c, &config.scratch_root);
     for store in &config.podman.image_stores {
         if store.exists() {
             check_root_dir(&mut c, "podman image store", store, 0o755);

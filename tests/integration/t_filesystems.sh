@@ -94,6 +94,10 @@ test_scratch_root_on_node_local_disk_holds_scratch_and_is_cleaned() {
   local job n out
   bed exec sh -c 'rm -rf /var/tmp/tre-scratch && mkdir -m 1777 /var/tmp/tre-scratch'
   with_config 'scratch_root = "/var/tmp/tre-scratch"'
+  assert_contains "$(bed exec tre-spank check)" "ok       scratch_root /var/tmp/tre-scratch (root, mode 1777): scratch-N in /var/tmp/tre-scratch/<user>"
+  bed exec chmod 0777 /var/tmp/tre-scratch
+  assert_contains "$(bed exec tre-spank check)" "PROBLEM  scratch_root /var/tmp/tre-scratch has mode 0777: writable by others but not sticky"
+  bed exec chmod 1777 /var/tmp/tre-scratch
   job=$(submit alice --tre-container=$IMAGE --wrap "echo in-scratch > /scratch/f; echo out > /safe_outputs/o; $FS_SLEEPER")
   wait_running "$job"
   n=$(wait_number alice "$job")

@@ -4,6 +4,10 @@
 //! (no `default_permissions`), so root gets no override. For the test bed only.
 //!
 //!   rootsquash-fs DIR      (mounts over DIR, serving what DIR held before)
+//!
+//! Every `unsafe` block is a libc call on a descriptor this process owns and a
+//! NUL-terminated path it built; the per-thread credential switch is undone after each
+//! request (`as_caller`).
 
 use std::collections::HashMap;
 use std::ffi::{CString, OsStr, OsString};

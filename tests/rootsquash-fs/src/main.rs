@@ -150,12 +150,80 @@ impl Fs {
         }
     }
 
+    /// Creates `parent/name` with `op(root, path)` as the caller, then replies its entry.
+    fn make(
+        &mut self,
+        req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        reply: ReplyEntry,
+        op: impl FnOnce(libc::c_int, &CString) -> libc::c_int,
+    ) {
+        let Some(rel) = self.child(parent, name) else {
+            return reply.error(libc::ENOENT);
+        };
+        let root = self.root;
+        if as_caller(req, || op(root, &c(&rel))) != 0 {
+            return reply.error(errno());
+        }
+        self.entry(&rel, reply)
+    }
+
+    /// `unlinkat(parent/name, flags)` as the caller.
+    fn drop_entry(
+        &mut self,
+        req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        flags: libc::c_int,
+        reply: ReplyEmpty,
+    ) {
+        let Some(rel) = self.child(parent, name) else {
+            return reply.error(libc::ENOENT);
+        };
+        match check(as_caller(req, || unsafe {
+            libc::unlinkat(self.root, c(&rel).as_ptr(), flags)
+        })) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    /// Opens `ino` with `flags` as the caller; the descriptor is the handle.
+    fn open_as_caller(
+        &mut self,
+        req: &Request<'_>,
+        ino: u64,
+        flags: libc::c_int,
+        open_flags: u32,
+        reply: ReplyOpen,
+    ) {
+        let Some(rel) = self.path(ino) else {
+            return reply.error(libc::ENOENT);
+        };
+        let fd = as_caller(req, || unsafe {
+            libc::openat(self.root, c(&rel).as_ptr(), flags)
+        });
+        if fd < 0 {
+            return reply.error(errno());
+        }
+        reply.opened(fd as u64, open_flags)
+    }
+
     fn renamed(&mut self, from: &Path, to: &Path) {
         for p in self.paths.values_mut() {
             if let Ok(rest) = p.strip_prefix(from) {
                 *p = to.join(rest);
             }
         }
+    }
+}
+
+/// Replies the first `n` bytes of `buf`, or the errno of a failed read (`n < 0`).
+fn reply_data(n: isize, buf: &[u8], reply: ReplyData) {
+    match usize::try_from(n) {
+        Ok(n) => reply.data(&buf[..n]),
+        Err(_) => reply.error(errno()),
     }
 }
 
@@ -293,10 +361,7 @@ impl Filesystem for Fs {
                 buf.len(),
             )
         });
-        if n < 0 {
-            return reply.error(errno());
-        }
-        reply.data(&buf[..n as usize])
+        reply_data(n, &buf, reply)
     }
 
     fn mknod(
@@ -309,21 +374,9 @@ impl Filesystem for Fs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        let Some(rel) = self.child(parent, name) else {
-            return reply.error(libc::ENOENT);
-        };
-        let r = as_caller(req, || unsafe {
-            libc::mknodat(
-                self.root,
-                c(&rel).as_ptr(),
-                mode & !umask,
-                rdev as libc::dev_t,
-            )
-        });
-        if r != 0 {
-            return reply.error(errno());
-        }
-        self.entry(&rel, reply)
+        self.make(req, parent, name, reply, |root, p| unsafe {
+            libc::mknodat(root, p.as_ptr(), mode & !umask, rdev as libc::dev_t)
+        })
     }
 
     fn mkdir(
@@ -335,40 +388,17 @@ impl Filesystem for Fs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let Some(rel) = self.child(parent, name) else {
-            return reply.error(libc::ENOENT);
-        };
-        let r = as_caller(req, || unsafe {
-            libc::mkdirat(self.root, c(&rel).as_ptr(), mode & !umask)
-        });
-        if r != 0 {
-            return reply.error(errno());
-        }
-        self.entry(&rel, reply)
+        self.make(req, parent, name, reply, |root, p| unsafe {
+            libc::mkdirat(root, p.as_ptr(), mode & !umask)
+        })
     }
 
     fn unlink(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
-        let Some(rel) = self.child(parent, name) else {
-            return reply.error(libc::ENOENT);
-        };
-        match check(as_caller(req, || unsafe {
-            libc::unlinkat(self.root, c(&rel).as_ptr(), 0)
-        })) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.drop_entry(req, parent, name, 0, reply)
     }
 
     fn rmdir(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
-        let Some(rel) = self.child(parent, name) else {
-            return reply.error(libc::ENOENT);
-        };
-        match check(as_caller(req, || unsafe {
-            libc::unlinkat(self.root, c(&rel).as_ptr(), libc::AT_REMOVEDIR)
-        })) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.drop_entry(req, parent, name, libc::AT_REMOVEDIR, reply)
     }
 
     fn symlink(
@@ -379,17 +409,10 @@ impl Filesystem for Fs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let Some(rel) = self.child(parent, link_name) else {
-            return reply.error(libc::ENOENT);
-        };
         let t = CString::new(target.as_os_str().as_bytes()).unwrap();
-        let r = as_caller(req, || unsafe {
-            libc::symlinkat(t.as_ptr(), self.root, c(&rel).as_ptr())
-        });
-        if r != 0 {
-            return reply.error(errno());
-        }
-        self.entry(&rel, reply)
+        self.make(req, parent, link_name, reply, |root, p| unsafe {
+            libc::symlinkat(t.as_ptr(), root, p.as_ptr())
+        })
     }
 
     fn rename(
@@ -444,20 +467,8 @@ impl Filesystem for Fs {
     }
 
     fn open(&mut self, req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
-        let Some(rel) = self.path(ino) else {
-            return reply.error(libc::ENOENT);
-        };
-        let fd = as_caller(req, || unsafe {
-            libc::openat(
-                self.root,
-                c(&rel).as_ptr(),
-                (flags & !libc::O_CREAT) | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            )
-        });
-        if fd < 0 {
-            return reply.error(errno());
-        }
-        reply.opened(fd as u64, fuser::consts::FOPEN_DIRECT_IO)
+        let flags = (flags & !libc::O_CREAT) | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        self.open_as_caller(req, ino, flags, fuser::consts::FOPEN_DIRECT_IO, reply)
     }
 
     fn create(
@@ -506,10 +517,7 @@ impl Filesystem for Fs {
     ) {
         let mut buf = vec![0u8; size as usize];
         let n = unsafe { libc::pread(fh as i32, buf.as_mut_ptr().cast(), buf.len(), offset) };
-        if n < 0 {
-            return reply.error(errno());
-        }
-        reply.data(&buf[..n as usize])
+        reply_data(n, &buf, reply)
     }
 
     fn write(
@@ -558,20 +566,8 @@ impl Filesystem for Fs {
     }
 
     fn opendir(&mut self, req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
-        let Some(rel) = self.path(ino) else {
-            return reply.error(libc::ENOENT);
-        };
-        let fd = as_caller(req, || unsafe {
-            libc::openat(
-                self.root,
-                c(&rel).as_ptr(),
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            )
-        });
-        if fd < 0 {
-            return reply.error(errno());
-        }
-        reply.opened(fd as u64, 0)
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        self.open_as_caller(req, ino, flags, 0, reply)
     }
 
     fn readdir(

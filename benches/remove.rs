@@ -24,7 +24,7 @@ use std::time::Instant;
 use nix::fcntl::AtFlags;
 use nix::sys::stat::fstatat;
 use tre_spank::host::dirs::{open_home, DirId};
-use tre_spank::host::remove::remove_tree;
+use tre_spank::host::remove::{job_owners, remove_tree};
 
 const CONTENT: &[u8] = b"scratch data of a job\n";
 
@@ -45,7 +45,9 @@ fn time_remover(parent: &Path, name: &str) -> Result<f64, String> {
     let st = fstatat(fd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW)
         .map_err(|e| format!("{}/{name}: {e}", parent.display()))?;
     let start = Instant::now();
-    let report = remove_tree(&fd, parent, name, DirId::of(&st)).map_err(|e| e.to_string())?;
+    let owners = job_owners(st.st_uid);
+    let report =
+        remove_tree(&fd, parent, name, DirId::of(&st), &owners).map_err(|e| e.to_string())?;
     let secs = start.elapsed().as_secs_f64();
     if parent.join(name).exists() {
         return Err(format!("{}/{name} is still there", parent.display()));

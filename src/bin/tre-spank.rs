@@ -211,6 +211,80 @@ impl Checks {
         self.problems += 1;
         println!("PROBLEM  {line}");
     }
+    fn warn(&self, line: &str) {
+        println!("WARNING  {line}");
+    }
+}
+
+/// The device of `path`, or of its nearest existing ancestor (a directory the plugin
+/// creates later lands on its parent's filesystem).
+fn device_of(path: &Path) -> Option<u64> {
+    path.ancestors()
+        .find_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.dev())
+}
+
+/// A scratch root holds one directory per user: root's, and if everyone may write it
+/// (users make their own directory there), sticky, so nobody renames another's away.
+fn check_scratch_root(c: &mut Checks, root: &Path) {
+    if root.as_os_str().is_empty() {
+        c.ok("scratch_root empty: scratch-N in each user's $HOME");
+        return;
+    }
+    let shown = root.display();
+    match std::fs::symlink_metadata(root) {
+        Err(e) => c.problem(&format!(
+            "scratch_root {shown}: {e} (container jobs on this node would fail)"
+        )),
+        Ok(m) if !m.is_dir() => c.problem(&format!(
+            "scratch_root {shown} is not a directory (a symbolic link is refused too)"
+        )),
+        Ok(m) if m.uid() != 0 => c.problem(&format!(
+            "scratch_root {shown} is owned by uid {}, not root",
+            m.uid()
+        )),
+        Ok(m) if m.mode() & 0o022 != 0 && m.mode() & 0o1000 == 0 => c.problem(&format!(
+            "scratch_root {shown} has mode {:04o}: writable by others but not sticky (want 1777, or 0755 with a directory per user made by the site)",
+            m.mode() & 0o7777
+        )),
+        Ok(m) => c.ok(&format!(
+            "scratch_root {shown} (root, mode {:04o}): scratch-N in {shown}/<user>",
+            m.mode() & 0o7777
+        )),
+    }
+}
+
+/// Containers write their writable layer (`/`, `/tmp`, `/root` inside) under
+/// runtime_dir: on the root filesystem or Slurm's spool, one job can fill the node and
+/// make slurmd drain it. Warned about, not refused: the default puts it on `/`.
+fn check_runtime_dir_filesystem(c: &Checks, runtime_dir: &Path) {
+    let slurm_conf = std::env::var_os("SLURM_CONF")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/etc/slurm/slurm.conf".into());
+    let spool = config::slurmd_spool_dir(&std::fs::read_to_string(slurm_conf).unwrap_or_default());
+    let Some(dev) = device_of(runtime_dir) else {
+        return;
+    };
+    let mut shared = Vec::new();
+    if device_of(Path::new("/")) == Some(dev) {
+        shared.push("/".to_string());
+    }
+    if device_of(&spool) == Some(dev) {
+        shared.push(format!("Slurm's spool {}", spool.display()));
+    }
+    if shared.is_empty() {
+        c.ok(&format!(
+            "runtime_dir {} is on its own filesystem (not / nor {})",
+            runtime_dir.display(),
+            spool.display()
+        ));
+    } else {
+        c.warn(&format!(
+            "runtime_dir {} shares a filesystem with {}: a container writing to its / or /tmp can fill it and drain the node (put runtime_dir on its own filesystem: docs/threat-model.md, Filesystems)",
+            runtime_dir.display(),
+            shared.join(" and ")
+        ));
+    }
 }
 
 /// A root-owned directory nobody else can write; `None` if it does not exist.
@@ -353,6 +427,8 @@ fn check(opts: &Opts) -> ExitCode {
     }
     check_root_dir(&mut c, "state_dir", &config.state_dir, 0o700);
     check_root_dir(&mut c, "runtime_dir", &config.runtime_dir, 0o711);
+    check_runtime_dir_filesystem(&c, &config.runtime_dir);
+    check_scratch_root(&mut c, &config.scratch_root);
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     for store in &config.podman.image_stores {
         if store.exists() {
@@ -565,7 +641,8 @@ fn plan_for(opts: &Opts, user: &str, container: &str) -> i32 {
         let dirs = JobDirs {
             number: 0,
             outputs: account.home.join("outputs-N"),
-            scratch: account.home.join("scratch-N"),
+            scratch: plan::scratch_parent(&account.home, &config.scratch_root, &account.name)
+                .join("scratch-N"),
         };
         let job_dir = config.runtime_dir.join("job-JOBID");
         let script = PathBuf::from("/var/spool/slurmd/jobJOBID/slurm_script");

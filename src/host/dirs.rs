@@ -48,6 +48,8 @@ pub enum DirError {
     Replaced { path: String },
     #[error("cannot write the job's proof {path}: {errno}")]
     Proof { path: String, errno: Errno },
+    #[error("{path} is not a directory of the job's user; scratch is not made there")]
+    NotTheUsers { path: String },
 }
 
 fn is_dir(st: &FileStat) -> bool {
@@ -170,13 +172,62 @@ pub enum Origin {
 pub const JOIN_WAIT: Duration = Duration::from_secs(10);
 const JOIN_POLL: Duration = Duration::from_millis(50);
 
+/// A scratch root of the site: `scratch-N` goes into `<root>/<user>`.
+#[derive(Debug, Clone, Copy)]
+pub struct ScratchIn<'a> {
+    pub root: &'a Path,
+    pub user: &'a str,
+}
+
 /// Names and facts of one job's directories.
 pub struct JobDirSpec<'a> {
     pub home: &'a Path,
     pub outputs: &'a str,
     pub scratch: &'a str,
+    /// `None`: scratch in `home`.
+    pub scratch_in: Option<ScratchIn<'a>>,
     pub facts: JobFacts,
     pub key: &'a ProofKey,
+}
+
+impl JobDirSpec<'_> {
+    /// The directory holding `scratch`.
+    pub fn scratch_parent(&self) -> std::path::PathBuf {
+        match &self.scratch_in {
+            None => self.home.to_path_buf(),
+            Some(s) => s.root.join(s.user),
+        }
+    }
+}
+
+/// Opens the user's directory in a scratch root, as the user: `<root>/<user>`, which
+/// must be a directory (never a link) owned by `uid`. With `create`, a missing one is
+/// made (mode 0700), which works where the user may write the root (a sticky
+/// world-writable root such as a node-local /local/scratch).
+pub fn open_scratch_parent(s: ScratchIn, uid: u32, create: bool) -> Result<OwnedFd, DirError> {
+    let path = s.root.join(s.user).display().to_string();
+    let root = open_home(s.root)?;
+    let fd = match open_dir_nofollow(&root, s.user) {
+        Err(Errno::ENOENT) if create => {
+            match mkdirat(root.as_fd(), s.user, Mode::S_IRWXU) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(errno) => return Err(DirError::Create { path, errno }),
+            }
+            open_dir_nofollow(&root, s.user)
+        }
+        other => other,
+    }
+    .map_err(|errno| match errno {
+        Errno::ELOOP | Errno::ENOTDIR => DirError::NotTheUsers { path: path.clone() },
+        errno => DirError::Home {
+            path: path.clone(),
+            errno,
+        },
+    })?;
+    match fstat(fd.as_fd()) {
+        Ok(st) if is_dir(&st) && st.st_uid == uid => Ok(fd),
+        _ => Err(DirError::NotTheUsers { path }),
+    }
 }
 
 /// Creates the job's directories, or joins them when another step of the same job
@@ -188,6 +239,12 @@ pub fn create_or_join(
     wait: Duration,
 ) -> Result<(JobDirIds, Origin), DirError> {
     let home = home.as_fd();
+    let scratch_root_fd = match spec.scratch_in {
+        None => None,
+        Some(s) => Some(open_scratch_parent(s, spec.facts.uid, true)?),
+    };
+    let scratch_parent = scratch_root_fd.as_ref().map_or(home, |fd| fd.as_fd());
+    let scratch_path = spec.scratch_parent();
     let outputs = match create_private_dir(home, spec.home, spec.outputs) {
         Ok(id) => id,
         Err(DirError::Exists { path }) => return join(spec, wait, path),
@@ -196,12 +253,15 @@ pub fn create_or_join(
     // Leave nothing half-made: what this step created is new and empty.
     let undo = |with_scratch: bool| {
         if with_scratch {
-            let _ =
-                nix::unistd::unlinkat(home, spec.scratch, nix::unistd::UnlinkatFlags::RemoveDir);
+            let _ = nix::unistd::unlinkat(
+                scratch_parent,
+                spec.scratch,
+                nix::unistd::UnlinkatFlags::RemoveDir,
+            );
         }
         let _ = nix::unistd::unlinkat(home, spec.outputs, nix::unistd::UnlinkatFlags::RemoveDir);
     };
-    let scratch = match create_private_dir(home, spec.home, spec.scratch) {
+    let scratch = match create_private_dir(scratch_parent, &scratch_path, spec.scratch) {
         Ok(id) => id,
         Err(e) => {
             undo(false);
@@ -209,8 +269,8 @@ pub fn create_or_join(
         }
     };
     let line = spec.key.line(&spec.facts, outputs.ino, scratch.ino);
-    if let Err(e) = write_proof(home, spec, scratch, &line) {
-        let _ = open_dir_nofollow(home, spec.scratch).and_then(|fd| {
+    if let Err(e) = write_proof(scratch_parent, spec, scratch, &line) {
+        let _ = open_dir_nofollow(scratch_parent, spec.scratch).and_then(|fd| {
             nix::unistd::unlinkat(&fd, PROOF_FILE, nix::unistd::UnlinkatFlags::NoRemoveDir)
         });
         undo(true);
@@ -220,13 +280,13 @@ pub fn create_or_join(
 }
 
 fn write_proof(
-    home: impl AsFd,
+    scratch_parent: impl AsFd,
     spec: &JobDirSpec,
     scratch: DirId,
     line: &str,
 ) -> Result<(), DirError> {
     let path = spec
-        .home
+        .scratch_parent()
         .join(spec.scratch)
         .join(PROOF_FILE)
         .display()
@@ -235,7 +295,7 @@ fn write_proof(
         path: path.clone(),
         errno,
     };
-    let dir = open_dir_nofollow(home, spec.scratch).map_err(err)?;
+    let dir = open_dir_nofollow(scratch_parent, spec.scratch).map_err(err)?;
     if fstat(dir.as_fd()).map(|st| DirId::of(&st)).map_err(err)? != scratch {
         return Err(err(Errno::ESTALE));
     }
@@ -281,7 +341,16 @@ fn try_join(spec: &JobDirSpec) -> Result<JobDirIds, NotJoined> {
         Ok(st) if owned_dir(&st) => DirId::of(&st),
         _ => return Err(NotJoined::Refuse),
     };
-    let scratch_fd = match open_dir_nofollow(&home, spec.scratch) {
+    let scratch_root_fd = match spec.scratch_in {
+        None => None,
+        Some(s) => {
+            Some(open_scratch_parent(s, spec.facts.uid, false).map_err(|_| NotJoined::Wait)?)
+        }
+    };
+    let scratch_parent = scratch_root_fd
+        .as_ref()
+        .map_or(home.as_fd(), |fd| fd.as_fd());
+    let scratch_fd = match open_dir_nofollow(scratch_parent, spec.scratch) {
         Ok(fd) => fd,
         Err(Errno::ENOENT) => return Err(NotJoined::Wait),
         Err(_) => return Err(NotJoined::Refuse),
@@ -389,6 +458,7 @@ mod tests {
             home,
             outputs: "outputs-7654321",
             scratch: "scratch-7654321",
+            scratch_in: None,
             facts: JobFacts {
                 job_id,
                 restart_count: 0,
@@ -471,6 +541,59 @@ mod tests {
         let started = Instant::now();
         assert!(make(&s, JOIN_WAIT).is_err());
         assert!(started.elapsed() < JOIN_WAIT);
+    }
+
+    #[test]
+    fn scratch_in_a_scratch_root_is_made_joined_and_guarded() {
+        let t = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let key = ProofKey::derive(b"secret").unwrap();
+        let mut s = spec(t.path(), &key, 9);
+        s.scratch_in = Some(ScratchIn {
+            root: root.path(),
+            user: "u",
+        });
+        let (ids, origin) = make(&s, SHORT).unwrap();
+        assert_eq!(origin, Origin::Created);
+        assert!(t.path().join(s.outputs).is_dir());
+        assert!(!t.path().join(s.scratch).exists());
+        let scratch = root.path().join("u").join(s.scratch);
+        assert!(scratch.join(PROOF_FILE).is_file());
+        assert_eq!(
+            std::fs::metadata(root.path().join("u"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o700
+        );
+        assert_eq!(make(&s, SHORT).unwrap(), (ids, Origin::Joined));
+        // The user's directory there replaced by a link: refused, nothing made through it.
+        let other = tempfile::tempdir().unwrap();
+        std::fs::rename(root.path().join("u"), root.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(other.path(), root.path().join("u")).unwrap();
+        let mut s2 = spec(t.path(), &key, 9);
+        s2.outputs = "outputs-1";
+        s2.scratch = "scratch-1";
+        s2.scratch_in = s.scratch_in;
+        let e = make(&s2, SHORT).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("is not a directory of the job's user"),
+            "{e}"
+        );
+        assert_eq!(std::fs::read_dir(other.path()).unwrap().count(), 0);
+        // Another owner's directory under the user's name: refused.
+        let e = open_scratch_parent(
+            ScratchIn {
+                root: root.path(),
+                user: "moved",
+            },
+            s.facts.uid + 1,
+            false,
+        )
+        .unwrap_err();
+        assert!(matches!(e, DirError::NotTheUsers { .. }), "{e}");
     }
 
     #[test]

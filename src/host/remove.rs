@@ -9,6 +9,11 @@
 //! targets keep their owner, mode and content. Nothing is ever chowned or chmodded:
 //! root's own permission override is what lets it descend into directories a container
 //! left under subordinate uids (mode 000 included).
+//!
+//! Root only enters (and so only empties) directories owned by the job's user or by one
+//! of the user's subordinate uids ([`Owners`]): a directory of anyone else renamed into
+//! scratch (another user's group-writable or sticky tree) is left in place and
+//! reported, as the user could not have emptied it either.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
@@ -20,6 +25,26 @@ use nix::sys::stat::{fstat, fstatat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
 use super::dirs::{open_dir_nofollow, DirId};
+use crate::rules::subid::{ranges_for, Owners};
+
+/// Where the subordinate uid ranges are (shadow-utils' file; a subid NSS module is not
+/// consulted: its ranges then count as somebody else's and such trees are left).
+pub const SUBUID_FILE: &str = "/etc/subuid";
+
+/// The owners whose directories root may empty for the job of `uid`: the user and the
+/// user's ranges in [`SUBUID_FILE`] (none if it cannot be read: then only the user).
+pub fn job_owners(uid: u32) -> Owners {
+    let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name);
+    let ranges = match (name, std::fs::read_to_string(SUBUID_FILE)) {
+        (Some(name), Ok(text)) => ranges_for(&text, &name, uid),
+        (None, Ok(text)) => ranges_for(&text, "", uid),
+        _ => Vec::new(),
+    };
+    Owners::new(uid, ranges)
+}
 
 /// Deeper trees are left (and reported) rather than risk slurmstepd's stack and fds.
 pub const MAX_DEPTH: usize = 1024;
@@ -29,6 +54,9 @@ pub struct RemoveReport {
     pub removed_entries: u64,
     /// Mount points (other filesystems) met inside the tree and left in place.
     pub other_filesystems: u64,
+    /// Directories of somebody other than the job's user (and the user's subordinate
+    /// uids) met inside the tree and left in place, unentered.
+    pub not_the_users: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,12 +95,14 @@ fn open_child_dir(dir: impl AsFd, name: &std::ffi::CStr) -> nix::Result<OwnedFd>
     }
 }
 
-/// Removes `parent/name` if it is still `expected`. A missing entry is not an error.
+/// Removes `parent/name` if it is still `expected`, entering only directories `owners`
+/// allows (the top one included). A missing entry is not an error.
 pub fn remove_tree(
     parent: impl AsFd,
     parent_path: &Path,
     name: &str,
     expected: DirId,
+    owners: &Owners,
 ) -> Result<RemoveReport, RemoveError> {
     let path = parent_path.join(name).display().to_string();
     let top = match open_dir_nofollow(parent.as_fd(), name) {
@@ -90,11 +120,16 @@ pub fn remove_tree(
     }
     let mut walk = Walk {
         dev: st.st_dev,
+        owners,
         report: RemoveReport::default(),
         failed: 0,
         first: None,
     };
-    walk.empty(&top, &path, 0);
+    if owners.allows(st.st_uid) {
+        walk.empty(&top, &path, 0);
+    } else {
+        walk.not_the_users(&path, st.st_uid);
+    }
     drop(top);
     match unlinkat(parent.as_fd(), name, UnlinkatFlags::RemoveDir) {
         Ok(()) | Err(Errno::ENOENT) => {}
@@ -112,19 +147,28 @@ pub fn remove_tree(
     }
 }
 
-struct Walk {
+struct Walk<'a> {
     dev: u64,
+    owners: &'a Owners,
     report: RemoveReport,
     failed: u64,
     first: Option<String>,
 }
 
-impl Walk {
+impl Walk<'_> {
     fn fail(&mut self, path: &str, why: impl std::fmt::Display) {
         self.failed += 1;
         if self.first.is_none() {
             self.first = Some(format!("{path}: {why}"));
         }
+    }
+
+    fn not_the_users(&mut self, path: &str, owner: u32) {
+        self.report.not_the_users += 1;
+        self.fail(
+            path,
+            format!("a directory of uid {owner}, not the job's user's; left in place"),
+        );
     }
 
     /// The entries of `dir` with their type as the directory reports it (`None`: the
@@ -208,9 +252,15 @@ impl Walk {
                         continue;
                     }
                 };
-                // Swapped between stat and open? Only descend into what was checked.
+                // Swapped between stat and open? Only descend into what was checked, and
+                // only into what the job's user (or the user's subordinate ids) owns.
                 match fstat(child.as_fd()) {
-                    Ok(c) if c.st_dev == st.st_dev && c.st_ino == st.st_ino => {}
+                    Ok(c) if c.st_dev == st.st_dev && c.st_ino == st.st_ino => {
+                        if !self.owners.allows(c.st_uid) {
+                            self.not_the_users(&shown(), c.st_uid);
+                            continue;
+                        }
+                    }
                     _ => {
                         self.fail(&shown(), "changed while being removed");
                         continue;
@@ -242,6 +292,10 @@ mod tests {
     use crate::host::dirs::{create_private_dir, open_home};
     use std::fs;
 
+    fn me() -> Owners {
+        Owners::new(nix::unistd::geteuid().as_raw(), Vec::new())
+    }
+
     fn setup() -> (tempfile::TempDir, OwnedFd, DirId) {
         let t = tempfile::tempdir().unwrap();
         let home = open_home(t.path()).unwrap();
@@ -261,7 +315,7 @@ mod tests {
             std::os::unix::fs::PermissionsExt::from_mode(0o500),
         )
         .unwrap();
-        let r = remove_tree(&home, t.path(), "scratch-1", id).unwrap();
+        let r = remove_tree(&home, t.path(), "scratch-1", id, &me()).unwrap();
         assert_eq!(r.removed_entries, 5);
         assert!(!s.exists());
     }
@@ -277,7 +331,7 @@ mod tests {
             t.path().join("scratch-1/hard"),
         )
         .unwrap();
-        remove_tree(&home, t.path(), "scratch-1", id).unwrap();
+        remove_tree(&home, t.path(), "scratch-1", id, &me()).unwrap();
         assert_eq!(fs::read(outside.path().join("canary")).unwrap(), b"keep");
     }
 
@@ -289,7 +343,7 @@ mod tests {
         fs::remove_dir(t.path().join("scratch-1")).unwrap();
         std::os::unix::fs::symlink(victim.path(), t.path().join("scratch-1")).unwrap();
         assert!(matches!(
-            remove_tree(&home, t.path(), "scratch-1", id),
+            remove_tree(&home, t.path(), "scratch-1", id, &me()),
             Err(RemoveError::NotOurs { .. })
         ));
         assert!(victim.path().join("canary").exists());
@@ -301,7 +355,7 @@ mod tests {
         fs::rename(t.path().join("scratch-1"), t.path().join("elsewhere")).unwrap();
         fs::create_dir(t.path().join("scratch-1")).unwrap();
         fs::write(t.path().join("scratch-1/f"), b"x").unwrap();
-        assert!(remove_tree(&home, t.path(), "scratch-1", id).is_err());
+        assert!(remove_tree(&home, t.path(), "scratch-1", id, &me()).is_err());
         assert!(t.path().join("scratch-1/f").exists());
     }
 
@@ -317,7 +371,7 @@ mod tests {
         let fd = open_home(&home).unwrap();
         let st = fstatat(fd.as_fd(), "scratch-1", AtFlags::AT_SYMLINK_NOFOLLOW).unwrap();
         assert_eq!(st.st_ino, ino);
-        let e = remove_tree(&fd, &home, "scratch-1", DirId::of(&st)).unwrap_err();
+        let e = remove_tree(&fd, &home, "scratch-1", DirId::of(&st), &me()).unwrap_err();
         assert!(e.to_string().contains("mounted here"), "{e}");
         println!("BIND-CHILD-OK");
     }
@@ -371,7 +425,7 @@ mod tests {
         )
         .unwrap();
         fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
-        let r = remove_tree(&home, t.path(), "scratch-1", id);
+        let r = remove_tree(&home, t.path(), "scratch-1", id, &me());
         if nix::unistd::geteuid().is_root() {
             r.unwrap();
             assert!(!t.path().join("scratch-1").exists());
@@ -390,11 +444,63 @@ mod tests {
     }
 
     #[test]
+    fn a_tree_of_somebody_else_is_not_entered() {
+        // Root's check with real owners: a subordinate uid's directory is emptied, a
+        // directory of another uid (renamed in by someone with write access to it) is
+        // left with its content, and so is scratch itself. Without root the same
+        // refusal is seen through a job user who is not the caller.
+        let (t, home, id) = setup();
+        let s = t.path().join("scratch-1");
+        fs::create_dir_all(s.join("sub/x")).unwrap();
+        fs::write(s.join("sub/x/f"), b"x").unwrap();
+        fs::create_dir_all(s.join("run1/raw")).unwrap();
+        fs::write(s.join("run1/raw/data"), b"keep").unwrap();
+        let me = nix::unistd::geteuid().as_raw();
+        if nix::unistd::geteuid().is_root() {
+            let chown = |p: &std::path::Path, uid: u32| {
+                nix::unistd::chown(p, Some(nix::unistd::Uid::from_raw(uid)), None).unwrap()
+            };
+            let user = 4000;
+            chown(&s, user);
+            chown(&s.join("sub"), 200_001);
+            chown(&s.join("sub/x"), 200_002);
+            chown(&s.join("run1"), 4001);
+            chown(&s.join("run1/raw"), 4001);
+            let owners = Owners::new(
+                user,
+                vec![crate::rules::subid::IdRange {
+                    start: 200_000,
+                    count: 65536,
+                }],
+            );
+            let e = remove_tree(&home, t.path(), "scratch-1", id, &owners).unwrap_err();
+            assert!(
+                e.to_string().contains("run1: a directory of uid 4001"),
+                "{e}"
+            );
+            assert!(!s.join("sub").exists());
+            assert_eq!(fs::read(s.join("run1/raw/data")).unwrap(), b"keep");
+        } else {
+            let e = remove_tree(
+                &home,
+                t.path(),
+                "scratch-1",
+                id,
+                &Owners::new(me + 1, vec![]),
+            )
+            .unwrap_err();
+            assert!(e.to_string().contains("not the job's user's"), "{e}");
+            assert!(s.join("sub/x/f").exists());
+            assert_eq!(fs::read(s.join("run1/raw/data")).unwrap(), b"keep");
+        }
+    }
+
+    #[test]
     fn already_gone_is_fine() {
         let (t, home, id) = setup();
         fs::remove_dir(t.path().join("scratch-1")).unwrap();
         assert_eq!(
-            remove_tree(&home, t.path(), "scratch-1", id).unwrap(),
+            remove_tree(&home, t.path(), "scratch-1", id, &me()).unwrap(),
             RemoveReport::default()
         );
     }
@@ -412,7 +518,7 @@ mod tests {
             nix::sys::stat::mkdirat(fd.as_fd(), "d", Mode::S_IRWXU).unwrap();
             fd = open_dir_nofollow(fd.as_fd(), "d").unwrap();
         }
-        let e = remove_tree(&home, t.path(), "scratch-1", id).unwrap_err();
+        let e = remove_tree(&home, t.path(), "scratch-1", id, &me()).unwrap_err();
         assert!(e.to_string().contains("deeper than"), "{e}");
     }
 }

@@ -17,7 +17,7 @@ use nix::sys::stat::{fstatat, mkdirat, Mode};
 use nix::unistd::{fchownat, Gid, Uid};
 
 use super::dirs::{open_home, DirId};
-use super::remove::{remove_tree, RemoveError, RemoveReport};
+use super::remove::{job_owners, remove_tree, RemoveError, RemoveReport};
 use super::state::StateError;
 
 #[derive(Debug, thiserror::Error)]
@@ -109,8 +109,9 @@ pub fn remove(root: &Path, job_id: u32) -> Result<RemoveReport, RuntimeDirError>
         Err(_) => return Ok(RemoveReport::default()),
     };
     let name = job_dir_name(job_id);
-    let id = match fstatat(parent.as_fd(), name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
-        Ok(st) => DirId::of(&st),
+    // The parent is root's and `ensure` chowned the entry: its owner is the job's user.
+    let (id, uid) = match fstatat(parent.as_fd(), name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => (DirId::of(&st), st.st_uid),
         Err(Errno::ENOENT) => return Ok(RemoveReport::default()),
         Err(errno) => {
             return Err(RuntimeDirError::Create {
@@ -119,7 +120,7 @@ pub fn remove(root: &Path, job_id: u32) -> Result<RemoveReport, RuntimeDirError>
             })
         }
     };
-    Ok(remove_tree(&parent, root, &name, id)?)
+    Ok(remove_tree(&parent, root, &name, id, &job_owners(uid))?)
 }
 
 #[cfg(test)]

@@ -18,6 +18,16 @@ pub struct JobRecord {
     pub home: PathBuf,
     pub outputs: DirId,
     pub scratch: DirId,
+    /// The directory holding `scratch-N` when it is not `home` (`scratch_root`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scratch_parent: Option<PathBuf>,
+}
+
+impl JobRecord {
+    /// The directory holding `scratch-N`.
+    pub fn scratch_parent(&self) -> &Path {
+        self.scratch_parent.as_deref().unwrap_or(&self.home)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +229,7 @@ mod tests {
             home: "/home/alice".into(),
             outputs: DirId { dev: 1, ino: 2 },
             scratch: DirId { dev: 1, ino: 3 },
+            scratch_parent: None,
         }
     }
 

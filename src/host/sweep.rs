@@ -9,7 +9,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use super::dirs::open_home;
-use super::remove::{remove_tree, RemoveError};
+use super::remove::{job_owners, remove_tree, RemoveError};
 use super::runtime_dir;
 use super::state::{JobRecord, StateDir, StateError};
 use crate::rules::config::Config;
@@ -98,7 +98,8 @@ pub fn clean_scratch(state: &StateDir, job_id: u32, wait_for_lock: bool) -> Vec<
 fn remove_recorded(record: &JobRecord) -> (Vec<Note>, bool) {
     let job_id = record.job_id;
     let name = scratch_name(record.number);
-    let home = match open_home(&record.home) {
+    let parent_path = record.scratch_parent();
+    let parent = match open_home(parent_path) {
         Ok(fd) => fd,
         Err(e) => {
             return (
@@ -107,11 +108,17 @@ fn remove_recorded(record: &JobRecord) -> (Vec<Note>, bool) {
             )
         }
     };
-    match remove_tree(&home, &record.home, &name, record.scratch) {
+    match remove_tree(
+        &parent,
+        parent_path,
+        &name,
+        record.scratch,
+        &job_owners(record.uid),
+    ) {
         Ok(report) => (
             vec![info(format!(
                 "job {job_id}: removed {}/{name} ({} entries)",
-                record.home.display(),
+                parent_path.display(),
                 report.removed_entries
             ))],
             true,
@@ -311,6 +318,7 @@ mod tests {
                     home: home.clone(),
                     outputs: DirId { dev: 0, ino: 0 },
                     scratch,
+                    scratch_parent: None,
                 })
                 .unwrap();
             runtime_dir::ensure(&config.runtime_dir, job, uid, gid).unwrap();
@@ -366,6 +374,7 @@ mod tests {
                 home: home.clone(),
                 outputs: DirId { dev: 0, ino: 0 },
                 scratch: DirId { dev: 0, ino: 1 },
+                scratch_parent: None,
             })
             .unwrap();
         let report = sweep(&config, &|_| false).unwrap();

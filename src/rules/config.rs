@@ -41,6 +41,10 @@ pub struct Config {
     /// Root-owned node-local directory for per-job runtime state (podman's storage,
     /// run root and pause process files), removed at job end.
     pub runtime_dir: PathBuf,
+    /// Where `scratch-N` lives: empty (the default) is `$HOME`; otherwise
+    /// `<scratch_root>/<user>`, a directory the user owns (node-local disk or a parallel
+    /// filesystem; see docs/threat-model.md, Filesystems).
+    pub scratch_root: PathBuf,
     /// Root-only file whose bytes key the job NUMBER; identical on every node.
     pub secret_file: PathBuf,
     /// The `tre-spank` tool, which supervises each container task.
@@ -67,6 +71,7 @@ pub struct NodeSection {
     pub default_runtime: Option<RuntimeChoice>,
     pub runtimes: Option<Vec<Runtime>>,
     pub podman_network: Option<Network>,
+    pub scratch_root: Option<PathBuf>,
 }
 
 impl NodeSection {
@@ -129,6 +134,9 @@ impl Config {
             if let Some(v) = s.podman_network {
                 c.podman.network = v;
             }
+            if let Some(v) = &s.scratch_root {
+                c.scratch_root = v.clone();
+            }
         }
         c
     }
@@ -187,6 +195,9 @@ pub struct PodmanConfig {
     pub keep_groups: bool,
     /// `--cgroups=disabled` keeps the container in the job's own cgroup.
     pub cgroups_disabled: bool,
+    /// `--shm-size`: the size of the container's `/dev/shm` (podman's own default,
+    /// 64 MiB, is too small for common data loaders).
+    pub shm_size: ShmSize,
     /// Read-only site image stores (podman graph roots root populates with
     /// `tre-spank image`); the first is where `tre-spank image` writes. A store that
     /// does not exist on the node is left out of the job's command line.
@@ -207,6 +218,38 @@ pub struct PodmanConfig {
     /// exists, else the package's (`/usr/share/tre-spank/containers.conf`): the
     /// user's own `~/.config/containers/containers.conf` is never read.
     pub containers_conf: PathBuf,
+}
+
+/// A size as podman's `--shm-size` takes it: digits and an optional unit `b`, `k`, `m`
+/// or `g` (1024-based), more than zero and at most 16 digits.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ShmSize(String);
+
+impl ShmSize {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ShmSize {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        let digits = value.trim_end_matches(['b', 'k', 'm', 'g']);
+        let unit_len = value.len() - digits.len();
+        if unit_len <= 1
+            && !digits.is_empty()
+            && digits.len() <= 16
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && digits.bytes().any(|b| b != b'0')
+        {
+            Ok(ShmSize(value))
+        } else {
+            Err(format!(
+                "{value:?} is not a size: digits with an optional unit b, k, m or g (e.g. \"8g\")"
+            ))
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -240,6 +283,7 @@ impl Default for Config {
             read_only_projects: Vec::new(),
             state_dir: PathBuf::from("/var/spool/tre-spank"),
             runtime_dir: PathBuf::from("/var/lib/tre-spank/jobs"),
+            scratch_root: PathBuf::new(),
             secret_file: PathBuf::from("/etc/munge/munge.key"),
             tool_path: PathBuf::from("/usr/sbin/tre-spank"),
             podman: PodmanConfig::default(),
@@ -291,6 +335,7 @@ impl Default for PodmanConfig {
             no_new_privileges: true,
             keep_groups: true,
             cgroups_disabled: true,
+            shm_size: ShmSize("1g".to_string()),
             image_stores: vec![PathBuf::from(DEFAULT_IMAGE_STORE)],
             store_mount_program: PathBuf::from("/usr/bin/fuse-overlayfs"),
             user_image_store: false,
@@ -377,6 +422,23 @@ pub fn parse(text: &str, path: &Path, plugstack_args: &[&str]) -> Result<Config,
 }
 
 fn check_sections(config: &Config, path: &Path) -> Result<(), ConfigError> {
+    let relative = |p: &Path| !p.as_os_str().is_empty() && !p.is_absolute();
+    if relative(&config.scratch_root) {
+        return Err(ConfigError::Parse {
+            path: path.to_path_buf(),
+            location: "key scratch_root".into(),
+            message: "must be empty ($HOME) or an absolute path".into(),
+        });
+    }
+    for (i, s) in config.nodes.iter().enumerate() {
+        if s.scratch_root.as_deref().is_some_and(relative) {
+            return Err(ConfigError::Parse {
+                path: path.to_path_buf(),
+                location: format!("[[node]] section {}, key node.scratch_root", i + 1),
+                message: "must be empty ($HOME) or an absolute path".into(),
+            });
+        }
+    }
     for (i, s) in config.nodes.iter().enumerate() {
         if s.names.is_empty() || s.names.iter().any(|n| n.is_empty()) {
             return Err(ConfigError::Parse {
@@ -462,6 +524,38 @@ fn apply_argument(table: &mut toml::Table, arg: &str) -> Result<(), ConfigError>
 }
 
 /// Serde errors span lines; the job output and logs want one.
+/// Slurm's default `SlurmdSpoolDir`.
+pub const DEFAULT_SLURMD_SPOOL: &str = "/var/spool/slurmd";
+
+/// The directory holding slurmd's spool according to slurm.conf text: `SlurmdSpoolDir`
+/// (keys are case-insensitive; the last one wins), cut before the first `%` pattern
+/// (`%n`, `%h`: per-node names, whose parent is on the same filesystem as a rule).
+pub fn slurmd_spool_dir(slurm_conf: &str) -> PathBuf {
+    let mut dir = PathBuf::from(DEFAULT_SLURMD_SPOOL);
+    for line in slurm_conf.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        if !key.trim().eq_ignore_ascii_case("SlurmdSpoolDir") {
+            continue;
+        }
+        let value = value.trim().trim_matches('"');
+        let fixed = match value.find('%') {
+            Some(i) => match value[..i].rfind('/') {
+                Some(0) => "/",
+                Some(j) => &value[..j],
+                None => continue,
+            },
+            None => value,
+        };
+        if fixed.starts_with('/') {
+            dir = PathBuf::from(fixed);
+        }
+    }
+    dir
+}
+
 fn one_line(s: &str) -> String {
     s.split('\n')
         .map(str::trim)
@@ -642,6 +736,10 @@ mod tests {
             c.for_node("bigmem3").safe_data_root,
             PathBuf::from("/bigmem/safe_data")
         );
+        assert_eq!(
+            c.for_node("bigmem3").scratch_root,
+            PathBuf::from("/local/scratch")
+        );
         let other = c.for_node("node01");
         assert_eq!(
             Config {
@@ -738,6 +836,68 @@ mod tests {
         assert_eq!(
             plugstack_args(include_str!("../../plugstack.conf.example")),
             Some(vec!["config=/etc/slurm/tre-spank.toml".to_string()])
+        );
+    }
+
+    #[test]
+    fn scratch_root_is_home_or_absolute_and_per_node() {
+        assert_eq!(Config::default().scratch_root, PathBuf::new());
+        let c = parse(
+            "scratch_root = \"/lustre/scratch\"\n[[node]]\nnames = [\"n1\"]\nscratch_root = \"/local\"\n",
+            p(),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.for_node("n1").scratch_root, Path::new("/local"));
+        assert_eq!(c.for_node("n2").scratch_root, Path::new("/lustre/scratch"));
+        let e = parse("scratch_root = \"scratch\"\n", p(), &[]).unwrap_err();
+        assert!(e.to_string().contains("key scratch_root"), "{e}");
+        let e = parse(
+            "[[node]]\nnames = [\"n1\"]\nscratch_root = \"x\"\n",
+            p(),
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("node.scratch_root"), "{e}");
+    }
+
+    #[test]
+    fn shm_size_is_a_podman_size() {
+        for good in ["1g", "64m", "512k", "1048576", "2b"] {
+            let c = parse(&format!("[podman]\nshm_size = \"{good}\"\n"), p(), &[]).unwrap();
+            assert_eq!(c.podman.shm_size.as_str(), good);
+        }
+        for bad in [
+            "",
+            "0",
+            "0g",
+            "1G",
+            "1gb",
+            "-1g",
+            "1.5g",
+            "g",
+            "1 g",
+            "99999999999999999g",
+        ] {
+            let e = parse(&format!("[podman]\nshm_size = \"{bad}\"\n"), p(), &[]).unwrap_err();
+            assert!(e.to_string().contains("key podman.shm_size"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn slurmd_spool_dir_from_slurm_conf() {
+        assert_eq!(slurmd_spool_dir(""), Path::new(DEFAULT_SLURMD_SPOOL));
+        assert_eq!(
+            slurmd_spool_dir("ClusterName=x\nslurmdspooldir = /local/spool # c\n"),
+            Path::new("/local/spool")
+        );
+        assert_eq!(
+            slurmd_spool_dir("SlurmdSpoolDir=/var/spool/slurmd.%n\n"),
+            Path::new("/var/spool")
+        );
+        assert_eq!(
+            slurmd_spool_dir("SlurmdSpoolDir=relative\n"),
+            Path::new(DEFAULT_SLURMD_SPOOL)
         );
     }
 }

@@ -13,3 +13,4 @@ pub mod plan;
 pub mod project;
 pub mod proof;
 pub mod runtime;
+pub mod subid;

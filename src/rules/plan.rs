@@ -25,11 +25,26 @@ pub struct JobDirs {
 
 impl JobDirs {
     pub fn new(home: &Path, number: u32) -> JobDirs {
+        JobDirs::with_scratch_in(home, home, number)
+    }
+
+    /// Outputs in `home`, scratch in `scratch_parent` (the site's `scratch_root`).
+    pub fn with_scratch_in(home: &Path, scratch_parent: &Path, number: u32) -> JobDirs {
         JobDirs {
             number,
             outputs: home.join(outputs_name(number)),
-            scratch: home.join(scratch_name(number)),
+            scratch: scratch_parent.join(scratch_name(number)),
         }
+    }
+}
+
+/// The directory holding `scratch-N`: `home`, or `<scratch_root>/<user>` when the site
+/// sets a scratch root.
+pub fn scratch_parent(home: &Path, scratch_root: &Path, user: &str) -> PathBuf {
+    if scratch_root.as_os_str().is_empty() {
+        home.to_path_buf()
+    } else {
+        scratch_root.join(user)
     }
 }
 
@@ -205,6 +220,24 @@ mod tests {
     #[test]
     fn dirs_share_one_number() {
         let d = JobDirs::new(Path::new("/home/alice"), 3320888);
+        let elsewhere = JobDirs::with_scratch_in(
+            Path::new("/home/alice"),
+            &scratch_parent(
+                Path::new("/home/alice"),
+                Path::new("/local/scratch"),
+                "alice",
+            ),
+            3320888,
+        );
+        assert_eq!(elsewhere.outputs, d.outputs);
+        assert_eq!(
+            elsewhere.scratch,
+            Path::new("/local/scratch/alice/scratch-3320888")
+        );
+        assert_eq!(
+            scratch_parent(Path::new("/home/alice"), Path::new(""), "alice"),
+            Path::new("/home/alice")
+        );
         assert_eq!(d.outputs, PathBuf::from("/home/alice/outputs-3320888"));
         assert_eq!(d.scratch, PathBuf::from("/home/alice/scratch-3320888"));
     }

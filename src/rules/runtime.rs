@@ -216,6 +216,7 @@ pub fn podman_argv(
     if config.cgroups_disabled {
         argv.push("--cgroups=disabled".into());
     }
+    argv.push(flag("shm-size", config.shm_size.as_str()));
     argv.push("--interactive".into());
     if task.tty {
         argv.push("--tty".into());
@@ -856,6 +857,7 @@ mod tests {
             "--group-add=keep-groups",
             "--security-opt=no-new-privileges",
             "--cgroups=disabled",
+            "--shm-size=1g",
             "--interactive",
             "--entrypoint=",
             "--workdir=/scratch",

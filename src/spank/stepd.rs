@@ -15,7 +15,7 @@
 use std::error::Error;
 use std::ffi::OsString;
 use std::io::Write;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
@@ -27,7 +27,7 @@ use super::start::start_task;
 use super::{fail, raw_options};
 use crate::host::account::{self, Account};
 use crate::host::audit as host_audit;
-use crate::host::dirs::{self, DirId, JobDirSpec};
+use crate::host::dirs::{self, DirId, JobDirSpec, ScratchIn};
 use crate::host::image_store;
 use crate::host::job;
 use crate::host::runtime_dir;
@@ -137,6 +137,9 @@ impl Step {
             home: job.account.home.clone(),
             outputs: ready.outputs,
             scratch: ready.scratch,
+            scratch_parent: (ready.dirs.scratch.parent() != Some(job.account.home.as_path()))
+                .then(|| ready.dirs.scratch.parent().map(Path::to_path_buf))
+                .flatten(),
         };
         if let Err(e) = StateDir::open(&job.config.state_dir).and_then(|s| s.save(&record)) {
             // Without a record the epilog could not remove scratch: do not run.
@@ -381,12 +384,28 @@ fn make_ready(job: &Job) -> Result<Ready, String> {
         &job.config,
         job.request.project.as_deref(),
     )?;
-    let dirs = JobDirs::new(home, job.number);
+    // scratch-N in $HOME, or in the site's scratch root (`<scratch_root>/<user>`).
+    let scratch_in = (!job.config.scratch_root.as_os_str().is_empty()).then_some(ScratchIn {
+        root: &job.config.scratch_root,
+        user: &job.account.name,
+    });
+    let scratch_parent = plan::scratch_parent(home, &job.config.scratch_root, &job.account.name);
+    let dirs = JobDirs::with_scratch_in(home, &scratch_parent, job.number);
     let (outputs_dir, scratch_dir) = (outputs_name(job.number), scratch_name(job.number));
     if let Some(earlier) = &job.earlier {
         dirs::confirm_dir(&home_fd, home, &outputs_dir, earlier.outputs)
             .map_err(|e| format!("tre-spank: {e}"))?;
-        dirs::confirm_dir(&home_fd, home, &scratch_dir, earlier.scratch)
+        let scratch_parent_fd = match scratch_in {
+            None => None,
+            Some(s) => Some(
+                dirs::open_scratch_parent(s, job.account.uid, false)
+                    .map_err(|e| format!("tre-spank: {e}"))?,
+            ),
+        };
+        let parent_fd = scratch_parent_fd
+            .as_ref()
+            .map_or(home_fd.as_fd(), |fd| fd.as_fd());
+        dirs::confirm_dir(parent_fd, &scratch_parent, &scratch_dir, earlier.scratch)
             .map_err(|e| format!("tre-spank: {e}"))?;
         return Ok(Ready {
             resolution,
@@ -403,6 +422,7 @@ fn make_ready(job: &Job) -> Result<Ready, String> {
         home,
         outputs: &outputs_dir,
         scratch: &scratch_dir,
+        scratch_in,
         facts: job.facts,
         key: &job.proof_key,
     };

@@ -6,6 +6,7 @@ pub mod account;
 pub mod audit;
 pub mod dirs;
 pub mod image_store;
+pub mod inputs;
 pub mod job;
 pub mod launch;
 pub mod remove;

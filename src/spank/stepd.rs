@@ -27,6 +27,7 @@ use super::{fail, raw_options};
 use crate::host::account::{self, Account};
 use crate::host::audit as host_audit;
 use crate::host::dirs::{self, DirId, JobDirSpec};
+use crate::host::inputs;
 use crate::host::job;
 use crate::host::runtime_dir;
 use crate::host::state::{JobRecord, StateDir};
@@ -84,6 +85,8 @@ struct Ready {
     needs_record: bool,
     /// When the step's tasks were about to start (audit records).
     started: SystemTime,
+    /// `--tre-inputs`: earlier jobs' outputs directories (checked), mounted read-only.
+    inputs: Vec<PathBuf>,
 }
 
 impl Step {
@@ -366,6 +369,15 @@ fn make_ready(job: &Job) -> Result<Ready, String> {
         job.request.project.as_deref(),
     )?;
     let dirs = JobDirs::new(home, job.number);
+    let inputs = inputs::check_inputs(
+        &home_fd,
+        home,
+        &job.request.inputs,
+        job.number,
+        job.account.uid,
+        &job.proof_key,
+    )
+    .map_err(|e| format!("tre-spank: {e}"))?;
     let (outputs_dir, scratch_dir) = (outputs_name(job.number), scratch_name(job.number));
     if let Some(earlier) = &job.earlier {
         dirs::confirm_dir(&home_fd, home, &outputs_dir, earlier.outputs)
@@ -379,6 +391,7 @@ fn make_ready(job: &Job) -> Result<Ready, String> {
             scratch: earlier.scratch,
             needs_record: false,
             started: SystemTime::now(),
+            inputs,
         });
     }
     // First step of the job on this node: create the directories, or join those
@@ -392,6 +405,18 @@ fn make_ready(job: &Job) -> Result<Ready, String> {
     };
     let (ids, origin) = dirs::create_or_join(&home_fd, &spec, dirs::JOIN_WAIT)
         .map_err(|e| format!("tre-spank: {e}"))?;
+    if origin == dirs::Origin::Created {
+        // What a later job's --tre-inputs checks, long after this job is gone.
+        inputs::write_outputs_record(
+            &home_fd,
+            home,
+            job.number,
+            ids.outputs,
+            job.account.uid,
+            &job.proof_key,
+        )
+        .map_err(|e| format!("tre-spank: {e}"))?;
+    }
     if origin == dirs::Origin::Joined {
         spank_log_info!(
             "tre-spank: job {}: using {} made for this job by another step (proof checked)",
@@ -406,6 +431,7 @@ fn make_ready(job: &Job) -> Result<Ready, String> {
         scratch: ids.scratch,
         needs_record: true,
         started: SystemTime::now(),
+        inputs,
     })
 }
 
@@ -417,6 +443,9 @@ fn wrap_task(spank: &mut SpankHandle, job: &Job, ready: &Ready) -> Result<(), St
     }
     if job.host_batch {
         for line in plan::summary_lines(&ready.resolution, &ready.dirs) {
+            say(&line);
+        }
+        for line in plan::input_lines(&plan::input_mounts(&ready.inputs)) {
             say(&line);
         }
         say(&format!(
@@ -450,12 +479,14 @@ fn wrap_task(spank: &mut SpankHandle, job: &Job, ready: &Ready) -> Result<(), St
         .into_iter()
         .filter_map(|kv| kv.to_str()?.split_once('=').map(|(k, _)| k.to_string()))
         .collect();
-    let plan = plan::container_plan(
+    let mut plan = plan::container_plan(
         &job.request.image,
         job.runtime,
         &ready.resolution,
         &ready.dirs,
     );
+    let input_mounts = plan::input_mounts(&ready.inputs);
+    plan.mounts.extend(input_mounts.iter().cloned());
     let gpus = runtime::parse_gpu_list(
         spank
             .getenv(runtime::gpu_list_variable(is_batch))
@@ -528,6 +559,9 @@ fn wrap_task(spank: &mut SpankHandle, job: &Job, ready: &Ready) -> Result<(), St
         .map_err(|e| format!("tre-spank: {e}"))?;
     if spank.task_global_id().unwrap_or(0) == 0 {
         for line in plan::summary_lines(&ready.resolution, &ready.dirs) {
+            say(&line);
+        }
+        for line in plan::input_lines(&input_mounts) {
             say(&line);
         }
         say(&format!(

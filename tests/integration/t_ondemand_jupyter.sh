@@ -107,7 +107,7 @@ test_ondemand_jupyter_lab_in_a_real_browser_saves_to_outputs_and_scancel_ends_it
   # The step has the form's cores and memory.
   assert_contains "$(bed exec scontrol -o show step "$job.0")" "TRES=cpu=1,mem=2G,node=1"
   # Told where the notebooks go.
-  assert_line "$out" "JupyterLab: notebooks are saved in /safe_outputs, kept after the session at /home/alice/outputs-$n; /scratch is deleted at the end"
+  assert_line "$out" "tre-spank session: files saved in /safe_outputs are kept after the session in /home/alice/outputs-$n; /scratch is deleted at the end"
   assert_line "$out" "tre-spank: outputs: /home/alice/outputs-$n -> /safe_outputs (kept after the job)"
   # A second user, without the password or with a wrong one, gets nothing.
   assert_eq "$(http_status_as bob "$port" "/node/$host/$port/api/contents")" "HTTP/1.1 403 Forbidden"

@@ -45,8 +45,8 @@ test_inputs_refuses_what_tre_spank_did_not_make_for_this_user() {
   local j n nb out rc
   j=$(run_job alice --tre-container="$IMAGE" --wrap='echo mine > /safe_outputs/r.txt')
   n=$(job_number alice "$j")
-  j=$(run_job bob --tre-container="$IMAGE" --wrap='echo bobs > /safe_outputs/r.txt')
-  nb=$(job_number bob "$j")
+  j=$(run_job mallory --tre-container="$IMAGE" --wrap="echo hers > /safe_outputs/r.txt")
+  nb=$(job_number mallory "$j")
   # Missing; a directory the user made; one with a record copied from a real one; a
   # symbolic link to a real one; another user's (staged by root in alice's home).
   as alice sh -c 'rm -rf outputs-1111111 outputs-2222222 outputs-3333333 outputs-4444444'
@@ -58,10 +58,10 @@ test_inputs_refuses_what_tre_spank_did_not_make_for_this_user() {
   refused_input alice outputs-2222222 "/home/alice/outputs-2222222 is not an outputs directory tre-spank created for your jobs"
   as alice ln -s "outputs-$n" outputs-4444444
   refused_input alice outputs-4444444 "tre-spank: --tre-inputs: /home/alice/outputs-4444444 is a symbolic link; only outputs directories tre-spank created for your jobs can be inputs"
-  bed exec cp -a "/home/bob/outputs-$nb" "/home/alice/outputs-$nb"
+  bed exec cp -a "/home/mallory/outputs-$nb" "/home/alice/outputs-$nb"
   refused_input alice "outputs-$nb" "tre-spank: --tre-inputs: /home/alice/outputs-$nb belongs to another user"
-  # bob naming alice's NUMBER gets his own home's (absent) directory, never hers.
-  refused_input bob "outputs-$n" "tre-spank: --tre-inputs: /home/bob/outputs-$n does not exist"
+  # mallory naming alice's NUMBER gets her own home's (absent) directory, never alice's.
+  refused_input mallory "outputs-$n" "tre-spank: --tre-inputs: /home/mallory/outputs-$n does not exist"
   # One bad entry refuses the whole job, a good one alongside notwithstanding.
   refused_input alice "outputs-$n,outputs-1111111" "outputs-1111111 is not an outputs directory"
   # Not a name of an outputs directory: refused by sbatch, nothing queued.

@@ -85,9 +85,22 @@ begin
   call(http, :post, "#{s}/url", url: "#{base}lab/tree/#{notebook}")
   # The kernel is ready when the notebook's toolbar shows an idle kernel.
   find.(".jp-Notebook .jp-Cell .cm-content", 120)
-  wait_for("an idle kernel", 120) do
-    script.("return document.querySelector('.jp-Notebook-ExecutionIndicator[data-status=\"idle\"]') !== null")
+  # The kernel is ready when the server has a session for the notebook with an idle
+  # kernel; a first start may ask which kernel to use (the notebook's: accept).
+  wait_for("the notebook's kernel", 180) do
+    dialog = script.("var b = document.querySelector('.jp-Dialog .jp-mod-accept'); if (b) { b.click(); return true } return false")
+    puts "accepted the kernel dialog" if dialog
+    !dialog && call(http, :post, "#{s}/execute/async", script: <<~JS, args: [notebook])
+      var done = arguments[arguments.length - 1];
+      fetch('#{base}api/sessions', {credentials: 'same-origin'}).then(r => r.json()).then(l =>
+        done(l.some(x => x.path === arguments[0] && x.kernel && x.kernel.execution_state === 'idle')),
+        () => done(false));
+    JS
   end
+  wait_for("an idle kernel in the page", 60) do
+    script.("return document.querySelector('.jp-Dialog') === null && document.querySelector('.jp-Notebook-ExecutionIndicator[data-status=\"idle\"]') !== null")
+  end
+  sleep 1
   puts "notebook open, kernel idle"
   # Into the cell's editor, then Shift+Enter as a user types it (W3C key actions go to
   # the focused element).

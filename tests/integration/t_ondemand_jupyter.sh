@@ -83,6 +83,8 @@ test_ondemand_jupyter_lab_in_a_real_browser_saves_to_outputs_and_scancel_ends_it
   bed jupyter-image >/dev/null || { fail "the JupyterLab image could not be built or loaded"; return 1; }
   read -r job stage < <(jupyter_start alice num_cores=1 memory_gb=2) || return 1
   [ -n "$stage" ] || { fail "no session"; return 1; }
+  # A failing check leaves no session running (the test runs in its own subshell).
+  trap "bed exec scancel $job 2>/dev/null || true" EXIT
   wait_running "$job"
   for ((i = 0; i < 300; i++)); do
     as alice test -s "$stage/connection.yml" && break
@@ -104,8 +106,11 @@ test_ondemand_jupyter_lab_in_a_real_browser_saves_to_outputs_and_scancel_ends_it
   done
   out=$(job_output alice "$job")
   assert_eq "$(http_status_as alice "$port" "/node/$host/$port/login")" "HTTP/1.1 200 OK" "$out"
-  # The step has the form's cores and memory.
-  assert_contains "$(bed exec scontrol -o show step "$job.0")" "TRES=cpu=1,mem=2G,node=1"
+  # The JupyterLab step has the form's cores, the job its memory (the bed's Slurm does
+  # not allocate memory, so a step's memory shows as 0; the srun line has --mem, see
+  # the rendering test).
+  assert_contains "$(bed exec scontrol -o show step "$job.0")" " CPUs=1 Tasks=1 Name=env "
+  assert_contains "$(bed exec scontrol -o show job "$job")" " MinMemoryNode=2G "
   # Told where the notebooks go.
   assert_line "$out" "tre-spank session: files saved in /safe_outputs are kept after the session in /home/alice/outputs-$n; /scratch is deleted at the end"
   assert_line "$out" "tre-spank: outputs: /home/alice/outputs-$n -> /safe_outputs (kept after the job)"

@@ -8,17 +8,16 @@
 //! record. Runs with the user's effective uid (`user_init`), relative to the home
 //! directory handle, following no link.
 
-use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{openat, AtFlags, OFlag};
-use nix::sys::stat::{fstat, fstatat, Mode, SFlag};
+use nix::fcntl::AtFlags;
+use nix::sys::stat::{fstat, fstatat, SFlag};
 
-use super::dirs::{open_dir_nofollow, DirId};
+use super::dirs::{open_dir_nofollow, read_proof_file, write_new_read_only_file, DirId};
 use crate::rules::plan::outputs_name;
-use crate::rules::proof::{ProofKey, MAX_PROOF_LEN, OUTPUTS_RECORD_FILE};
+use crate::rules::proof::{ProofKey, OUTPUTS_RECORD_FILE};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum InputError {
@@ -55,24 +54,9 @@ pub fn write_outputs_record(
         .join(OUTPUTS_RECORD_FILE)
         .display()
         .to_string();
-    let err = |errno| InputError::Write {
-        path: path.clone(),
-        errno,
-    };
-    let dir = open_dir_nofollow(home, &name).map_err(err)?;
-    if fstat(dir.as_fd()).map(|st| DirId::of(&st)).map_err(err)? != id {
-        return Err(err(Errno::ESTALE));
-    }
-    let fd = openat(
-        dir.as_fd(),
-        OUTPUTS_RECORD_FILE,
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::S_IRUSR,
-    )
-    .map_err(err)?;
-    std::fs::File::from(fd)
-        .write_all(key.outputs_line(uid, number, id.ino).as_bytes())
-        .map_err(|e| err(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))))
+    let line = key.outputs_line(uid, number, id.ino);
+    write_new_read_only_file(home, &name, id, OUTPUTS_RECORD_FILE, line.as_bytes())
+        .map_err(|errno| InputError::Write { path, errno })
 }
 
 /// Checks every requested `outputs-N` in the user's home; returns their host paths.
@@ -134,28 +118,10 @@ fn check_one(
     if st.st_uid != uid {
         return Err(InputError::NotYours { path });
     }
-    // O_NONBLOCK: a FIFO planted under the record's name must not hang the step.
-    let record = match openat(
-        dir.as_fd(),
-        OUTPUTS_RECORD_FILE,
-        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    ) {
-        Ok(fd) => fd,
-        Err(_) => return Err(InputError::NotMade { path }),
-    };
-    match fstat(record.as_fd()) {
-        Ok(r) if is_kind(&r, SFlag::S_IFREG) && r.st_size <= MAX_PROOF_LEN as i64 => {}
-        _ => return Err(InputError::NotMade { path }),
+    match read_proof_file(dir.as_fd(), OUTPUTS_RECORD_FILE) {
+        Ok(content) if key.outputs_verifies(&content, uid, number, st.st_ino) => Ok(host),
+        _ => Err(InputError::NotMade { path }),
     }
-    let mut content = Vec::with_capacity(MAX_PROOF_LEN);
-    let read = std::fs::File::from(record)
-        .take(MAX_PROOF_LEN as u64 + 1)
-        .read_to_end(&mut content);
-    if read.is_err() || !key.outputs_verifies(&content, uid, number, st.st_ino) {
-        return Err(InputError::NotMade { path });
-    }
-    Ok(host)
 }
 
 #[cfg(test)]
@@ -233,7 +199,7 @@ mod tests {
         std::fs::create_dir(t.path().join("outputs-15")).unwrap();
         nix::unistd::mkfifo(
             &t.path().join("outputs-15").join(OUTPUTS_RECORD_FILE),
-            Mode::S_IRWXU,
+            nix::sys::stat::Mode::S_IRWXU,
         )
         .unwrap();
         assert_eq!(

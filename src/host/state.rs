@@ -54,8 +54,7 @@ impl StateDir {
             Err(e) => return Err(io(path)(e)),
         }
         let meta = std::fs::symlink_metadata(path).map_err(io(path))?;
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let euid = unsafe { libc::geteuid() };
+        let euid = nix::unistd::geteuid().as_raw();
         if !meta.is_dir() || meta.uid() != euid || meta.mode() & 0o022 != 0 {
             return Err(StateError::Unsafe(path.to_path_buf()));
         }

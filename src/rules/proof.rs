@@ -39,6 +39,13 @@ pub struct JobFacts {
 #[derive(Clone)]
 pub struct ProofKey(Hmac<Sha256>);
 
+/// Never the key itself, not even in a debug log.
+impl std::fmt::Debug for ProofKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProofKey(<redacted>)")
+    }
+}
+
 impl ProofKey {
     /// `None` for an empty secret (the job NUMBER refuses it first).
     pub fn derive(secret: &[u8]) -> Option<ProofKey> {

@@ -71,6 +71,8 @@ fn register_options(spank: &mut SpankHandle) -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
+// SAFETY: the crate calls these methods from Slurm's single-threaded callbacks only; no
+// method panics across the FFI edge (each returns its error) or keeps a SpankHandle.
 unsafe impl Plugin for TreSpank {
     /// No tracing subscriber: logging from `exit()` in client contexts has crashed.
     fn setup(&mut self, _spank: &mut SpankHandle) -> Result<(), Box<dyn Error>> {

@@ -590,6 +590,5 @@ fn wrap_task(spank: &mut SpankHandle, job: &Job, ready: &Ready) -> Result<(), St
 }
 
 fn stdin_is_tty() -> bool {
-    // SAFETY: isatty only inspects the descriptor; fd 0 may be closed, which it reports.
-    unsafe { libc::isatty(0) == 1 }
+    std::io::IsTerminal::is_terminal(&std::io::stdin())
 }

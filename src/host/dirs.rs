@@ -291,24 +291,56 @@ fn write_proof(
         .join(PROOF_FILE)
         .display()
         .to_string();
-    let err = |errno| DirError::Proof {
-        path: path.clone(),
-        errno,
-    };
-    let dir = open_dir_nofollow(scratch_parent, spec.scratch).map_err(err)?;
-    if fstat(dir.as_fd()).map(|st| DirId::of(&st)).map_err(err)? != scratch {
-        return Err(err(Errno::ESTALE));
+    write_new_read_only_file(scratch_parent, spec.scratch, scratch, PROOF_FILE, line.as_bytes())
+        .map_err(|errno| DirError::Proof { path, errno })
+}
+
+/// Reads the proof-sized regular file `file` in `dir`, following no link. `ENOENT`:
+/// absent; `EINVAL`: not a regular file or too long; `EAGAIN`: reading failed.
+pub fn read_proof_file(dir: impl AsFd, file: &str) -> Result<Vec<u8>, Errno> {
+    // O_NONBLOCK: a FIFO planted under the name must not hang the step.
+    let fd = openat(
+        dir.as_fd(),
+        file,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let st = fstat(fd.as_fd())?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG
+        || st.st_size > MAX_PROOF_LEN as i64
+    {
+        return Err(Errno::EINVAL);
+    }
+    let mut content = Vec::with_capacity(MAX_PROOF_LEN);
+    std::fs::File::from(fd)
+        .take(MAX_PROOF_LEN as u64 + 1)
+        .read_to_end(&mut content)
+        .map_err(|_| Errno::EAGAIN)?;
+    Ok(content)
+}
+
+/// Writes `content` to a new file `file` (mode 0400, never an existing one) in the
+/// directory `dir` of `parent`, which must still be the directory `expected`.
+pub fn write_new_read_only_file(
+    parent: impl AsFd,
+    dir: &str,
+    expected: DirId,
+    file: &str,
+    content: &[u8],
+) -> Result<(), Errno> {
+    let dir = open_dir_nofollow(parent, dir)?;
+    if DirId::of(&fstat(dir.as_fd())?) != expected {
+        return Err(Errno::ESTALE);
     }
     let fd = openat(
         dir.as_fd(),
-        PROOF_FILE,
+        file,
         OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
         Mode::S_IRUSR,
-    )
-    .map_err(err)?;
-    let mut file = std::fs::File::from(fd);
-    file.write_all(line.as_bytes())
-        .map_err(|e| err(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))))
+    )?;
+    std::fs::File::from(fd)
+        .write_all(content)
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
 }
 
 /// Why a join attempt did not succeed: still waiting, or never going to.
@@ -359,32 +391,11 @@ fn try_join(spec: &JobDirSpec) -> Result<JobDirIds, NotJoined> {
         Ok(st) if owned_dir(&st) => DirId::of(&st),
         _ => return Err(NotJoined::Refuse),
     };
-    // O_NONBLOCK: a FIFO planted under the name must not hang the step.
-    let proof = match openat(
-        scratch_fd.as_fd(),
-        PROOF_FILE,
-        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    ) {
-        Ok(fd) => fd,
-        Err(Errno::ENOENT) => return Err(NotJoined::Wait),
+    let content = match read_proof_file(scratch_fd.as_fd(), PROOF_FILE) {
+        Ok(content) => content,
+        Err(Errno::ENOENT | Errno::EAGAIN) => return Err(NotJoined::Wait),
         Err(_) => return Err(NotJoined::Refuse),
     };
-    match fstat(proof.as_fd()) {
-        Ok(st)
-            if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG
-                && st.st_size <= MAX_PROOF_LEN as i64 => {}
-        _ => return Err(NotJoined::Refuse),
-    }
-    let mut content = Vec::with_capacity(MAX_PROOF_LEN);
-    let mut file = std::fs::File::from(proof);
-    if (&mut file)
-        .take(MAX_PROOF_LEN as u64 + 1)
-        .read_to_end(&mut content)
-        .is_err()
-    {
-        return Err(NotJoined::Wait);
-    }
     // A proof being written is short for a moment: wait, then refuse.
     if !spec
         .key

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod cleanup;
 pub mod dirs;
 pub mod image_store;
+pub mod inputs;
 pub mod interrupt;
 pub mod job;
 pub mod launch;

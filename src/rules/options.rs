@@ -15,6 +15,7 @@ pub const OPT_PROJECT: &str = "tre-project";
 pub const OPT_ENV: &str = "tre-env";
 pub const OPT_ENTRYPOINT: &str = "tre-entrypoint";
 pub const OPT_BATCH: &str = "tre-batch";
+pub const OPT_INPUTS: &str = "tre-inputs";
 
 /// Every option, its argument name and its `--help` line.
 pub const OPTIONS: &[(&str, &str, &str)] = &[
@@ -28,10 +29,14 @@ pub const OPTIONS: &[(&str, &str, &str)] = &[
     (OPT_ENV, "NAME[,NAME...]", "Also pass these variables of the job's environment into the container (by name; values are never printed)"),
     (OPT_ENTRYPOINT, "MODE", "command (default): run the step's command in the container; image: run the image's own ENTRYPOINT/CMD (apptainer: runscript) with the step's arguments"),
     (OPT_BATCH, "WHERE", "container: the batch script runs in the container; host: it runs on the node and each srun step in it runs in the container (multi-node jobs) (default: the site's)"),
+    (OPT_INPUTS, "outputs-N[,outputs-N...]", "Mount these outputs directories of your own earlier tre-spank jobs read-only at /inputs/outputs-N"),
 ];
 
 /// Most names `--tre-env` accepts.
 pub const MAX_ENV_NAMES: usize = 64;
+
+/// Most directories `--tre-inputs` accepts.
+pub const MAX_INPUTS: usize = 16;
 
 /// Longest option value accepted (values are copied into the job environment).
 pub const MAX_VALUE_LEN: usize = 4096;
@@ -118,6 +123,7 @@ pub struct RawOptions {
     pub env: Option<Vec<u8>>,
     pub entrypoint: Option<Vec<u8>>,
     pub batch: Option<Vec<u8>>,
+    pub inputs: Option<Vec<u8>>,
 }
 
 impl RawOptions {
@@ -128,6 +134,7 @@ impl RawOptions {
             || self.env.is_some()
             || self.entrypoint.is_some()
             || self.batch.is_some()
+            || self.inputs.is_some()
     }
 }
 
@@ -141,6 +148,8 @@ pub struct ContainerRequest {
     pub env: Vec<String>,
     pub entrypoint: Entrypoint,
     pub batch: BatchMode,
+    /// The NUMBERs of earlier jobs' `outputs-N` to mount read-only under `/inputs`.
+    pub inputs: Vec<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -165,6 +174,10 @@ pub enum OptionError {
     UnknownEntrypoint(String),
     #[error("--tre-batch={0:?} is not a place: use container or host")]
     UnknownBatchMode(String),
+    #[error("--tre-inputs: {0:?} is not the name of a job's outputs directory (outputs-N, as printed in the job's output)")]
+    BadInput(String),
+    #[error("--tre-inputs: at most {MAX_INPUTS} directories")]
+    TooManyInputs,
     #[error("--{0} only makes sense with --tre-container")]
     NeedsContainer(&'static str),
     #[error("--tre-project={0:?} is not a project name")]
@@ -250,6 +263,27 @@ pub fn parse_env_names(s: &str) -> Result<Vec<String>, OptionError> {
     Ok(names)
 }
 
+/// `outputs-N[,outputs-N...]`: the NUMBERs, in the form tre-spank prints them (no sign,
+/// no leading zeros), duplicates dropped, order kept.
+pub fn parse_inputs(s: &str) -> Result<Vec<u32>, OptionError> {
+    let mut numbers: Vec<u32> = Vec::new();
+    for name in s.split(',') {
+        let number = name
+            .strip_prefix("outputs-")
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse::<u32>().ok())
+            .filter(|n| super::plan::outputs_name(*n) == name)
+            .ok_or_else(|| OptionError::BadInput(name.to_string()))?;
+        if !numbers.contains(&number) {
+            numbers.push(number);
+        }
+    }
+    if numbers.len() > MAX_INPUTS {
+        return Err(OptionError::TooManyInputs);
+    }
+    Ok(numbers)
+}
+
 /// Project names are Unix-group-like: they become a path component under the safe_data root.
 pub fn valid_project_name(s: &str) -> bool {
     let mut chars = s.chars();
@@ -281,6 +315,11 @@ pub fn parse(raw: &RawOptions, config: &Config) -> Result<Option<ContainerReques
         .as_deref()
         .map(|b| text(OPT_BATCH, b))
         .transpose()?;
+    let inputs = raw
+        .inputs
+        .as_deref()
+        .map(|i| text(OPT_INPUTS, i))
+        .transpose()?;
     let Some(container) = raw.container.as_deref() else {
         for (given, name) in [
             (runtime.is_some(), OPT_RUNTIME),
@@ -288,6 +327,7 @@ pub fn parse(raw: &RawOptions, config: &Config) -> Result<Option<ContainerReques
             (env.is_some(), OPT_ENV),
             (entrypoint.is_some(), OPT_ENTRYPOINT),
             (batch.is_some(), OPT_BATCH),
+            (inputs.is_some(), OPT_INPUTS),
         ] {
             if given {
                 return Err(OptionError::NeedsContainer(name));
@@ -320,6 +360,11 @@ pub fn parse(raw: &RawOptions, config: &Config) -> Result<Option<ContainerReques
         Some(b) => parse_batch_mode(&b)?,
         None => config.batch,
     };
+    let inputs = inputs
+        .as_deref()
+        .map(parse_inputs)
+        .transpose()?
+        .unwrap_or_default();
     Ok(Some(ContainerRequest {
         image,
         runtime,
@@ -327,6 +372,7 @@ pub fn parse(raw: &RawOptions, config: &Config) -> Result<Option<ContainerReques
         env,
         entrypoint,
         batch,
+        inputs,
     }))
 }
 
@@ -479,6 +525,51 @@ mod tests {
         let many: Vec<String> = (0..=MAX_ENV_NAMES).map(|i| format!("V{i}")).collect();
         let e = parse(&with(Some(many.join(",").as_bytes()), None), &cfg()).unwrap_err();
         assert_eq!(e, OptionError::TooManyEnvNames);
+    }
+
+    #[test]
+    fn inputs_are_outputs_names_only() {
+        let with_inputs = |v: &[u8]| RawOptions {
+            inputs: Some(v.to_vec()),
+            ..raw(Some(b"ghcr.io/a/b:1"), None, None)
+        };
+        let r = parse(
+            &with_inputs(b"outputs-123,outputs-4294967295,outputs-123"),
+            &cfg(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.inputs, vec![123, 4_294_967_295]);
+        for bad in [
+            &b""[..],
+            b"outputs-",
+            b"outputs-007",
+            b"outputs-+1",
+            b"outputs--1",
+            b"outputs-4294967296",
+            b"scratch-1",
+            b"outputs-1,",
+            b"../outputs-1",
+            b"outputs-1/x",
+            b"/home/bob/outputs-1",
+            b"outputs-1 ",
+        ] {
+            assert!(parse(&with_inputs(bad), &cfg()).is_err(), "{bad:?}");
+        }
+        let e = parse(&with_inputs(b"scratch-5"), &cfg()).unwrap_err();
+        assert_eq!(e.to_string(), "--tre-inputs: \"scratch-5\" is not the name of a job's outputs directory (outputs-N, as printed in the job's output)");
+        let many: Vec<String> = (0..=MAX_INPUTS).map(|i| format!("outputs-{i}")).collect();
+        let e = parse(&with_inputs(many.join(",").as_bytes()), &cfg()).unwrap_err();
+        assert_eq!(e, OptionError::TooManyInputs);
+        let e = parse(
+            &RawOptions {
+                inputs: Some(b"outputs-1".to_vec()),
+                ..RawOptions::default()
+            },
+            &cfg(),
+        )
+        .unwrap_err();
+        assert_eq!(e, OptionError::NeedsContainer(OPT_INPUTS));
     }
 
     #[test]

@@ -135,6 +135,39 @@ pub fn container_plan(
     }
 }
 
+/// Where `--tre-inputs` directories appear inside the container.
+pub const CONTAINER_INPUTS: &str = "/inputs";
+
+/// Read-only mounts of earlier jobs' outputs (checked by host::inputs) at
+/// `/inputs/<directory name>`.
+pub fn input_mounts(inputs: &[PathBuf]) -> Vec<Mount> {
+    inputs
+        .iter()
+        .filter_map(|host| {
+            let name = host.file_name()?;
+            Some(Mount {
+                host: host.clone(),
+                container: Path::new(CONTAINER_INPUTS).join(name),
+                read_only: true,
+            })
+        })
+        .collect()
+}
+
+/// The lines naming the inputs in the job output.
+pub fn input_lines(inputs: &[Mount]) -> Vec<String> {
+    inputs
+        .iter()
+        .map(|m| {
+            format!(
+                "tre-spank: input: {} -> {} read-only (an earlier job's outputs)",
+                m.host.display(),
+                m.container.display()
+            )
+        })
+        .collect()
+}
+
 /// The host-side view, exported to the job and printed in its output.
 pub fn host_env(resolution: &Resolution, dirs: &JobDirs) -> Vec<(String, String)> {
     let show = |p: &Path| p.to_string_lossy().into_owned();
@@ -215,6 +248,23 @@ mod tests {
         let plan = container_plan(&image, Runtime::Podman, &r, &dirs);
         let ro: Vec<bool> = plan.mounts.iter().map(|m| m.read_only).collect();
         assert_eq!(ro, vec![true, false, false]);
+    }
+
+    #[test]
+    fn inputs_are_mounted_read_only_under_inputs() {
+        let m = input_mounts(&[PathBuf::from("/home/alice/outputs-42")]);
+        assert_eq!(
+            m,
+            vec![Mount {
+                host: "/home/alice/outputs-42".into(),
+                container: "/inputs/outputs-42".into(),
+                read_only: true,
+            }]
+        );
+        assert_eq!(
+            input_lines(&m),
+            vec!["tre-spank: input: /home/alice/outputs-42 -> /inputs/outputs-42 read-only (an earlier job's outputs)"]
+        );
     }
 
     #[test]

@@ -17,6 +17,11 @@ use sha2::Sha256;
 /// The proof's file name inside `scratch-N` (visible as `/scratch/.tre-spank-job`).
 pub const PROOF_FILE: &str = ".tre-spank-job";
 
+/// The record inside `outputs-N` that tre-spank made the directory for that user's job
+/// (visible as `/safe_outputs/.tre-spank-outputs`): what `--tre-inputs` checks, long
+/// after the job (and its `scratch-N` with the job's proof) is gone.
+pub const OUTPUTS_RECORD_FILE: &str = ".tre-spank-outputs";
+
 /// Longest proof file accepted (a real one is about 150 bytes).
 pub const MAX_PROOF_LEN: usize = 512;
 
@@ -56,9 +61,32 @@ impl ProofKey {
     }
 
     fn mac(&self, facts: &JobFacts, outputs_ino: u64, scratch_ino: u64) -> Hmac<Sha256> {
+        self.mac_of(&body(facts, outputs_ino, scratch_ino))
+    }
+
+    fn mac_of(&self, body: &str) -> Hmac<Sha256> {
         let mut mac = self.0.clone();
-        mac.update(&body(facts, outputs_ino, scratch_ino).into_bytes());
+        mac.update(body.as_bytes());
         mac
+    }
+
+    /// The record line for a user's `outputs-N` (see [`OUTPUTS_RECORD_FILE`]).
+    pub fn outputs_line(&self, uid: u32, number: u32, outputs_ino: u64) -> String {
+        let body = outputs_body(uid, number, outputs_ino);
+        let tag = self.mac_of(&body).finalize().into_bytes();
+        format!("{body} mac={}\n", hex(&tag))
+    }
+
+    /// Whether `content` proves that tre-spank created this `outputs-N` (inode
+    /// `outputs_ino`) for a job of user `uid`.
+    pub fn outputs_verifies(
+        &self,
+        content: &[u8],
+        uid: u32,
+        number: u32,
+        outputs_ino: u64,
+    ) -> bool {
+        self.verifies_body(content, &outputs_body(uid, number, outputs_ino))
     }
 
     /// The proof line for these facts and directories.
@@ -82,6 +110,11 @@ impl ProofKey {
         outputs_ino: u64,
         scratch_ino: u64,
     ) -> bool {
+        self.verifies_body(content, &body(facts, outputs_ino, scratch_ino))
+    }
+
+    /// Whether `content` is exactly `expected` followed by its valid tag.
+    fn verifies_body(&self, content: &[u8], expected: &str) -> bool {
         let Ok(text) = std::str::from_utf8(content) else {
             return false;
         };
@@ -91,16 +124,18 @@ impl ProofKey {
         let Some((claimed_body, tag_hex)) = line.rsplit_once(" mac=") else {
             return false;
         };
-        if claimed_body != body(facts, outputs_ino, scratch_ino) {
+        if claimed_body != expected {
             return false;
         }
         let Some(tag) = unhex(tag_hex) else {
             return false;
         };
-        self.mac(facts, outputs_ino, scratch_ino)
-            .verify_slice(&tag)
-            .is_ok()
+        self.mac_of(expected).verify_slice(&tag).is_ok()
     }
+}
+
+fn outputs_body(uid: u32, number: u32, outputs_ino: u64) -> String {
+    format!("tre-spank-outputs v1 uid={uid} number={number} outputs={outputs_ino}")
 }
 
 fn body(f: &JobFacts, outputs_ino: u64, scratch_ino: u64) -> String {
@@ -190,6 +225,25 @@ mod tests {
         ] {
             assert!(!key.verifies(junk, &FACTS, 100, 200), "{junk:?}");
         }
+    }
+
+    #[test]
+    fn an_outputs_record_verifies_for_its_user_number_and_directory_only() {
+        let key = ProofKey::derive(b"site secret").unwrap();
+        let line = key.outputs_line(1001, 1_234_567, 100);
+        assert!(line.starts_with("tre-spank-outputs v1 uid=1001 number=1234567 outputs=100 mac="));
+        assert!(line.len() < MAX_PROOF_LEN);
+        assert!(key.outputs_verifies(line.as_bytes(), 1001, 1_234_567, 100));
+        assert!(!key.outputs_verifies(line.as_bytes(), 1002, 1_234_567, 100));
+        assert!(!key.outputs_verifies(line.as_bytes(), 1001, 1_234_568, 100));
+        assert!(!key.outputs_verifies(line.as_bytes(), 1001, 1_234_567, 101));
+        let forged = ProofKey::derive(b"guess")
+            .unwrap()
+            .outputs_line(1001, 1_234_567, 100);
+        assert!(!key.outputs_verifies(forged.as_bytes(), 1001, 1_234_567, 100));
+        // A job's proof is no outputs record, even with matching numbers.
+        let proof = key.line(&FACTS, 100, 200);
+        assert!(!key.outputs_verifies(proof.as_bytes(), 1001, 1_234_567, 100));
     }
 
     #[test]

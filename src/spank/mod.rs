@@ -27,8 +27,8 @@ use std::os::unix::ffi::OsStrExt;
 use slurm_spank::{spank_log_error, Context, Plugin, SpankHandle, SpankOption, SPANK_PLUGIN};
 
 use crate::rules::options::{
-    RawOptions, OPTIONS, OPT_BATCH, OPT_CONTAINER, OPT_ENTRYPOINT, OPT_ENV, OPT_PROJECT,
-    OPT_RUNTIME,
+    RawOptions, OPTIONS, OPT_BATCH, OPT_CONTAINER, OPT_ENTRYPOINT, OPT_ENV, OPT_INPUTS,
+    OPT_PROJECT, OPT_RUNTIME,
 };
 
 // Not the crate's SLURM_VERSION_NUMBER: with SKIP_SLURM_BINDINGS (Slurm before 23.11)
@@ -58,6 +58,7 @@ fn raw_options(spank: &SpankHandle) -> RawOptions {
         env: value(OPT_ENV),
         entrypoint: value(OPT_ENTRYPOINT),
         batch: value(OPT_BATCH),
+        inputs: value(OPT_INPUTS),
     }
 }
 

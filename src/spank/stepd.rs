@@ -29,6 +29,7 @@ use crate::host::account::{self, Account};
 use crate::host::audit as host_audit;
 use crate::host::dirs::{self, DirId, JobDirSpec, ScratchIn};
 use crate::host::image_store;
+use crate::host::inputs;
 use crate::host::job;
 use crate::host::runtime_dir;
 use crate::host::state::{JobRecord, StateDir};
@@ -89,6 +90,8 @@ struct Ready {
     needs_record: bool,
     /// When the step's tasks were about to start (audit records).
     started: SystemTime,
+    /// `--tre-inputs`: earlier jobs' outputs directories (checked), mounted read-only.
+    inputs: Vec<PathBuf>,
 }
 
 impl Step {
@@ -391,6 +394,15 @@ fn make_ready(job: &Job) -> Result<Ready, String> {
     });
     let scratch_parent = plan::scratch_parent(home, &job.config.scratch_root, &job.account.name);
     let dirs = JobDirs::with_scratch_in(home, &scratch_parent, job.number);
+    let inputs = inputs::check_inputs(
+        &home_fd,
+        home,
+        &job.request.inputs,
+        job.number,
+        job.account.uid,
+        &job.proof_key,
+    )
+    .map_err(|e| format!("tre-spank: {e}"))?;
     let (outputs_dir, scratch_dir) = (outputs_name(job.number), scratch_name(job.number));
     if let Some(earlier) = &job.earlier {
         dirs::confirm_dir(&home_fd, home, &outputs_dir, earlier.outputs)
@@ -414,6 +426,7 @@ fn make_ready(job: &Job) -> Result<Ready, String> {
             scratch: earlier.scratch,
             needs_record: false,
             started: SystemTime::now(),
+            inputs,
         });
     }
     // First step of the job on this node: create the directories, or join those
@@ -428,6 +441,18 @@ fn make_ready(job: &Job) -> Result<Ready, String> {
     };
     let (ids, origin) = dirs::create_or_join(&home_fd, &spec, dirs::JOIN_WAIT)
         .map_err(|e| format!("tre-spank: {e}"))?;
+    if origin == dirs::Origin::Created {
+        // What a later job's --tre-inputs checks, long after this job is gone.
+        inputs::write_outputs_record(
+            &home_fd,
+            home,
+            job.number,
+            ids.outputs,
+            job.account.uid,
+            &job.proof_key,
+        )
+        .map_err(|e| format!("tre-spank: {e}"))?;
+    }
     if origin == dirs::Origin::Joined {
         spank_log_info!(
             "tre-spank: job {}: using {} made for this job by another step (proof checked)",
@@ -442,6 +467,7 @@ fn make_ready(job: &Job) -> Result<Ready, String> {
         scratch: ids.scratch,
         needs_record: true,
         started: SystemTime::now(),
+        inputs,
     })
 }
 
@@ -453,6 +479,9 @@ fn wrap_task(spank: &mut SpankHandle, job: &Job, ready: &Ready) -> Result<(), St
     }
     if job.host_batch {
         for line in plan::summary_lines(&ready.resolution, &ready.dirs) {
+            say(&line);
+        }
+        for line in plan::input_lines(&plan::input_mounts(&ready.inputs)) {
             say(&line);
         }
         say(&format!(
@@ -496,12 +525,14 @@ fn wrap_task(spank: &mut SpankHandle, job: &Job, ready: &Ready) -> Result<(), St
         .iter()
         .filter_map(|n| n.to_str().map(str::to_string))
         .collect();
-    let plan = plan::container_plan(
+    let mut plan = plan::container_plan(
         &job.request.image,
         job.runtime,
         &ready.resolution,
         &ready.dirs,
     );
+    let input_mounts = plan::input_mounts(&ready.inputs);
+    plan.mounts.extend(input_mounts.iter().cloned());
     let gpus = runtime::parse_gpu_list(
         spank
             .getenv(runtime::gpu_list_variable(is_batch))
@@ -582,6 +613,9 @@ fn wrap_task(spank: &mut SpankHandle, job: &Job, ready: &Ready) -> Result<(), St
         .map_err(|e| format!("tre-spank: {e}"))?;
     if spank.task_global_id().unwrap_or(0) == 0 {
         for line in plan::summary_lines(&ready.resolution, &ready.dirs) {
+            say(&line);
+        }
+        for line in plan::input_lines(&input_mounts) {
             say(&line);
         }
         say(&format!(

@@ -1,8 +1,10 @@
 # Renders the OnDemand example app as OnDemand does (ERB with the form's values as
 # local names): prints the sbatch arguments of submit.yml.erb one per line and writes
-# the batch script rendered from template/script.sh.erb to SCRIPT.
+# the batch script rendered from template/script.sh.erb to SCRIPT; when SCRIPT is a
+# directory, every template/*.erb is rendered into it, named without ".erb" (as
+# OnDemand stages an interactive app: before.sh, script.sh, ...).
 #
-#   ruby ondemand-render.rb APP_DIR SCRIPT key=value...
+#   ruby ondemand-render.rb APP_DIR SCRIPT|DIR key=value...
 require "erb"
 require "yaml"
 require "json"
@@ -27,5 +29,13 @@ values.each { |k, v| ctx.define_singleton_method(k) { v } }
 b = ctx.instance_eval { binding }
 render = ->(f) { ERB.new(File.read(File.join(app, f)), trim_mode: "-").result(b) }
 submit = YAML.safe_load(render.("submit.yml.erb"))
-File.write(script, render.("template/script.sh.erb"))
+if File.directory?(script)
+  Dir.children(File.join(app, "template")).grep(/\.erb\z/).sort.each do |f|
+    out = File.join(script, f.delete_suffix(".erb"))
+    File.write(out, render.(File.join("template", f)))
+    File.chmod(0o755, out)
+  end
+else
+  File.write(script, render.("template/script.sh.erb"))
+end
 puts submit.fetch("script").fetch("native")

@@ -353,6 +353,7 @@ mod tests {
             home: home.clone(),
             outputs: DirId { dev: 0, ino: 0 },
             scratch,
+            scratch_parent: None,
         };
         state.save(&old).unwrap();
         state.retire(&old).unwrap();

@@ -16,6 +16,7 @@ use nix::sys::stat::{fstat, Mode};
 use seccompiler::{BpfProgram, SeccompAction, SeccompFilter};
 use tre_spank::host::dirs::{open_dir_nofollow, DirId};
 use tre_spank::host::remove::remove_tree;
+use tre_spank::rules::subid::Owners;
 
 /// Installs, on this thread only, a filter that makes openat2 return ENOSYS.
 fn without_openat2() {
@@ -34,6 +35,11 @@ fn without_openat2() {
         Some(Errno::ENOSYS),
         "the filter must make openat2 fail, or this test proves nothing"
     );
+}
+
+/// The test's own uid owns every directory it makes.
+fn owner() -> Owners {
+    Owners::new(nix::unistd::geteuid().as_raw(), Vec::new())
 }
 
 fn scratch_in(home: &Path) -> DirId {
@@ -69,7 +75,7 @@ fn without_openat2_the_tree_goes_and_links_are_not_followed() {
         home.path().strip_prefix("/").unwrap().to_str().unwrap(),
     )
     .unwrap();
-    let report = remove_tree(&home_fd, home.path(), "scratch-1", id).unwrap();
+    let report = remove_tree(&home_fd, home.path(), "scratch-1", id, &owner()).unwrap();
 
     assert!(!home.path().join("scratch-1").exists());
     assert_eq!(
@@ -116,7 +122,7 @@ fn without_openat2_a_mount_of_another_filesystem_inside_scratch_is_left_alone() 
         Mode::empty(),
     )
     .unwrap();
-    let result = remove_tree(&home_fd, home.path(), "scratch-1", id);
+    let result = remove_tree(&home_fd, home.path(), "scratch-1", id, &owner());
 
     assert!(
         result.is_err(),

@@ -291,8 +291,14 @@ fn write_proof(
         .join(PROOF_FILE)
         .display()
         .to_string();
-    write_new_read_only_file(scratch_parent, spec.scratch, scratch, PROOF_FILE, line.as_bytes())
-        .map_err(|errno| DirError::Proof { path, errno })
+    write_new_read_only_file(
+        scratch_parent,
+        spec.scratch,
+        scratch,
+        PROOF_FILE,
+        line.as_bytes(),
+    )
+    .map_err(|errno| DirError::Proof { path, errno })
 }
 
 /// Reads the proof-sized regular file `file` in `dir`, following no link. `ENOENT`:

@@ -278,6 +278,10 @@ pub enum ConfigError {
     },
     #[error("plugstack argument {arg:?}: {message}")]
     Argument { arg: String, message: String },
+    /// `config=PATH` on the plugstack line names a file that does not exist: a site
+    /// that names a file relies on it, so its absence is not the defaults.
+    #[error("config {path} (config= on the plugstack line) does not exist")]
+    Missing { path: PathBuf },
 }
 
 /// The config path named by plugstack arguments, or the default.
@@ -307,12 +311,25 @@ pub fn plugstack_args(plugstack_text: &str) -> Option<Vec<String>> {
     })
 }
 
-/// Reads the file (if it exists) and applies the other plugstack arguments on top.
+/// Whether the plugstack arguments name the config file (`config=PATH`); without it
+/// the default path is used, and a missing default file means the defaults.
+pub fn config_named(plugstack_args: &[&str]) -> bool {
+    plugstack_args.iter().any(|a| a.starts_with("config="))
+}
+
+/// Reads the file and applies the other plugstack arguments on top. A missing file at
+/// the default path means the defaults (configless sites: every setting on the
+/// plugstack line); a missing file named by `config=` and an unreadable file are errors.
 pub fn load(plugstack_args: &[&str]) -> Result<Config, ConfigError> {
     let path = config_path(plugstack_args);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !config_named(plugstack_args) => {
+            String::new()
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ConfigError::Missing { path })
+        }
         Err(source) => return Err(ConfigError::Read { path, source }),
     };
     parse(&text, &path, plugstack_args)
@@ -522,6 +539,18 @@ mod tests {
         assert!(parse("", p(), &["nonsense"]).is_err());
         assert!(parse("", p(), &["no_such_key=1"]).is_err());
         assert!(parse("", p(), &["safe_data.x=1"]).is_err());
+    }
+
+    #[test]
+    fn a_missing_file_is_the_defaults_only_when_no_config_argument_names_it() {
+        assert!(config_named(&["config=/x.toml"]) && !config_named(&["safe_data=false"]));
+        // The default path (absent on a build host is not assumed: only a named path).
+        let named = load(&["config=/nonexistent/tre-spank-test.toml", "safe_data=false"]);
+        let e = named.unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "config /nonexistent/tre-spank-test.toml (config= on the plugstack line) does not exist"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod image_store;
 pub mod job_number;
 pub mod options;
 pub mod plan;
+pub mod plugstack;
 pub mod project;
 pub mod proof;
 pub mod runtime;

@@ -146,7 +146,7 @@ test_purging_the_packages_deletes_snippet_and_config_and_keeps_what_jobs_left() 
 }
 
 test_a_job_keeps_running_across_a_package_upgrade() {
-  local deb client v out job
+  local deb client v out job f
   deb=$(package_deb); client=$(client_deb)
   v=$(dpkg-deb -f "$deb" Version)
   out=$ROOT_DIR/target/$SUITE/deb-upgrade
@@ -154,11 +154,16 @@ test_a_job_keeps_running_across_a_package_upgrade() {
   repack "$client" "$v+up1" "$out" >/dev/null
   repack "$deb" "$v+up1" "$out" >/dev/null
   bed install-deb "$deb" >/dev/null
-  job=$(submit alice --tre-container=$IMAGE --wrap 'sleep 15; echo survived the upgrade')
+  for f in "$out"/*.deb; do
+    bed exec sh -c 'cat > "/tmp/$1"' sh "$(basename "$f")" <"$f"
+  done
+  job=$(submit alice --tre-container=$IMAGE --wrap 'sleep 30; echo survived the upgrade')
   wait_running "$job"
-  bed exec sh -c 'rm -f /var/cache/tre-testbed/*+up1*'
-  bed install-deb "$out/tre-spank_$v+up1_$(dpkg --print-architecture).deb" >/dev/null
+  # As an administrator would, while the job runs: dpkg -i, then restart slurmd.
+  bed exec sh -c 'dpkg -i /tmp/tre-spank-client_*+up1_*.deb /tmp/tre-spank_*+up1_*.deb && rm -f /tmp/tre-spank*+up1_*.deb' >/dev/null
+  bed exec /opt/tre-testbed/bed restart_slurmd >/dev/null
   assert_eq "$(bed exec dpkg-query -W -f '${Version}' tre-spank-client)" "$v+up1"
+  assert_eq "$(bed exec dpkg-query -W -f '${Version}' tre-spank)" "$v+up1"
   assert_eq "$(job_field "$job" JobState)" RUNNING "the job after the upgrade and slurmd restart"
   wait_job "$job"
   assert_line "$(job_output alice "$job")" "survived the upgrade"

@@ -168,7 +168,10 @@ struct ArgsSource {
 fn plugin_args(opts: &Opts) -> (Vec<String>, ArgsSource) {
     if let Some(c) = &opts.config {
         let what = "--config".to_string();
-        return (vec![format!("config={c}")], ArgsSource { what, found: true });
+        return (
+            vec![format!("config={c}")],
+            ArgsSource { what, found: true },
+        );
     }
     let conf = slurm_conf();
     let top = tre_spank::rules::plugstack::plugstack_path(

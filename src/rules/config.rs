@@ -464,10 +464,19 @@ mod tests {
     }
 
     #[test]
-    fn missing_file_gives_defaults() {
+    fn a_missing_file_named_by_config_is_an_error_not_the_defaults() {
+        // (A missing file at the default path is the defaults: not assumed of the build
+        // host's /etc here; the bed tests it, test_configless_every_setting_from_the_plugstack_line.)
         let dir = tempfile::tempdir().unwrap();
         let arg = format!("config={}/absent.toml", dir.path().display());
-        assert_eq!(load(&[&arg]).unwrap(), Config::default());
+        assert!(config_named(&[&arg]) && !config_named(&["safe_data=false"]));
+        assert_eq!(
+            load(&[&arg, "safe_data=false"]).unwrap_err().to_string(),
+            format!(
+                "config {}/absent.toml (config= on the plugstack line) does not exist",
+                dir.path().display()
+            )
+        );
     }
 
     #[test]
@@ -539,18 +548,6 @@ mod tests {
         assert!(parse("", p(), &["nonsense"]).is_err());
         assert!(parse("", p(), &["no_such_key=1"]).is_err());
         assert!(parse("", p(), &["safe_data.x=1"]).is_err());
-    }
-
-    #[test]
-    fn a_missing_file_is_the_defaults_only_when_no_config_argument_names_it() {
-        assert!(config_named(&["config=/x.toml"]) && !config_named(&["safe_data=false"]));
-        // The default path (absent on a build host is not assumed: only a named path).
-        let named = load(&["config=/nonexistent/tre-spank-test.toml", "safe_data=false"]);
-        let e = named.unwrap_err().to_string();
-        assert_eq!(
-            e,
-            "config /nonexistent/tre-spank-test.toml (config= on the plugstack line) does not exist"
-        );
     }
 
     #[test]

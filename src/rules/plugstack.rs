@@ -20,8 +20,7 @@ pub fn plugstack_config(slurm_conf_text: &str) -> Option<String> {
                 .eq_ignore_ascii_case("PlugStackConfig")
                 .then(|| value.trim().trim_matches('"').to_string())
         })
-        .filter(|v| !v.is_empty())
-        .last()
+        .rfind(|v| !v.is_empty())
 }
 
 /// The plugstack.conf slurmd reads given slurm.conf's path and text.
@@ -55,7 +54,10 @@ mod tests {
     #[test]
     fn plugstack_config_is_read_case_insensitively_and_the_last_one_wins() {
         let text = "ClusterName=x\n#PlugStackConfig=/nope\nplugstackconfig = /a.conf\nPlugStackConfig=\"/etc/slurm/tre.conf\" # site\n";
-        assert_eq!(plugstack_config(text).as_deref(), Some("/etc/slurm/tre.conf"));
+        assert_eq!(
+            plugstack_config(text).as_deref(),
+            Some("/etc/slurm/tre.conf")
+        );
         assert_eq!(plugstack_config("ClusterName=x\n"), None);
         assert_eq!(plugstack_config("PlugStackConfig=\n"), None);
     }
@@ -67,11 +69,17 @@ mod tests {
             PathBuf::from("/run/slurm/conf/plugstack.conf")
         );
         assert_eq!(
-            plugstack_path(Path::new("/etc/slurm/slurm.conf"), "PlugStackConfig=/opt/p.conf"),
+            plugstack_path(
+                Path::new("/etc/slurm/slurm.conf"),
+                "PlugStackConfig=/opt/p.conf"
+            ),
             PathBuf::from("/opt/p.conf")
         );
         assert_eq!(
-            plugstack_path(Path::new("/etc/slurm/slurm.conf"), "PlugStackConfig=p2.conf"),
+            plugstack_path(
+                Path::new("/etc/slurm/slurm.conf"),
+                "PlugStackConfig=p2.conf"
+            ),
             PathBuf::from("/etc/slurm/p2.conf")
         );
     }

@@ -170,6 +170,7 @@ test_a_job_keeps_running_across_a_package_upgrade() {
   assert_eq "$(job_field "$job" JobState)" COMPLETED
   assert_eq "$(job_field "$job" ExitCode)" 0:0
   assert_container_job_runs after-the-upgrade
+  bed install-deb "$deb" >/dev/null   # back to the version under test
 }
 
 test_downgrading_the_packages_leaves_a_node_that_runs_container_jobs() {
@@ -244,4 +245,25 @@ test_erasing_the_client_rpm_leaves_no_plugstack_line_behind() {
   [ -z "$(ls "$root"/etc/slurm/plugstack.conf.d/*.conf 2>/dev/null)" ] || fail "a *.conf snippet outlived rpm -e"
   [ ! -e "$root/usr/lib64/slurm-tre/tre_spank.so" ] || fail "the plugin outlived rpm -e"
   rm -rf "$root"
+}
+
+# Why the snippet must never outlive the plugin: what Slurm does with a `required` and an
+# `optional` line whose plugin is gone (the table in docs/operations.md). Uses
+# put_snippet/restore_snippet (t_config.sh).
+test_a_required_line_without_its_plugin_stops_slurmd_and_sbatch_and_optional_does_not() {
+  local out rc
+  put_snippet 'required /usr/lib/slurm-tre/absent.so'
+  trap 'restore_snippet; bed exec /opt/tre-testbed/bed restart_slurmd >/dev/null' EXIT
+  bed exec /opt/tre-testbed/bed restart_slurmd >/dev/null 2>&1 && rc=0 || rc=$?
+  [ "$rc" -ne 0 ] || fail "slurmd started with a required line naming a missing plugin"
+  assert_contains "$(slurmd_log | tail -n 5)" "error: slurmd initialization failed"
+  out=$(as alice sbatch -o /dev/null --wrap true 2>&1) && rc=0 || rc=$?
+  [ "$rc" -ne 0 ] || fail "sbatch ran with a required line naming a missing plugin"
+  assert_contains "$out" "Failed to initialize plugin stack"
+  put_snippet 'optional /usr/lib/slurm-tre/absent.so'
+  pkg_restart_slurmd
+  out=$(as alice sbatch -o /dev/null --tre-container=$IMAGE --wrap true 2>&1) && rc=0 || rc=$?
+  [ "$rc" -ne 0 ] || fail "a --tre-container job was accepted without the plugin"
+  assert_contains "$out" "unrecognized option '--tre-container=$IMAGE'"
+  assert_node_runs_plain_jobs
 }

@@ -161,6 +161,8 @@ struct ArgsSource {
     what: String,
     /// A tre_spank.so line was found (or `--config` given).
     found: bool,
+    /// slurm.conf and the plugstack.conf it names (`None` with `--config`).
+    searched: Option<(PathBuf, PathBuf)>,
 }
 
 /// The plugin's arguments: `--config PATH`, or those of its line in the plugstack
@@ -168,10 +170,12 @@ struct ArgsSource {
 fn plugin_args(opts: &Opts) -> (Vec<String>, ArgsSource) {
     if let Some(c) = &opts.config {
         let what = "--config".to_string();
-        return (
-            vec![format!("config={c}")],
-            ArgsSource { what, found: true },
-        );
+        let source = ArgsSource {
+            what,
+            found: true,
+            searched: None,
+        };
+        return (vec![format!("config={c}")], source);
     }
     let conf = slurm_conf();
     let top = tre_spank::rules::plugstack::plugstack_path(
@@ -190,7 +194,15 @@ fn plugin_args(opts: &Opts) -> (Vec<String>, ArgsSource) {
         };
         if let Some(args) = config::plugstack_args(&text) {
             let what = file.display().to_string();
-            return (args, ArgsSource { what, found: true });
+            let searched = Some((conf, top));
+            return (
+                args,
+                ArgsSource {
+                    what,
+                    found: true,
+                    searched,
+                },
+            );
         }
         if depth >= INCLUDE_DEPTH {
             continue;
@@ -208,7 +220,15 @@ fn plugin_args(opts: &Opts) -> (Vec<String>, ArgsSource) {
         top.display(),
         conf.display()
     );
-    (Vec::new(), ArgsSource { what, found: false })
+    let searched = Some((conf, top));
+    (
+        Vec::new(),
+        ArgsSource {
+            what,
+            found: false,
+            searched,
+        },
+    )
 }
 
 fn load(opts: &Opts) -> Result<(Config, String, Vec<String>), String> {
@@ -296,6 +316,13 @@ fn check_root_dir(c: &mut Checks, what: &str, path: &Path, mode: u32) {
 /// the users cannot read means for jobs.
 fn check_config_file(c: &mut Checks, opts: &Opts) {
     let (args, source) = plugin_args(opts);
+    if let Some((conf, top)) = &source.searched {
+        c.ok(&format!(
+            "slurm.conf {}: PlugStackConfig {}",
+            conf.display(),
+            top.display()
+        ));
+    }
     if !source.found {
         c.problem(&format!(
             "{}: slurmd and the clients do not load the plugin here",

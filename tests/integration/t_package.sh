@@ -145,14 +145,24 @@ test_purging_the_packages_deletes_snippet_and_config_and_keeps_what_jobs_left() 
   assert_container_job_runs after-purge
 }
 
-test_a_job_keeps_running_across_a_package_upgrade() {
-  local deb client v out job f
-  deb=$(package_deb); client=$(client_deb)
+# newer_debs: both packages under test repacked as version V+up1 into
+# target/$SUITE/deb-upgrade/; prints that directory.
+newer_debs() {
+  local deb v out
+  deb=$(package_deb) || return 1
   v=$(dpkg-deb -f "$deb" Version)
   out=$ROOT_DIR/target/$SUITE/deb-upgrade
   rm -rf "$out"
-  repack "$client" "$v+up1" "$out" >/dev/null
+  repack "$(client_deb)" "$v+up1" "$out" >/dev/null
   repack "$deb" "$v+up1" "$out" >/dev/null
+  echo "$out"
+}
+
+test_a_job_keeps_running_across_a_package_upgrade() {
+  local deb v out job f
+  deb=$(package_deb)
+  v=$(dpkg-deb -f "$deb" Version)
+  out=$(newer_debs)
   bed install-deb "$deb" >/dev/null
   for f in "$out"/*.deb; do
     bed exec sh -c 'cat > "/tmp/$1"' sh "$(basename "$f")" <"$f"
@@ -177,10 +187,7 @@ test_downgrading_the_packages_leaves_a_node_that_runs_container_jobs() {
   local deb v out
   deb=$(package_deb)
   v=$(dpkg-deb -f "$deb" Version)
-  out=$ROOT_DIR/target/$SUITE/deb-upgrade
-  rm -rf "$out"
-  repack "$(client_deb)" "$v+up1" "$out" >/dev/null
-  repack "$deb" "$v+up1" "$out" >/dev/null
+  out=$(newer_debs)
   bed install-deb "$out/tre-spank_$v+up1_$(dpkg --print-architecture).deb" >/dev/null
   # Back to the older version (dpkg -i of a lower version is a downgrade).
   bed install-deb "$deb" >/dev/null

@@ -104,10 +104,17 @@ test_configless_every_setting_from_the_plugstack_line() {
 # tbnode's slurmd started with --conf-server in a mount namespace where /etc/slurm holds
 # only the package's plugstack.conf.d (no slurm.conf, no tre-spank.toml). The cached
 # plugstack.conf includes /etc/slurm/plugstack.conf.d/*.conf, the node's own snippet.
+# restart_slurmctld: SlurmctldParameters takes effect at slurmctld's start (Slurm 22.05
+# ignores it on `scontrol reconfigure`); jobs and state survive (StateSaveLocation).
+restart_slurmctld() {
+  bed exec sh -c 'p=$(cat /run/slurmctld.pid) && kill "$p"
+    for i in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    slurmctld && for i in $(seq 100); do scontrol ping >/dev/null 2>&1 && break; sleep 0.2; done'
+}
 configless_restore() {
   bed exec sh -c 'p=$(cat /run/slurmd.pid 2>/dev/null) && kill "$p"; sleep 1
-    [ ! -e /etc/slurm/slurm.conf.test-saved ] || mv /etc/slurm/slurm.conf.test-saved /etc/slurm/slurm.conf
-    scontrol reconfigure' >/dev/null 2>&1 || true
+    [ ! -e /etc/slurm/slurm.conf.test-saved ] || mv /etc/slurm/slurm.conf.test-saved /etc/slurm/slurm.conf' >/dev/null 2>&1 || true
+  restart_slurmctld >/dev/null 2>&1 || true
   restore_snippet
   restore_config
   bed exec /opt/tre-testbed/bed restart_slurmd >/dev/null
@@ -120,7 +127,8 @@ test_a_real_configless_slurmd_takes_every_setting_from_the_plugstack_line() {
   trap configless_restore EXIT
   bed exec sh -c 'cp -p /etc/slurm/slurm.conf /etc/slurm/slurm.conf.test-saved &&
     sed -i -e "/^PlugStackConfig=/d" -e "s|^Include /etc/slurm/node.conf|Include node.conf|" /etc/slurm/slurm.conf &&
-    echo SlurmctldParameters=enable_configless >> /etc/slurm/slurm.conf && scontrol reconfigure'
+    echo SlurmctldParameters=enable_configless >> /etc/slurm/slurm.conf'
+  restart_slurmctld
   bed exec sh -c 'kill "$(cat /run/slurmd.pid)"; for i in $(seq 50); do [ -e /run/slurmd.pid ] || break; sleep 0.1; done
     rm -rf /var/spool/slurmd/conf-cache /run/slurmd.pid; mkdir -p /run/tre-configless/orig
     setsid -f unshare -m --propagation private sh -c "mount --bind /etc/slurm /run/tre-configless/orig &&

@@ -13,7 +13,10 @@
 //!   reads the root-only secret, so only root can use it.
 //!
 //! The config is found as the plugin finds it: the arguments of the tre_spank.so line
-//! in plugstack.conf (and plugstack.conf.d/*.conf), unless `--config PATH` is given.
+//! in the plugstack.conf slurmd reads (slurm.conf's `PlugStackConfig`, by default
+//! plugstack.conf beside slurm.conf; slurm.conf is `$SLURM_CONF`, else
+//! /etc/slurm/slurm.conf, else configless slurmd's cache /run/slurm/conf/slurm.conf)
+//! and the files its `include` lines name, unless `--config PATH` is given.
 
 use std::ffi::OsString;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -47,8 +50,11 @@ const USAGE: &str = "usage:
   tre-spank image list [--config PATH] [--runtime podman|apptainer] [--store DIR]
   tre-spank image remove [--config PATH] [--runtime podman|apptainer] [--store DIR] IMAGE";
 
-const PLUGSTACK: &str = "/etc/slurm/plugstack.conf";
-const PLUGSTACK_DIR: &str = "/etc/slurm/plugstack.conf.d";
+const SLURM_CONF: &str = "/etc/slurm/slurm.conf";
+/// Where a configless slurmd keeps the files slurmctld sent (Slurm >= 20.02).
+const CONFIGLESS_SLURM_CONF: &str = "/run/slurm/conf/slurm.conf";
+/// How deep `include` lines are followed.
+const INCLUDE_DEPTH: usize = 8;
 
 fn parse_launch(mut args: impl Iterator<Item = OsString>) -> Result<Launch, String> {
     let mut image = None;
@@ -138,33 +144,99 @@ fn parse_opts(sub: &str, args: impl Iterator<Item = OsString>) -> Result<Opts, S
     Ok(o)
 }
 
-/// The plugin's arguments: `--config PATH`, or those of its plugstack line.
-fn plugin_args(opts: &Opts) -> (Vec<String>, String) {
+/// slurm.conf as Slurm's commands find it: `$SLURM_CONF` (the administrator's own
+/// environment: this tool runs as root), else the usual path, else a configless
+/// slurmd's cache.
+fn slurm_conf() -> PathBuf {
+    if let Some(p) = std::env::var_os("SLURM_CONF").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    [SLURM_CONF, CONFIGLESS_SLURM_CONF]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from(SLURM_CONF))
+}
+
+/// Where the plugin's arguments came from.
+struct ArgsSource {
+    /// `--config`, or the file that holds the tre_spank.so line, or what was searched.
+    what: String,
+    /// A tre_spank.so line was found (or `--config` given).
+    found: bool,
+    /// slurm.conf and the plugstack.conf it names (`None` with `--config`).
+    searched: Option<(PathBuf, PathBuf)>,
+}
+
+/// The plugin's arguments: `--config PATH`, or those of its line in the plugstack
+/// configuration slurmd reads (the file first, then its includes in order).
+fn plugin_args(opts: &Opts) -> (Vec<String>, ArgsSource) {
     if let Some(c) = &opts.config {
-        return (vec![format!("config={c}")], "--config".into());
+        let what = "--config".to_string();
+        let source = ArgsSource {
+            what,
+            found: true,
+            searched: None,
+        };
+        return (vec![format!("config={c}")], source);
     }
-    let mut files = vec![PathBuf::from(PLUGSTACK)];
-    if let Ok(entries) = std::fs::read_dir(PLUGSTACK_DIR) {
-        let mut more: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "conf"))
-            .collect();
-        more.sort();
-        files.extend(more);
-    }
-    for f in files {
-        if let Some(args) = std::fs::read_to_string(&f)
-            .ok()
-            .and_then(|t| config::plugstack_args(&t))
-        {
-            return (args, f.display().to_string());
+    let conf = slurm_conf();
+    let top = tre_spank::rules::plugstack::plugstack_path(
+        &conf,
+        &std::fs::read_to_string(&conf).unwrap_or_default(),
+    );
+    let mut queue = vec![(top.clone(), 0)];
+    let mut seen = BTreeSet::new();
+    while !queue.is_empty() {
+        let (file, depth) = queue.remove(0);
+        if !seen.insert(file.clone()) {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        if let Some(args) = config::plugstack_args(&text) {
+            let what = file.display().to_string();
+            let searched = Some((conf, top));
+            return (
+                args,
+                ArgsSource {
+                    what,
+                    found: true,
+                    searched,
+                },
+            );
+        }
+        if depth >= INCLUDE_DEPTH {
+            continue;
+        }
+        for pattern in tre_spank::rules::plugstack::includes(&file, &text) {
+            let mut files: Vec<PathBuf> = glob::glob(&pattern)
+                .map(|g| g.filter_map(Result::ok).collect())
+                .unwrap_or_default();
+            files.sort();
+            queue.extend(files.into_iter().map(|f| (f, depth + 1)));
         }
     }
-    (Vec::new(), "no plugstack line found: defaults".into())
+    let what = format!(
+        "no tre_spank.so line in {} (PlugStackConfig of {}) or its includes: defaults",
+        top.display(),
+        conf.display()
+    );
+    let searched = Some((conf, top));
+    (
+        Vec::new(),
+        ArgsSource {
+            what,
+            found: false,
+            searched,
+        },
+    )
 }
 
 fn load(opts: &Opts) -> Result<(Config, String, Vec<String>), String> {
     let (args, source) = plugin_args(opts);
+    let source = source.what;
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let node = job::node_name();
     let config = job::load_node_config(&refs, &node).map_err(|e| format!("tre-spank: {e}"))?;
@@ -347,12 +419,48 @@ fn check_store_mount(c: &mut Checks, what: &str, path: &Path, mountinfo: &str) {
     }
 }
 
+/// The plugstack line and the config file: what a missing line, a missing file or one
+/// the users cannot read means for jobs.
+fn check_config_file(c: &mut Checks, opts: &Opts) {
+    let (args, source) = plugin_args(opts);
+    if let Some((conf, top)) = &source.searched {
+        c.ok(&format!(
+            "slurm.conf {}: PlugStackConfig {}",
+            conf.display(),
+            top.display()
+        ));
+    }
+    if !source.found {
+        c.problem(&format!(
+            "{}: slurmd and the clients do not load the plugin here",
+            source.what
+        ));
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let path = config::config_path(&refs);
+    match std::fs::metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => c.note(&format!(
+            "config file {} does not exist: the defaults and the plugstack arguments apply",
+            path.display()
+        )),
+        Err(e) => c.problem(&format!("config file {}: {e}", path.display())),
+        Ok(m) if m.mode() & 0o004 == 0 => c.problem(&format!(
+            "config file {} has mode {:04o}: users cannot read it, and srun/sbatch/salloc read it as the submitting user (every --tre-container submission fails)",
+            path.display(),
+            m.mode() & 0o7777
+        )),
+        Ok(_) => c.ok(&format!("config file {} (readable by users)", path.display())),
+    }
+}
+
 fn check(opts: &Opts) -> ExitCode {
     let mut c = Checks { problems: 0 };
     let (config, node, about) = match load(opts) {
         Ok(x) => x,
         Err(e) => {
-            c.problem(&e);
+            c.problem(&format!(
+                "{e} (container jobs fail with this message; jobs without --tre-container run as usual)"
+            ));
             println!("1 problem");
             return ExitCode::from(1);
         }
@@ -360,6 +468,7 @@ fn check(opts: &Opts) -> ExitCode {
     for line in &about {
         c.ok(line);
     }
+    check_config_file(&mut c, opts);
     // A runtime the node offers but lacks is a problem only for jobs that rely on it
     // by default; a job asking for it gets a clear error.
     let default = config.default_runtime.named();

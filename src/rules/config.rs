@@ -364,6 +364,10 @@ pub enum ConfigError {
     /// The file is not root's, or others can write it (host::trust says why).
     #[error("refusing {0}")]
     Untrusted(String),
+    /// `config=PATH` on the plugstack line names a file that does not exist: a site
+    /// that names a file relies on it, so its absence is not the defaults.
+    #[error("config {path} (config= on the plugstack line) does not exist")]
+    Missing { path: PathBuf },
 }
 
 /// The config path named by plugstack arguments, or the default.
@@ -393,12 +397,25 @@ pub fn plugstack_args(plugstack_text: &str) -> Option<Vec<String>> {
     })
 }
 
-/// Reads the file (if it exists) and applies the other plugstack arguments on top.
+/// Whether the plugstack arguments name the config file (`config=PATH`); without it
+/// the default path is used, and a missing default file means the defaults.
+pub fn config_named(plugstack_args: &[&str]) -> bool {
+    plugstack_args.iter().any(|a| a.starts_with("config="))
+}
+
+/// Reads the file and applies the other plugstack arguments on top. A missing file at
+/// the default path means the defaults (configless sites: every setting on the
+/// plugstack line); a missing file named by `config=` and an unreadable file are errors.
 pub fn load(plugstack_args: &[&str]) -> Result<Config, ConfigError> {
     let path = config_path(plugstack_args);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !config_named(plugstack_args) => {
+            String::new()
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ConfigError::Missing { path })
+        }
         Err(source) => return Err(ConfigError::Read { path, source }),
     };
     parse(&text, &path, plugstack_args)
@@ -582,10 +599,19 @@ mod tests {
     }
 
     #[test]
-    fn missing_file_gives_defaults() {
+    fn a_missing_file_named_by_config_is_an_error_not_the_defaults() {
+        // (A missing file at the default path is the defaults: not assumed of the build
+        // host's /etc here; the bed tests it, test_configless_every_setting_from_the_plugstack_line.)
         let dir = tempfile::tempdir().unwrap();
         let arg = format!("config={}/absent.toml", dir.path().display());
-        assert_eq!(load(&[&arg]).unwrap(), Config::default());
+        assert!(config_named(&[&arg]) && !config_named(&["safe_data=false"]));
+        assert_eq!(
+            load(&[&arg, "safe_data=false"]).unwrap_err().to_string(),
+            format!(
+                "config {}/absent.toml (config= on the plugstack line) does not exist",
+                dir.path().display()
+            )
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod job_number;
 pub mod liveness;
 pub mod options;
 pub mod plan;
+pub mod plugstack;
 pub mod project;
 pub mod proof;
 pub mod runtime;

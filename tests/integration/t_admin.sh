@@ -153,3 +153,29 @@ test_a_config_typo_is_reported_with_file_line_and_key_at_submission() {
   out=$(as alice srun true 2>&1) || fail "srun without a container failed: $out"
   assert_node_idle
 }
+
+# The plugstack configuration slurmd reads: slurm.conf's PlugStackConfig (here a
+# non-default one, through SLURM_CONF as Slurm's commands take it) and its includes,
+# not a fixed path.
+test_the_tool_reads_the_plugstack_config_slurm_conf_names() {
+  local out rc
+  bed exec sh -c 'rm -rf /tmp/tre-alt && mkdir -p /tmp/tre-alt/inc &&
+    grep -iv "^PlugStackConfig" /etc/slurm/slurm.conf > /tmp/tre-alt/slurm.conf &&
+    echo PlugStackConfig=/tmp/tre-alt/plug.conf >> /tmp/tre-alt/slurm.conf &&
+    echo "include inc/*.conf" > /tmp/tre-alt/plug.conf &&
+    echo "required /usr/lib/slurm-tre/tre_spank.so config=/tmp/tre-alt/alt.toml safe_data=false" > /tmp/tre-alt/inc/x.conf &&
+    echo "allowed_registries = [\"ghcr.io/mikej888/\"]" > /tmp/tre-alt/alt.toml'
+  out=$(bed exec env SLURM_CONF=/tmp/tre-alt/slurm.conf /usr/sbin/tre-spank check)
+  assert_contains "$out" "(plugin arguments from /tmp/tre-alt/inc/x.conf: config=/tmp/tre-alt/alt.toml safe_data=false)"
+  assert_contains "$out" "ok       allowed registries: ghcr.io/mikej888/"
+  assert_contains "$out" "ok       safe_data = false on this node"
+  assert_contains "$out" "ok       config file /tmp/tre-alt/alt.toml (readable by users)"
+  # Without SLURM_CONF: /etc/slurm/slurm.conf's (the bed's snippet in plugstack.conf.d).
+  assert_contains "$(admin check)" "(plugin arguments from /etc/slurm/plugstack.conf.d/tre-spank.conf: "
+  # No tre_spank.so line where slurmd looks: a problem (the plugin is not loaded).
+  bed exec sh -c 'echo "# nothing" > /tmp/tre-alt/inc/x.conf'
+  out=$(bed exec env SLURM_CONF=/tmp/tre-alt/slurm.conf /usr/sbin/tre-spank check) && rc=0 || rc=$?
+  bed exec rm -rf /tmp/tre-alt
+  assert_eq "$rc" 1 "exit status of check without a plugin line"
+  assert_line "$out" "PROBLEM  no tre_spank.so line in /tmp/tre-alt/plug.conf (PlugStackConfig of /tmp/tre-alt/slurm.conf) or its includes: defaults: slurmd and the clients do not load the plugin here"
+}

@@ -18,6 +18,7 @@
 //! /etc/slurm/slurm.conf, else configless slurmd's cache /run/slurm/conf/slurm.conf)
 //! and the files its `include` lines name, unless `--config PATH` is given.
 
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};

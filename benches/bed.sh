@@ -337,6 +337,7 @@ alternate() {
 }
 
 # The user's own podman inside a batch job, as a user would write it.
+# shellcheck disable=SC2054 # --export takes a comma-separated list
 BYHAND_JOB=(--export=ALL,XDG_RUNTIME_DIR="/run/user/$UID_U" --wrap)
 
 # S2 (issue 17): A `sbatch --tre-container=IMG --wrap true`; B `sbatch --wrap 'podman

@@ -83,7 +83,8 @@ test_configless_every_setting_from_the_plugstack_line() {
   local out rc job
   with_config 'allowed_registries = ["ghcr.io/"]'
   bed exec rm -f /etc/slurm/tre-spank.toml
-  put_snippet 'required /usr/lib/slurm-tre/tre_spank.so safe_data=false allowed_registries=["ghcr.io/mikej888/"]'
+  # podman.user_image_store=true: the bed's test images are in the users' own storage.
+  put_snippet 'required /usr/lib/slurm-tre/tre_spank.so safe_data=false allowed_registries=["ghcr.io/mikej888/"] podman.user_image_store=true'
   trap 'restore_snippet; restore_config; bed exec /opt/tre-testbed/bed restart_slurmd >/dev/null' EXIT
   bed exec /opt/tre-testbed/bed restart_slurmd >/dev/null
   out=$(bed exec /usr/sbin/tre-spank check)
@@ -123,7 +124,8 @@ test_a_real_configless_slurmd_takes_every_setting_from_the_plugstack_line() {
   local out job pid
   with_config 'allowed_registries = ["ghcr.io/"]'
   bed exec rm -f /etc/slurm/tre-spank.toml
-  put_snippet 'required /usr/lib/slurm-tre/tre_spank.so safe_data=false allowed_registries=["ghcr.io/mikej888/"]'
+  # podman.user_image_store=true: the bed's test images are in the users' own storage.
+  put_snippet 'required /usr/lib/slurm-tre/tre_spank.so safe_data=false allowed_registries=["ghcr.io/mikej888/"] podman.user_image_store=true'
   trap configless_restore EXIT
   bed exec sh -c 'cp -p /etc/slurm/slurm.conf /etc/slurm/slurm.conf.test-saved &&
     sed -i -e "/^PlugStackConfig=/d" -e "s|^Include /etc/slurm/node.conf|Include node.conf|" /etc/slurm/slurm.conf &&
@@ -143,7 +145,7 @@ test_a_real_configless_slurmd_takes_every_setting_from_the_plugstack_line() {
   bed exec nsenter -t "$pid" -m test -f /run/slurm/conf/plugstack.conf
   out=$(bed exec nsenter -t "$pid" -m /usr/sbin/tre-spank check)
   assert_contains "$out" "ok       slurm.conf /run/slurm/conf/slurm.conf: PlugStackConfig /run/slurm/conf/plugstack.conf"
-  assert_contains "$out" "(plugin arguments from /etc/slurm/plugstack.conf.d/tre-spank.conf: safe_data=false allowed_registries=[\"ghcr.io/mikej888/\"])"
+  assert_contains "$out" "(plugin arguments from /etc/slurm/plugstack.conf.d/tre-spank.conf: safe_data=false allowed_registries=[\"ghcr.io/mikej888/\"] podman.user_image_store=true)"
   assert_contains "$out" "note     config file /etc/slurm/tre-spank.toml does not exist: the defaults and the plugstack arguments apply"
   job=$(run_job alice --tre-container=$IMAGE --wrap 'echo ran configless')
   assert_line "$(job_output alice "$job")" "tre-spank: safe data: none (this node has no project data)"

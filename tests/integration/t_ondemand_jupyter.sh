@@ -84,6 +84,7 @@ test_ondemand_jupyter_lab_in_a_real_browser_saves_to_outputs_and_scancel_ends_it
   read -r job stage < <(jupyter_start alice num_cores=1 memory_gb=2) || return 1
   [ -n "$stage" ] || { fail "no session"; return 1; }
   # A failing check leaves no session running (the test runs in its own subshell).
+  # shellcheck disable=SC2064 # the job id is known now
   trap "bed exec scancel $job 2>/dev/null || true" EXIT
   wait_running "$job"
   for ((i = 0; i < 300; i++)); do

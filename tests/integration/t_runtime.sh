@@ -141,6 +141,7 @@ test_runtime_a_config_others_can_write_is_refused_and_check_names_it() {
 refused_file() {
   local out job
   with_config "$1 = \"$2\""
+  # shellcheck disable=SC2064 # the cleanup command is built now, on purpose
   trap "$CLEANUP" EXIT
   out=$(bed exec tre-spank check 2>&1) || true
   assert_contains "$out" "$1 $2: file $2 is owned by uid $(bed exec id -u alice), not root: jobs refuse it"

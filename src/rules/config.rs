@@ -756,7 +756,7 @@ mod tests {
         assert!(!login.safe_data);
         assert_eq!(login.podman.network, Network::None);
         let gpu = c.for_node("gpu07");
-        assert_eq!(gpu.runtimes, vec![Runtime::Podman, Runtime::Apptainer]);
+        assert_eq!(gpu.runtimes, vec![Runtime::Apptainer]);
         assert!(gpu.safe_data);
         assert_eq!(
             c.for_node("bigmem3").safe_data_root,

@@ -147,6 +147,10 @@ test_purging_the_packages_deletes_snippet_and_config_and_keeps_what_jobs_left() 
   bed exec rm -rf /var/lib/tre-spank/jobs/job-left-by-a-test
   bed install-deb "$(package_deb)" >/dev/null
   assert_exists $SNIPPET
+  # The purge took the run's config with it: the package's own (approved images only)
+  # is back; the run's base config turns the users' storage, where the bed's images
+  # are, on again for this job and the tests after it.
+  base_config_on
   assert_container_job_runs after-purge
 }
 

@@ -27,6 +27,11 @@ test_runtime_podman_ignores_a_non_utf8_containers_conf_override() {
   # The control: podman itself honours the variable, byte 0xff and all.
   out=$(control_podman alice sh -c 'CONTAINERS_CONF_OVERRIDE=$(printf "'"$BAD_DIR"'/o.conf") \
     podman run --rm --pull=never '"$IMAGE"' sh -c "test -e /hostetc/passwd && echo EXTRA-MOUNT"')
+  # podman 4.3 (bookworm) does not read the variable at all: no attack to stop there.
+  if [[ $out != *EXTRA-MOUNT* && $(bed exec podman --version) == "podman version 4."* ]]; then
+    echo "$(bed exec podman --version) does not read CONTAINERS_CONF_OVERRIDE (the control mounted nothing)"
+    exit 77
+  fi
   assert_contains "$out" "EXTRA-MOUNT" || return 1
   out=$(as alice sh -c 'export CONTAINERS_CONF_OVERRIDE=$(printf "'"$BAD_DIR"'/o.conf")
     srun --tre-container='"$IMAGE"' sh -c "test -e /hostetc && echo EXTRA-MOUNT; echo ran"' 2>&1)

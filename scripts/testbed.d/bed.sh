@@ -116,7 +116,7 @@ NODE_LOCAL="/var/spool/slurmd /var/spool/tre-spank /var/lib/tre-spank /var/log/s
 node_dir() { echo "/var/lib/tre-testbed/nodes/$1"; }
 node_pidfile() { echo "/run/tre-testbed-node-$1.pid"; }
 start_node() {  # start_node N (from tbnode's init): N's namespaces, catatonit, slurmd
-  local n=$1 d h p c= i
+  local n=$1 d h p c='' i
   d=$(node_dir "$n")
   [ -d /var/lib/tre-spank ] || mkdir -m 0711 /var/lib/tre-spank   # a mount point
   for p in $NODE_LOCAL; do install -d -m "$(stat -c %a "$p")" "$d$p"; done

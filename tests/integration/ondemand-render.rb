@@ -1,5 +1,5 @@
-# Renders the OnDemand example app as OnDemand does (ERB with the form's values as
-# local names): prints the sbatch arguments of submit.yml.erb one per line and writes
+# Renders the OnDemand example app the way OnDemand does, as far as a stand-in can (ERB
+# with the form's values as local names; not OnDemand itself): prints the sbatch arguments of submit.yml.erb one per line and writes
 # the batch script rendered from template/script.sh.erb to SCRIPT; when SCRIPT is a
 # directory, every template/*.erb is rendered into it, named without ".erb" (as
 # OnDemand stages an interactive app: before.sh, script.sh, ...).

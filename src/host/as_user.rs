@@ -64,9 +64,9 @@ pub enum AsUserError {
         stderr: String,
     },
     /// Scratch is not the directory this job created (left alone).
-    #[error("{0} (as the user)")]
+    #[error("{0}")]
     NotOurs(String),
-    #[error("{0} (as the user)")]
+    #[error("{0}")]
     Failed(String),
 }
 

@@ -245,9 +245,15 @@ impl Walk<'_> {
 
     fn not_the_users(&mut self, path: &str, owner: u32) {
         self.report.not_the_users += 1;
+        // Inside the user's namespace another user's uid is not mapped: it reads as
+        // the overflow uid, so it is not named.
+        let whose = match self.acting {
+            Acting::Root => format!("uid {owner}"),
+            Acting::Owners => "a uid outside the user's ranges".into(),
+        };
         self.fail(
             path,
-            format!("a directory of uid {owner}, not the job's user's; left in place"),
+            format!("a directory of {whose}, not the job's user's; left in place"),
         );
     }
 

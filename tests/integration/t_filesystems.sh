@@ -318,7 +318,7 @@ test_rootsquash_home_another_users_tree_renamed_into_scratch_survives() {
   for _ in $(seq 50); do as alice test -e "scratch-$n/mine" || break; sleep 0.2; done
   assert_eq "$(as alice cat "scratch-$n/run1/raw/data")" "bob data" "bob's data after the epilog"
   assert_eq "$(as alice ls -A "scratch-$n")" run1 "what is left in scratch"
-  assert_contains "$(slurmd_log)" "tre-spank: job $job: scratch cleanup: root is refused (cannot open home directory /home/alice: EACCES); as the user: could not remove 1 entries under /home/alice/scratch-$n (first: /home/alice/scratch-$n/run1: a directory of a uid outside the user's ranges, not the job's user's; left in place)"
+  assert_contains "$(slurmd_log)" "tre-spank: job $job: scratch cleanup: root is refused (cannot open home directory /home/alice: EACCES: Permission denied); as the user: could not remove 1 entries under /home/alice/scratch-$n (first: /home/alice/scratch-$n/run1: a directory of a uid outside the user's ranges, not the job's user's; left in place)"
   assert_exists "/var/spool/tre-spank/job-$job.toml"
   assert_node_idle
   bed exec rm -f "/var/spool/tre-spank/job-$job.toml"
@@ -359,4 +359,36 @@ test_rootsquash_home_sweep_at_slurmd_start_removes_as_the_user() {
   assert_absent /var/spool/tre-spank/job-4000005.toml
   grep -q "info: job 4000005: removed /home/alice/scratch-9000005 ([0-9]* entries, as the user: root is refused there)" <<<"$(cleanup_log)" || fail "no removal as the user in the sweep's log"
   assert_node_idle
+}
+
+# A job over both nodes (partition multi) on a squashed home: tbnode2's slurmd has its
+# own mount namespace, so it gets its own rootsquash-fs over the same homes (two NFS
+# clients of one export). The shared scratch goes once, as the user, after the last
+# node is done.
+test_rootsquash_home_scratch_of_a_two_node_job_is_removed_as_the_user() {
+  local out job n logs
+  rootsquash_home
+  on_node tbnode2 sh -c '! mountpoint -q /home && { setsid /usr/local/sbin/rootsquash-fs /home > /var/log/rootsquash-fs2.log 2>&1 < /dev/null & }'
+  trap 'on_node tbnode2 umount /home; bed exec umount /home; restore_config' EXIT
+  for _ in $(seq 50); do on_node tbnode2 mountpoint -q /home && break; sleep 0.1; done
+  on_node tbnode2 mountpoint -q /home || fail "rootsquash-fs did not mount over tbnode2's /home"
+  ! on_node tbnode2 ls /home/alice > /dev/null 2>&1 || fail "root can read /home/alice on tbnode2: not squashed"
+  out=$(as alice srun -p multi -N2 --tre-container=$IMAGE sh -c \
+    'mkdir -p "/scratch/$SLURMD_NODENAME/d" && echo x > "/scratch/$SLURMD_NODENAME/d/f"; echo "job=$SLURM_JOB_ID on $SLURMD_NODENAME"' 2>&1)
+  job=$(sed -n 's/^job=\([0-9]*\) on tbnode$/\1/p' <<<"$out")
+  [ -n "$job" ] || fail "no job id in the output: $out"
+  assert_line "$out" "job=$job on tbnode2"
+  n=$(number_of "$job")
+  rs_wait_absent "scratch-$n" 60
+  for _ in $(seq 50); do
+    logs=$(slurmd_log; node_slurmd_log tbnode2; cleanup_log; cleanup_log tbnode2)
+    grep -q "$(rs_removed_line "$job" "$n")" <<<"$logs" && break
+    sleep 0.2
+  done
+  grep -q "$(rs_removed_line "$job" "$n")" <<<"$logs" || fail "no removal as the user in either node's logs: $(grep "job $job" <<<"$logs" | tail -n 4)"
+  assert_eq "$(job_field "$job" JobState)" COMPLETED
+  assert_absent "/var/spool/tre-spank/job-$job.toml"
+  assert_absent_on tbnode2 "/var/spool/tre-spank/job-$job.toml"
+  assert_node_idle
+  as alice rm -rf "outputs-$n"
 }

@@ -387,8 +387,9 @@ test_rootsquash_home_scratch_of_a_two_node_job_is_removed_as_the_user() {
   done
   grep -q "$(rs_removed_line "$job" "$n")" <<<"$logs" || fail "no removal as the user in either node's logs: $(grep "job $job" <<<"$logs" | tail -n 4)"
   assert_eq "$(job_field "$job" JobState)" COMPLETED
-  assert_absent "/var/spool/tre-spank/job-$job.toml"
-  assert_absent_on tbnode2 "/var/spool/tre-spank/job-$job.toml"
-  assert_node_idle
+  # The other node's record goes once it hears from the controller that the job ended.
+  wait_absent "/var/spool/tre-spank/job-$job.toml" tbnode 30
+  wait_absent "/var/spool/tre-spank/job-$job.toml" tbnode2 30
+  assert_nodes_idle
   as alice rm -rf "outputs-$n"
 }

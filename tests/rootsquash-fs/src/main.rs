@@ -295,12 +295,21 @@ impl Filesystem for Fs {
             return reply.error(libc::ENOENT);
         };
         // The lookup needs search permission on the parent (only), as the caller.
-        let h = match self.path(parent).ok_or(libc::ENOENT).and_then(|p| self.handle(&p)) {
+        let h = match self
+            .path(parent)
+            .ok_or(libc::ENOENT)
+            .and_then(|p| self.handle(&p))
+        {
             Ok(h) => h,
             Err(e) => return reply.error(e),
         };
         let ok = as_caller(req, || unsafe {
-            libc::faccessat(libc::AT_FDCWD, h.by_fd().as_ptr(), libc::X_OK, libc::AT_EACCESS)
+            libc::faccessat(
+                libc::AT_FDCWD,
+                h.by_fd().as_ptr(),
+                libc::X_OK,
+                libc::AT_EACCESS,
+            )
         });
         if ok != 0 {
             return reply.error(errno());
@@ -473,11 +482,13 @@ impl Filesystem for Fs {
         flags: u32,
         reply: ReplyEmpty,
     ) {
-        let ((fdir, fname, from), (tdir, tname, to)) =
-            match (self.entry_of(parent, name), self.entry_of(newparent, newname)) {
-                (Ok(f), Ok(t)) => (f, t),
-                (Err(e), _) | (_, Err(e)) => return reply.error(e),
-            };
+        let ((fdir, fname, from), (tdir, tname, to)) = match (
+            self.entry_of(parent, name),
+            self.entry_of(newparent, newname),
+        ) {
+            (Ok(f), Ok(t)) => (f, t),
+            (Err(e), _) | (_, Err(e)) => return reply.error(e),
+        };
         let r = as_caller(req, || unsafe {
             libc::syscall(
                 libc::SYS_renameat2,
@@ -506,7 +517,8 @@ impl Filesystem for Fs {
         let Some(from) = self.path(ino) else {
             return reply.error(libc::ENOENT);
         };
-        let (src, (tdir, tname, to)) = match (self.handle(&from), self.entry_of(newparent, newname)) {
+        let (src, (tdir, tname, to)) = match (self.handle(&from), self.entry_of(newparent, newname))
+        {
             (Ok(s), Ok(t)) => (s, t),
             (Err(e), _) | (_, Err(e)) => return reply.error(e),
         };

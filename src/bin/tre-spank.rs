@@ -1200,6 +1200,8 @@ fn main() -> ExitCode {
         Some("plan") => admin("plan", args, plan_cmd),
         Some("sweep") => admin("sweep", args, sweep_cmd),
         Some("cleanup") => cleanup_cmd(args),
+        // Started by the cleanup (as the job's user), not by admins.
+        Some(tre_spank::host::as_user::SUBCOMMAND) => tre_spank::host::as_user::subcommand(args),
         Some("image") => image_cmd(args),
         Some("number") => match number(args) {
             Ok(n) => {

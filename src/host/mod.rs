@@ -3,6 +3,7 @@
 //! a symbolic link the user could have planted.
 
 pub mod account;
+pub mod as_user;
 pub mod audit;
 pub mod cleanup;
 pub mod dirs;

@@ -71,7 +71,20 @@ pub enum RemoveError {
         path: String,
         failed: u64,
         first: String,
+        /// Some of it was refused for want of permission (`EACCES`, `EPERM`).
+        denied: bool,
     },
+}
+
+impl RemoveError {
+    /// Whether permission was what failed (root squashed to nobody on a home).
+    pub fn denied(&self) -> bool {
+        match self {
+            RemoveError::Open { errno, .. } => matches!(errno, Errno::EACCES | Errno::EPERM),
+            RemoveError::Incomplete { denied, .. } => *denied,
+            RemoveError::NotOurs { .. } => false,
+        }
+    }
 }
 
 fn is_dir(mode: u32) -> bool {
@@ -80,7 +93,7 @@ fn is_dir(mode: u32) -> bool {
 
 /// Opens the subdirectory `name` of `dir` without following a symbolic link and without
 /// crossing a mount point: `EXDEV` means `name` is a mount point.
-fn open_child_dir(dir: impl AsFd, name: &std::ffi::CStr) -> nix::Result<OwnedFd> {
+pub(super) fn open_child_dir(dir: impl AsFd, name: &std::ffi::CStr) -> nix::Result<OwnedFd> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let how = OpenHow::new().flags(flags).resolve(
         ResolveFlag::RESOLVE_NO_XDEV
@@ -95,6 +108,16 @@ fn open_child_dir(dir: impl AsFd, name: &std::ffi::CStr) -> nix::Result<OwnedFd>
     }
 }
 
+/// Who does the removing: root (the kernel's permission override), or the owners
+/// themselves ([`super::as_user`]: a process of the job's user, in a user namespace that
+/// maps only the user's subordinate ranges, which acts in each directory as that
+/// directory's owner; for root-squashed homes, where root is nobody).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acting {
+    Root,
+    Owners,
+}
+
 /// Removes `parent/name` if it is still `expected`, entering only directories `owners`
 /// allows (the top one included). A missing entry is not an error.
 pub fn remove_tree(
@@ -103,6 +126,18 @@ pub fn remove_tree(
     name: &str,
     expected: DirId,
     owners: &Owners,
+) -> Result<RemoveReport, RemoveError> {
+    remove_tree_as(parent, parent_path, name, expected, owners, Acting::Root)
+}
+
+/// [`remove_tree`], done by `acting`.
+pub fn remove_tree_as(
+    parent: impl AsFd,
+    parent_path: &Path,
+    name: &str,
+    expected: DirId,
+    owners: &Owners,
+    acting: Acting,
 ) -> Result<RemoveReport, RemoveError> {
     let path = parent_path.join(name).display().to_string();
     let top = match open_dir_nofollow(parent.as_fd(), name) {
@@ -121,21 +156,28 @@ pub fn remove_tree(
     let mut walk = Walk {
         dev: st.st_dev,
         owners,
+        acting,
         report: RemoveReport::default(),
         failed: 0,
+        denied: false,
         first: None,
     };
+    let parent_owner = match acting {
+        Acting::Root => 0,
+        Acting::Owners => fstat(parent.as_fd()).map_or(owners.uid, |p| p.st_uid),
+    };
     if owners.allows(st.st_uid) {
-        walk.empty(&top, &path, 0);
+        let top = walk.writable(top, st.st_uid, st.st_mode, &path);
+        walk.empty(&top, &path, 0, st.st_uid);
     } else {
         walk.not_the_users(&path, st.st_uid);
     }
-    drop(top);
+    walk.act(parent_owner);
     match unlinkat(parent.as_fd(), name, UnlinkatFlags::RemoveDir) {
         Ok(()) | Err(Errno::ENOENT) => {}
         // Not empty because of what was already reported: no second report.
         Err(Errno::ENOTEMPTY | Errno::EEXIST) if walk.failed > 0 => {}
-        Err(errno) => walk.fail(&path, errno),
+        Err(errno) => walk.fail_errno(&path, errno),
     }
     match walk.first {
         None => Ok(walk.report),
@@ -143,6 +185,7 @@ pub fn remove_tree(
             path,
             failed: walk.failed,
             first,
+            denied: walk.denied,
         }),
     }
 }
@@ -150,12 +193,40 @@ pub fn remove_tree(
 struct Walk<'a> {
     dev: u64,
     owners: &'a Owners,
+    acting: Acting,
     report: RemoveReport,
     failed: u64,
+    denied: bool,
     first: Option<String>,
 }
 
 impl Walk<'_> {
+    /// Acting as the owners: the filesystem uid of what follows is `owner`'s.
+    fn act(&self, owner: u32) {
+        if self.acting == Acting::Owners {
+            super::as_user::act_as(owner);
+        }
+    }
+
+    /// Acting as the owners, a directory its owner cannot list or empty (mode 000, a
+    /// read-only tree) is made `0700` by that owner first; root needs no such change.
+    fn writable(&mut self, dir: OwnedFd, owner: u32, mode: u32, path: &str) -> OwnedFd {
+        if self.acting == Acting::Owners && mode & 0o700 != 0o700 {
+            self.act(owner);
+            if let Err(e) = super::as_user::owner_chmod(&dir) {
+                self.fail_errno(path, e);
+            }
+        }
+        dir
+    }
+
+    fn fail_errno(&mut self, path: &str, errno: Errno) {
+        if matches!(errno, Errno::EACCES | Errno::EPERM) {
+            self.denied = true;
+        }
+        self.fail(path, errno);
+    }
+
     fn fail(&mut self, path: &str, why: impl std::fmt::Display) {
         self.failed += 1;
         if self.first.is_none() {
@@ -163,11 +234,26 @@ impl Walk<'_> {
         }
     }
 
+    /// [`open_child_dir`]; acting as the owners, looked up as the parent's owner (who
+    /// may search it) and opened as its own owner (see [`super::as_user`]).
+    fn open_child(&self, dir: &OwnedFd, name: &std::ffi::CStr) -> nix::Result<OwnedFd> {
+        match self.acting {
+            Acting::Root => open_child_dir(dir, name),
+            Acting::Owners => super::as_user::open_child_as_owner(dir, name, self.owners),
+        }
+    }
+
     fn not_the_users(&mut self, path: &str, owner: u32) {
         self.report.not_the_users += 1;
+        // Inside the user's namespace another user's uid is not mapped: it reads as
+        // the overflow uid, so it is not named.
+        let whose = match self.acting {
+            Acting::Root => format!("uid {owner}"),
+            Acting::Owners => "a uid outside the user's ranges".into(),
+        };
         self.fail(
             path,
-            format!("a directory of uid {owner}, not the job's user's; left in place"),
+            format!("a directory of {whose}, not the job's user's; left in place"),
         );
     }
 
@@ -185,7 +271,7 @@ impl Walk<'_> {
         {
             Ok(d) => d,
             Err(e) => {
-                self.fail(path, e);
+                self.fail_errno(path, e);
                 return Vec::new();
             }
         };
@@ -199,8 +285,10 @@ impl Walk<'_> {
         names
     }
 
-    fn empty(&mut self, dir: &OwnedFd, path: &str, depth: usize) {
+    fn empty(&mut self, dir: &OwnedFd, path: &str, depth: usize, owner: u32) {
+        self.act(owner);
         for (name, hint) in self.names(dir, path) {
+            self.act(owner);
             let shown = || format!("{path}/{}", name.to_string_lossy());
             // Fast path for what the directory says is not a directory: unlink it without
             // a stat (as `rm -rf` does). Unlinking never follows a link, and cannot remove
@@ -215,7 +303,7 @@ impl Walk<'_> {
                     Err(Errno::ENOENT) => continue,
                     Err(Errno::EISDIR) => {}
                     Err(e) => {
-                        self.fail(&shown(), e);
+                        self.fail_errno(&shown(), e);
                         continue;
                     }
                 }
@@ -224,7 +312,7 @@ impl Walk<'_> {
                 Ok(st) => st,
                 Err(Errno::ENOENT) => continue,
                 Err(e) => {
-                    self.fail(&shown(), e);
+                    self.fail_errno(&shown(), e);
                     continue;
                 }
             };
@@ -238,7 +326,7 @@ impl Walk<'_> {
                     self.fail(&shown(), format!("deeper than {MAX_DEPTH} levels"));
                     continue;
                 }
-                let child = match open_child_dir(dir, name.as_c_str()) {
+                let child = match self.open_child(dir, name.as_c_str()) {
                     Ok(fd) => fd,
                     Err(Errno::ENOENT) => continue,
                     Err(Errno::EXDEV) => {
@@ -248,7 +336,7 @@ impl Walk<'_> {
                         continue;
                     }
                     Err(e) => {
-                        self.fail(&shown(), e);
+                        self.fail_errno(&shown(), e);
                         continue;
                     }
                 };
@@ -267,19 +355,20 @@ impl Walk<'_> {
                     }
                 }
                 let failed_before = self.failed;
-                self.empty(&child, &shown(), depth + 1);
+                self.empty(&child, &shown(), depth + 1, st.st_uid);
                 drop(child);
+                self.act(owner);
                 match unlinkat(dir.as_fd(), name.as_c_str(), UnlinkatFlags::RemoveDir) {
                     Ok(()) => self.report.removed_entries += 1,
                     Err(Errno::ENOENT) => {}
                     Err(Errno::ENOTEMPTY | Errno::EEXIST) if self.failed > failed_before => {}
-                    Err(e) => self.fail(&shown(), e),
+                    Err(e) => self.fail_errno(&shown(), e),
                 }
             } else {
                 match unlinkat(dir.as_fd(), name.as_c_str(), UnlinkatFlags::NoRemoveDir) {
                     Ok(()) => self.report.removed_entries += 1,
                     Err(Errno::ENOENT) => {}
-                    Err(e) => self.fail(&shown(), e),
+                    Err(e) => self.fail_errno(&shown(), e),
                 }
             }
         }

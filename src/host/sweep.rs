@@ -8,7 +8,10 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use super::dirs::open_home;
+use nix::errno::Errno;
+
+use super::as_user::{self, AsUserError};
+use super::dirs::{open_home, DirError};
 use super::remove::{job_owners, remove_tree, RemoveError};
 use super::runtime_dir;
 use super::state::{JobRecord, StateDir, StateError};
@@ -93,42 +96,78 @@ pub fn clean_scratch(state: &StateDir, job_id: u32, wait_for_lock: bool) -> Vec<
     notes
 }
 
-/// Removes the scratch `record` names; `true` when the record may go (scratch removed,
-/// or replaced by something that is not ours).
-fn remove_recorded(record: &JobRecord) -> (Vec<Note>, bool) {
-    let job_id = record.job_id;
-    let name = scratch_name(record.number);
-    let parent_path = record.scratch_parent();
+/// What root's attempt at a job's scratch came to.
+enum ByRoot {
+    Removed(u64),
+    /// Something else is at the name: left alone (the record may go).
+    NotOurs(String),
+    /// Refused for want of permission (a home that squashes root to nobody).
+    Refused(String),
+    Failed(String),
+}
+
+fn remove_as_root(record: &JobRecord, parent_path: &Path, name: &str) -> ByRoot {
     let parent = match open_home(parent_path) {
         Ok(fd) => fd,
-        Err(e) => {
-            return (
-                vec![problem(format!("job {job_id}: scratch cleanup: {e}"))],
-                false,
-            )
-        }
+        Err(
+            e @ DirError::Home {
+                errno: Errno::EACCES | Errno::EPERM,
+                ..
+            },
+        ) => return ByRoot::Refused(e.to_string()),
+        Err(e) => return ByRoot::Failed(e.to_string()),
     };
     match remove_tree(
         &parent,
         parent_path,
-        &name,
+        name,
         record.scratch,
         &job_owners(record.uid),
     ) {
-        Ok(report) => (
-            vec![info(format!(
-                "job {job_id}: removed {}/{name} ({} entries)",
-                parent_path.display(),
-                report.removed_entries
-            ))],
-            true,
-        ),
-        // Someone put something else at the name: leave it, and forget the job.
-        Err(e @ RemoveError::NotOurs { .. }) => (vec![problem(format!("job {job_id}: {e}"))], true),
-        Err(e) => (
-            vec![problem(format!("job {job_id}: scratch cleanup: {e}"))],
+        Ok(report) => ByRoot::Removed(report.removed_entries),
+        Err(e @ RemoveError::NotOurs { .. }) => ByRoot::NotOurs(e.to_string()),
+        Err(e) if e.denied() => ByRoot::Refused(e.to_string()),
+        Err(e) => ByRoot::Failed(e.to_string()),
+    }
+}
+
+/// Removes the scratch `record` names; `true` when the record may go (scratch removed,
+/// or replaced by something that is not ours). Root first; where root is refused for
+/// want of permission (a home that squashes root to nobody), as the user
+/// ([`super::as_user`]), under the same rules.
+fn remove_recorded(record: &JobRecord) -> (Vec<Note>, bool) {
+    let job_id = record.job_id;
+    let name = scratch_name(record.number);
+    let parent_path = record.scratch_parent();
+    let removed = |n: u64, how: &str| {
+        info(format!(
+            "job {job_id}: removed {}/{name} ({n} entries{how})",
+            parent_path.display()
+        ))
+    };
+    let kept = |why: String| {
+        (
+            vec![problem(format!("job {job_id}: scratch cleanup: {why}"))],
             false,
-        ),
+        )
+    };
+    match remove_as_root(record, parent_path, &name) {
+        ByRoot::Removed(n) => (vec![removed(n, "")], true),
+        // Someone put something else at the name: leave it, and forget the job.
+        ByRoot::NotOurs(why) => (vec![problem(format!("job {job_id}: {why}"))], true),
+        ByRoot::Refused(why) if record.uid != 0 => {
+            match as_user::remove_as_user(parent_path, &name, record.scratch, record.uid) {
+                Ok(n) => (
+                    vec![removed(n, ", as the user: root is refused there")],
+                    true,
+                ),
+                Err(e @ AsUserError::NotOurs(_)) => {
+                    (vec![problem(format!("job {job_id}: {e}"))], true)
+                }
+                Err(e) => kept(format!("root is refused ({why}); as the user: {e}")),
+            }
+        }
+        ByRoot::Refused(why) | ByRoot::Failed(why) => kept(why),
     }
 }
 

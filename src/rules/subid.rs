@@ -34,6 +34,31 @@ pub fn ranges_for(text: &str, name: &str, uid: u32) -> Vec<IdRange> {
         .collect()
 }
 
+/// The ranges a user namespace of the user may map: never one holding id 0 (root), nor
+/// one holding the user's own id `own` (mapped on its own), which the kernel would
+/// refuse as overlapping anyway.
+pub fn usable_ranges(ranges: Vec<IdRange>, own: u32) -> Vec<IdRange> {
+    ranges
+        .into_iter()
+        .filter(|r| !r.contains(0) && !r.contains(own))
+        .collect()
+}
+
+/// The arguments of `newuidmap PID ...` (or `newgidmap`) for the namespace the remover
+/// works in: `own` and each range mapped to the same ids inside (`inside outside
+/// count`), so that owners read inside are the host's.
+pub fn id_map_args(own: u32, ranges: &[IdRange]) -> Vec<String> {
+    let mut args = vec![own.to_string(), own.to_string(), "1".to_string()];
+    for r in ranges {
+        args.extend([
+            r.start.to_string(),
+            r.start.to_string(),
+            r.count.to_string(),
+        ]);
+    }
+    args
+}
+
 /// The owners whose directories root may empty for a job: the user and the user's
 /// subordinate ids. Root (uid 0) is never one of them through a range, only as the
 /// job's own user.
@@ -73,6 +98,20 @@ mod tests {
         assert!(ranges_for(TEXT, "eve", 8).is_empty());
         assert!(ranges_for(TEXT, "mal", 9).is_empty());
         assert!(ranges_for(TEXT, "nobody", 65534).is_empty());
+    }
+
+    #[test]
+    fn namespace_maps_are_the_users_ids_only_and_never_root() {
+        let r = |start, count| IdRange { start, count };
+        assert_eq!(
+            usable_ranges(vec![r(100000, 65536), r(0, 10), r(900, 200), r(5, 1)], 1000),
+            vec![r(100000, 65536), r(5, 1)]
+        );
+        assert_eq!(
+            id_map_args(1001, &[r(100000, 65536), r(300000, 10)]),
+            ["1001", "1001", "1", "100000", "100000", "65536", "300000", "300000", "10"]
+        );
+        assert_eq!(id_map_args(1001, &[]), ["1001", "1001", "1"]);
     }
 
     #[test]

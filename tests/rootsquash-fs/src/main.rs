@@ -3,6 +3,13 @@
 //! (uid 0 becomes 65534 with no groups), and the kernel leaves permission checks to it
 //! (no `default_permissions`), so root gets no override. For the test bed only.
 //!
+//! Like an NFS server, it checks each request against the object it names and that
+//! object's directory only, never against the path above them: an NFS client holds a
+//! file handle, and the kernel already checked every lookup on the way down as the
+//! caller. So the daemon reaches the object (or its directory) as itself, with an
+//! `O_PATH` handle, and acts on that handle as the caller: a uid that may not search
+//! `/home/alice` can still act in a directory of its own below it that it holds open.
+//!
 //!   rootsquash-fs DIR      (mounts over DIR, serving what DIR held before)
 //!
 //! Every `unsafe` block is a libc call on a descriptor this process owns and a
@@ -27,6 +34,23 @@ struct Fs {
     root: libc::c_int,
     root_ino: u64,
     paths: HashMap<u64, PathBuf>,
+}
+
+/// A descriptor this process opened, closed when dropped.
+struct Fd(libc::c_int);
+
+impl Drop for Fd {
+    fn drop(&mut self) {
+        unsafe { libc::close(self.0) };
+    }
+}
+
+impl Fd {
+    /// The path of the descriptor's own inode (`/proc/self/fd/N`), which no directory
+    /// above it is searched for.
+    fn by_fd(&self) -> CString {
+        CString::new(format!("/proc/self/fd/{}", self.0)).unwrap()
+    }
 }
 
 fn errno() -> i32 {
@@ -105,6 +129,31 @@ impl Fs {
         Some(self.path(parent)?.join(name))
     }
 
+    /// An `O_PATH` handle of `rel` (no link followed), opened as the daemon: the file
+    /// handle of an NFS client. Permission is checked by what is done with it.
+    fn handle(&self, rel: &Path) -> Result<Fd, i32> {
+        let fd = unsafe {
+            libc::openat(
+                self.root,
+                c(rel).as_ptr(),
+                libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            Err(errno())
+        } else {
+            Ok(Fd(fd))
+        }
+    }
+
+    /// The handle of the directory `parent` and the name `name` in it.
+    fn entry_of(&self, parent: u64, name: &OsStr) -> Result<(Fd, CString, PathBuf), i32> {
+        let dir = self.path(parent).ok_or(libc::ENOENT)?;
+        let fd = self.handle(&dir)?;
+        let n = CString::new(name.as_bytes()).map_err(|_| libc::EINVAL)?;
+        Ok((fd, n, dir.join(name)))
+    }
+
     fn stat(&mut self, rel: &Path) -> Result<FileAttr, i32> {
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         let r = unsafe {
@@ -159,11 +208,11 @@ impl Fs {
         reply: ReplyEntry,
         op: impl FnOnce(libc::c_int, &CString) -> libc::c_int,
     ) {
-        let Some(rel) = self.child(parent, name) else {
-            return reply.error(libc::ENOENT);
+        let (dir, n, rel) = match self.entry_of(parent, name) {
+            Ok(x) => x,
+            Err(e) => return reply.error(e),
         };
-        let root = self.root;
-        if as_caller(req, || op(root, &c(&rel))) != 0 {
+        if as_caller(req, || op(dir.0, &n)) != 0 {
             return reply.error(errno());
         }
         self.entry(&rel, reply)
@@ -178,11 +227,12 @@ impl Fs {
         flags: libc::c_int,
         reply: ReplyEmpty,
     ) {
-        let Some(rel) = self.child(parent, name) else {
-            return reply.error(libc::ENOENT);
+        let (dir, n, _) = match self.entry_of(parent, name) {
+            Ok(x) => x,
+            Err(e) => return reply.error(e),
         };
         match check(as_caller(req, || unsafe {
-            libc::unlinkat(self.root, c(&rel).as_ptr(), flags)
+            libc::unlinkat(dir.0, n.as_ptr(), flags)
         })) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -201,9 +251,13 @@ impl Fs {
         let Some(rel) = self.path(ino) else {
             return reply.error(libc::ENOENT);
         };
-        let fd = as_caller(req, || unsafe {
-            libc::openat(self.root, c(&rel).as_ptr(), flags)
-        });
+        let h = match self.handle(&rel) {
+            Ok(h) => h,
+            Err(e) => return reply.error(e),
+        };
+        // Reopened by its descriptor: the link in /proc is the object itself.
+        let flags = flags & !libc::O_NOFOLLOW;
+        let fd = as_caller(req, || unsafe { libc::open(h.by_fd().as_ptr(), flags) });
         if fd < 0 {
             return reply.error(errno());
         }
@@ -240,12 +294,19 @@ impl Filesystem for Fs {
         let Some(rel) = self.child(parent, name) else {
             return reply.error(libc::ENOENT);
         };
-        // The lookup needs search permission on the parent, as the caller.
-        let parent_rel = self.path(parent).unwrap();
+        // The lookup needs search permission on the parent (only), as the caller.
+        let h = match self
+            .path(parent)
+            .ok_or(libc::ENOENT)
+            .and_then(|p| self.handle(&p))
+        {
+            Ok(h) => h,
+            Err(e) => return reply.error(e),
+        };
         let ok = as_caller(req, || unsafe {
             libc::faccessat(
-                self.root,
-                c(&parent_rel).as_ptr(),
+                libc::AT_FDCWD,
+                h.by_fd().as_ptr(),
                 libc::X_OK,
                 libc::AT_EACCESS,
             )
@@ -287,31 +348,29 @@ impl Filesystem for Fs {
         let Some(rel) = self.path(ino) else {
             return reply.error(libc::ENOENT);
         };
-        let p = c(&rel);
-        let root = self.root;
+        let h = match self.handle(&rel) {
+            Ok(h) => h,
+            Err(e) => return reply.error(e),
+        };
+        let p = h.by_fd();
+        let empty = CString::default();
         let r = as_caller(req, || -> Result<(), i32> {
             if let Some(m) = mode {
-                check(unsafe { libc::fchmodat(root, p.as_ptr(), m & 0o7777, 0) })?;
+                check(unsafe { libc::chmod(p.as_ptr(), m & 0o7777) })?;
             }
             if uid.is_some() || gid.is_some() {
                 check(unsafe {
                     libc::fchownat(
-                        root,
-                        p.as_ptr(),
+                        h.0,
+                        empty.as_ptr(),
                         uid.unwrap_or(u32::MAX),
                         gid.unwrap_or(u32::MAX),
-                        libc::AT_SYMLINK_NOFOLLOW,
+                        libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
                     )
                 })?;
             }
             if let Some(s) = size {
-                let fd = unsafe {
-                    libc::openat(
-                        root,
-                        p.as_ptr(),
-                        libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                    )
-                };
+                let fd = unsafe { libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
                 check(fd)?;
                 let r = unsafe { libc::ftruncate(fd, s as i64) };
                 unsafe { libc::close(fd) };
@@ -336,9 +395,7 @@ impl Filesystem for Fs {
                     }
                 };
                 let times = [ts(atime), ts(mtime)];
-                check(unsafe {
-                    libc::utimensat(root, p.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW)
-                })?;
+                check(unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), times.as_ptr(), 0) })?;
             }
             Ok(())
         });
@@ -352,14 +409,14 @@ impl Filesystem for Fs {
         let Some(rel) = self.path(ino) else {
             return reply.error(libc::ENOENT);
         };
+        let h = match self.handle(&rel) {
+            Ok(h) => h,
+            Err(e) => return reply.error(e),
+        };
         let mut buf = vec![0u8; 4096];
+        let empty = CString::default();
         let n = as_caller(req, || unsafe {
-            libc::readlinkat(
-                self.root,
-                c(&rel).as_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
+            libc::readlinkat(h.0, empty.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
         });
         reply_data(n, &buf, reply)
     }
@@ -425,17 +482,20 @@ impl Filesystem for Fs {
         flags: u32,
         reply: ReplyEmpty,
     ) {
-        let (Some(from), Some(to)) = (self.child(parent, name), self.child(newparent, newname))
-        else {
-            return reply.error(libc::ENOENT);
+        let ((fdir, fname, from), (tdir, tname, to)) = match (
+            self.entry_of(parent, name),
+            self.entry_of(newparent, newname),
+        ) {
+            (Ok(f), Ok(t)) => (f, t),
+            (Err(e), _) | (_, Err(e)) => return reply.error(e),
         };
         let r = as_caller(req, || unsafe {
             libc::syscall(
                 libc::SYS_renameat2,
-                self.root,
-                c(&from).as_ptr(),
-                self.root,
-                c(&to).as_ptr(),
+                fdir.0,
+                fname.as_ptr(),
+                tdir.0,
+                tname.as_ptr(),
                 flags,
             )
         });
@@ -454,11 +514,22 @@ impl Filesystem for Fs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let (Some(from), Some(to)) = (self.path(ino), self.child(newparent, newname)) else {
+        let Some(from) = self.path(ino) else {
             return reply.error(libc::ENOENT);
         };
+        let (src, (tdir, tname, to)) = match (self.handle(&from), self.entry_of(newparent, newname))
+        {
+            (Ok(s), Ok(t)) => (s, t),
+            (Err(e), _) | (_, Err(e)) => return reply.error(e),
+        };
         let r = as_caller(req, || unsafe {
-            libc::linkat(self.root, c(&from).as_ptr(), self.root, c(&to).as_ptr(), 0)
+            libc::linkat(
+                libc::AT_FDCWD,
+                src.by_fd().as_ptr(),
+                tdir.0,
+                tname.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
         });
         if r != 0 {
             return reply.error(errno());
@@ -481,13 +552,14 @@ impl Filesystem for Fs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let Some(rel) = self.child(parent, name) else {
-            return reply.error(libc::ENOENT);
+        let (dir, n, rel) = match self.entry_of(parent, name) {
+            Ok(x) => x,
+            Err(e) => return reply.error(e),
         };
         let fd = as_caller(req, || unsafe {
             libc::openat(
-                self.root,
-                c(&rel).as_ptr(),
+                dir.0,
+                n.as_ptr(),
                 flags | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC,
                 mode & !umask,
             )
@@ -636,13 +708,12 @@ impl Filesystem for Fs {
         let Some(rel) = self.path(ino) else {
             return reply.error(libc::ENOENT);
         };
+        let h = match self.handle(&rel) {
+            Ok(h) => h,
+            Err(e) => return reply.error(e),
+        };
         match check(as_caller(req, || unsafe {
-            libc::faccessat(
-                self.root,
-                c(&rel).as_ptr(),
-                mask,
-                libc::AT_EACCESS | libc::AT_SYMLINK_NOFOLLOW,
-            )
+            libc::faccessat(libc::AT_FDCWD, h.by_fd().as_ptr(), mask, libc::AT_EACCESS)
         })) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),

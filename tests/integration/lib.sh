@@ -106,7 +106,7 @@ job_processes() {
 }
 is_job_pause_process() {
   bed exec cat "/proc/$1/environ" 2>/dev/null | tr '\0' '\n' |
-    grep -q '^XDG_RUNTIME_DIR=/var/lib/tre-spank/jobs/'
+    grep -q '^XDG_RUNTIME_DIR=/run/tre-spank/jobs/'
 }
 
 # wait_job_process U PATTERN: until a job process of U matches PATTERN (<= 15 s).

@@ -32,6 +32,7 @@ use tre_spank::host::job;
 use tre_spank::host::launch::{supervise, Launch};
 use tre_spank::host::liveness::ask_controller;
 use tre_spank::host::podman_version::podman_version;
+use tre_spank::host::runtime_dir;
 use tre_spank::host::sweep;
 use tre_spank::host::trust;
 use tre_spank::rules::config::{self, Config};
@@ -361,22 +362,40 @@ fn check_runtime_dir_filesystem(c: &Checks, runtime_dir: &Path) {
     }
 }
 
-/// podman's run state (run root, database, pause process files) is rewritten at every
-/// container start: on a disk each job's first container waits for those writes
-/// (docs/design.md, "Per-job runtime state"). Warned about, not refused: it works,
-/// only slower. The directory may not exist yet: its nearest existing ancestor counts.
-fn check_run_dir_filesystem(c: &Checks, run_dir: &Path) {
-    use nix::sys::statfs::{statfs, TMPFS_MAGIC};
-    let Some(fs) = run_dir.ancestors().find_map(|p| statfs(p).ok()) else {
-        return;
-    };
-    if fs.filesystem_type() == TMPFS_MAGIC {
-        c.ok(&format!("run_dir {} is on a tmpfs", run_dir.display()));
-    } else {
-        c.warn(&format!(
-            "run_dir {} is not on a tmpfs: every container job starts slower (podman writes its run state and database there; the default /run/tre-spank/jobs is on /run, a tmpfs on systemd systems)",
-            run_dir.display()
+/// Each container job gets a tmpfs of its own on `run_dir/job-N` for podman's run
+/// state (host::runtime_dir): the plugin must be able to mount one. Tried here on a
+/// fresh directory (removed again), as the plugin would.
+fn check_run_dir_mount(c: &mut Checks, run_dir: &Path) {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    let probe = std::env::temp_dir().join(format!("tre-spank-check-{}", std::process::id()));
+    if let Err(e) = std::fs::create_dir(&probe) {
+        c.problem(&format!(
+            "cannot try a tmpfs mount on {}: {e}",
+            probe.display()
         ));
+        return;
+    }
+    let mounted = mount(
+        Some("tre-spank-check"),
+        &probe,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(runtime_dir::RUN_TMPFS_OPTIONS),
+    );
+    if mounted.is_ok() {
+        let _ = umount2(&probe, MntFlags::MNT_DETACH);
+    }
+    let _ = std::fs::remove_dir(&probe);
+    match mounted {
+        Ok(()) => c.ok(&format!(
+            "run_dir {}: each container job gets a tmpfs of its own there ({}; a test mount worked)",
+            run_dir.display(),
+            runtime_dir::RUN_TMPFS_OPTIONS
+        )),
+        Err(errno) => c.problem(&format!(
+            "run_dir {}: cannot mount a tmpfs ({errno}): container jobs on this node would fail",
+            run_dir.display()
+        )),
     }
 }
 
@@ -559,8 +578,8 @@ fn check(opts: &Opts) -> ExitCode {
     check_root_dir(&mut c, "runtime_dir", &config.runtime_dir, 0o711);
     check_runtime_dir_filesystem(&c, &config.runtime_dir);
     check_root_dir(&mut c, "run_dir", &config.run_dir, 0o711);
-    check_run_dir_filesystem(&c, &config.run_dir);
     if config.runtimes.contains(&Runtime::Podman) {
+        check_run_dir_mount(&mut c, &config.run_dir);
         match podman_version(&config.podman.path, &config.run_dir) {
             Some(v) if runtime::podman_has_transient_store(&v) => c.ok(&format!(
                 "{v}: jobs run it with --transient-store (its database in run_dir)"

@@ -57,13 +57,15 @@ timed() {
   awk -v k="$key" -v s="$side" '{ printf "%s %s %.6f\n", k, s, $2 - $1 }' <<<"$t"
 }
 
-wait_queue_empty() {  # the previous job is gone, including its epilog (<= 60 s)
-  local i
-  for i in $(seq 1200); do
+wait_queue_empty() {  # the previous job is gone, including its epilog (<= 300 s)
+  # A time bound, not a count of polls: on a loaded machine (load 30+) each poll takes
+  # a while, and 200 epilogs after an array can take minutes.
+  local until=$((SECONDS + 300))
+  while [ "$SECONDS" -lt "$until" ]; do
     [ -z "$(squeue -h 2>/dev/null)" ] && [ "$(sinfo -h -n "$NODE" -o %T)" = idle ] && return 0
     sleep 0.05
   done
-  die "the queue did not empty"
+  die "the queue did not empty in 300 s"
 }
 
 restart_slurmd() {  # restart_slurmd [SLURMD-ARGS...]: and wait until the node is idle

@@ -76,9 +76,13 @@ test_a_container_filling_its_writable_layer_leaves_the_node_idle_and_the_next_jo
 # of the run root. Writing more than the mount holds fails with "no space" inside the
 # job; /run keeps its free space, the mount goes with the job, the node stays idle.
 test_a_container_filling_its_run_state_is_bounded_by_the_jobs_tmpfs() {
-  local job next out run_before run_after
+  local job next out run_before run_after limit=()
+  # podman 4.3 (bookworm) does not return at the container's exit when its run root is
+  # full (docs/threat-model.md, "Knowingly left"): there the job ends at its time
+  # limit, and the rest must still hold.
+  [[ $(bed exec podman --version) != "podman version 4."* ]] || limit=(--time=1)
   run_before=$(bed exec df --output=avail -BK /run | tail -n 1 | tr -dc 0-9)
-  job=$(run_job alice --tre-container=$IMAGE --wrap 'df -k /etc/hosts | tail -n 1; dd if=/dev/zero of=/etc/hosts bs=1M count=64; echo dd=$?')
+  job=$(run_job alice "${limit[@]}" --tre-container=$IMAGE --wrap 'df -k /etc/hosts | tail -n 1; dd if=/dev/zero of=/etc/hosts bs=1M count=64; echo dd=$?')
   out=$(job_output alice "$job")
   assert_contains "$out" "No space left on device"
   assert_contains "$out" "dd=1"

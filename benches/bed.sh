@@ -29,6 +29,7 @@ CONF=/etc/slurm/plugstack.conf.d/tre-spank.conf
 PARKED=/etc/slurm/tre-spank.conf.bench-off
 LOG=/var/log/slurm/slurmd.log
 JOBS_DIR=/var/lib/tre-spank/jobs
+RUN_DIR=/run/tre-spank/jobs
 # This node (tbnode): the default partition's node, whose slurmd /run/slurmd.pid is.
 # Other nodes of the bed are left alone; no job of the benchmark goes to them.
 NODE=$(hostname)
@@ -56,13 +57,15 @@ timed() {
   awk -v k="$key" -v s="$side" '{ printf "%s %s %.6f\n", k, s, $2 - $1 }' <<<"$t"
 }
 
-wait_queue_empty() {  # the previous job is gone, including its epilog (<= 60 s)
-  local i
-  for i in $(seq 1200); do
+wait_queue_empty() {  # the previous job is gone, including its epilog (<= 300 s)
+  # A time bound, not a count of polls: on a loaded machine (load 30+) each poll takes
+  # a while, and 200 epilogs after an array can take minutes.
+  local until=$((SECONDS + 300))
+  while [ "$SECONDS" -lt "$until" ]; do
     [ -z "$(squeue -h 2>/dev/null)" ] && [ "$(sinfo -h -n "$NODE" -o %T)" = idle ] && return 0
     sleep 0.05
   done
-  die "the queue did not empty"
+  die "the queue did not empty in 300 s"
 }
 
 restart_slurmd() {  # restart_slurmd [SLURMD-ARGS...]: and wait until the node is idle
@@ -95,7 +98,8 @@ restore() {
       if [ -n "$d" ]; then rm -rf -- "${UHOME:?}/$d"; fi
     done
   fi
-  rm -rf -- "$UHOME/outputs-bench" "$UHOME/scratch-bench" "$JOBS_DIR/job-bench" "$JOBS_DIR/job-bench-cold"
+  rm -rf -- "$UHOME/outputs-bench" "$UHOME/scratch-bench" "$JOBS_DIR/job-bench" "$JOBS_DIR/job-bench-cold" \
+    "$RUN_DIR/job-bench" "$RUN_DIR/job-bench-cold"
   exit $rc
 }
 outputs_dirs() { find "$UHOME" -mindepth 1 -maxdepth 1 -name 'outputs-*' -printf '%f\n' | sort; }
@@ -171,11 +175,11 @@ cmd_p2() {
   OUTPUTS_BEFORE=$(outputs_dirs)
   wait_queue_empty
   # The exact runtime command of a real job (its "Running:" line), made the by-hand
-  # command by replacing only what is per job: the NUMBER and the job's runtime dir.
+  # command by replacing only what is per job: the NUMBER and the job's runtime dirs.
   line=$(as_user srun --tre-container="$image" true 2>&1 </dev/null | sed -n 's/^Running: //p')
   [ -n "$line" ] || die "no Running: line from a container job"
   cmd=$(sed -E -e 's|/outputs-[0-9]+:|/outputs-bench:|; s|/scratch-[0-9]+:|/scratch-bench:|' \
-    -e "s|$JOBS_DIR/job-[0-9]+/|$JOBS_DIR/job-bench/|g" <<<"$line")
+    -e "s|$JOBS_DIR/job-[0-9]+/|$JOBS_DIR/job-bench/|g; s|$RUN_DIR/job-[0-9]+/|$RUN_DIR/job-bench/|g" <<<"$line")
   echo "P2 command $cmd"
   # The line is the plugin's own shell-quoted rendering of an argv (one word per
   # argument, single quotes where needed); no globbing.
@@ -185,14 +189,16 @@ cmd_p2() {
   wait_queue_empty
   byhand_prepare() {
     install -d -m 0700 -o "$U" -g "$U" "$UHOME/outputs-bench" "$UHOME/scratch-bench" \
-      "$JOBS_DIR/job-bench"
+      "$JOBS_DIR/job-bench" "$RUN_DIR/job-bench"
   }
-  byhand_clean() { rm -rf -- "$UHOME/outputs-bench" "$UHOME/scratch-bench" "$JOBS_DIR/job-bench"; }
+  byhand_clean() {
+    rm -rf -- "$UHOME/outputs-bench" "$UHOME/scratch-bench" "$JOBS_DIR/job-bench" "$RUN_DIR/job-bench"
+  }
   # One warm-up of each, not counted.
   as_user srun --tre-container="$image" true </dev/null >/dev/null 2>&1 || die "warm-up failed"
   wait_queue_empty
   byhand_prepare
-  as_user XDG_RUNTIME_DIR="$JOBS_DIR/job-bench" CONTAINERS_CONF=/etc/containers/containers.conf \
+  as_user XDG_RUNTIME_DIR="$RUN_DIR/job-bench" CONTAINERS_CONF=/etc/containers/containers.conf \
     srun "${argv[@]}" </dev/null >/dev/null 2>&1 || die "by-hand warm-up failed: ${argv[*]}"
   wait_queue_empty
   byhand_clean
@@ -203,7 +209,7 @@ cmd_p2() {
         timed P2 plugin -- srun --tre-container="$image" true
       else
         byhand_prepare
-        timed P2 byhand XDG_RUNTIME_DIR="$JOBS_DIR/job-bench" \
+        timed P2 byhand XDG_RUNTIME_DIR="$RUN_DIR/job-bench" \
           CONTAINERS_CONF=/etc/containers/containers.conf -- srun "${argv[@]}"
       fi
       wait_queue_empty
@@ -261,25 +267,42 @@ USER_PODMAN=(XDG_RUNTIME_DIR="/run/user/$UID_U")
 
 # S1 (issue 17): A `srun --tre-container=IMG true`; B1 `srun true`; B2 the bare
 # `podman run --rm IMG true` by the user outside Slurm (warm: the user's own storage,
-# as a user runs it); also, as references, B3 the same bare run with a fresh storage
-# and runtime directory on the runtime_dir's filesystem (what every job starts from:
-# a new user namespace and pause process, a new database and storage on the node's
-# disk) and, with a SIF, apptainer:
+# as a user runs it); also, as references, B3 the same bare run cold, from a fresh
+# per-job state laid out as a job's (graph root on the runtime_dir's disk, run root and
+# XDG_RUNTIME_DIR on the run_dir's tmpfs, `--transient-store` when the job's command
+# line has it: a new user namespace and pause process, a new database and storage),
+# B3' the same with everything on the runtime_dir's disk (the layout before issue 17's
+# second change) and, with a SIF, apptainer:
 # A' `srun --tre-container=IMG --tre-runtime=apptainer true`, B4 bare `apptainer exec
 # SIF true`. All interleaved, the order rotating each round.
 cmd_s1() {
-  local reps=$1 image=$2 sif=${3:-} i sides side cold
+  local reps=$1 image=$2 sif=${3:-} i sides side cold run ts=() line
   trap restore EXIT
   OUTPUTS_BEFORE=$(outputs_dirs)
-  cold=$JOBS_DIR/job-bench-cold
-  sides=(plugin srun bare cold)
+  cold=$JOBS_DIR/job-bench-cold run=$RUN_DIR/job-bench-cold
+  sides=(plugin srun bare cold colddisk)
   [ -n "$sif" ] && sides+=(aplugin abare)
   wait_queue_empty
   # Warm-ups, not counted: the user's pause process and storage exist afterwards.
   as_user "${USER_PODMAN[@]}" podman run --rm "$image" true </dev/null >/dev/null 2>&1 ||
     die "S1: the bare podman run failed"
-  as_user srun --tre-container="$image" true </dev/null >/dev/null 2>&1 || die "S1 warm-up failed"
+  line=$(as_user srun --tre-container="$image" true 2>&1 </dev/null) || die "S1 warm-up failed"
+  case $line in *"Running: "*--transient-store*) ts=(--transient-store) ;; esac
+  echo "S1 transient-store ${#ts[@]}"
   wait_queue_empty
+  # cold_run XDG ROOT RUNROOT [FLAGS...]: one timed cold run; then (untimed) conmon's
+  # clean-up ends and the pause process goes, as the job's supervisor ends a job's.
+  cold_run() {
+    local key=$1 xdg=$2 root=$3 runroot=$4
+    shift 4
+    rm -rf "$cold" "$run"; install -d -m 0700 -o "$U" -g "$U" "$cold" "$run"
+    timed S1 "$key" XDG_RUNTIME_DIR="$xdg" -- podman --root="$root" --runroot="$runroot" "$@" \
+      --storage-opt=additionalimagestore="$UHOME/.local/share/containers/storage" \
+      run --rm "$image" true
+    for _ in $(seq 200); do pgrep -u "$U" -f -- "$xdg" >/dev/null || break; sleep 0.05; done
+    pkill -KILL -u "$U" -F "$xdg/libpod/tmp/pause.pid" 2>/dev/null || true
+    rm -rf "$cold" "$run"
+  }
   for i in $(seq "$reps"); do
     # Rotate: each side takes each place in the order equally often.
     sides=("${sides[@]:1}" "${sides[0]}")
@@ -288,16 +311,8 @@ cmd_s1() {
         plugin) timed S1 plugin -- srun --tre-container="$image" true ;;
         srun) timed S1 srun -- srun true ;;
         bare) timed S1 bare "${USER_PODMAN[@]}" -- podman run --rm "$image" true ;;
-        cold)
-          rm -rf "$cold"; install -d -m 0700 -o "$U" -g "$U" "$cold"
-          timed S1 cold XDG_RUNTIME_DIR="$cold" -- podman --root="$cold/storage" \
-            --runroot="$cold/run" --storage-opt=additionalimagestore="$UHOME/.local/share/containers/storage" \
-            run --rm "$image" true
-          # Untimed: conmon's clean-up still runs in it; then its pause process goes,
-          # as the job's supervisor ends a job's.
-          for _ in $(seq 200); do pgrep -u "$U" -f -- "$cold" >/dev/null || break; sleep 0.05; done
-          pkill -KILL -u "$U" -F "$cold/libpod/tmp/pause.pid" 2>/dev/null || true
-          rm -rf "$cold" ;;
+        cold) cold_run cold "$run" "$cold/storage" "$run/run" "${ts[@]}" ;;
+        colddisk) cold_run colddisk "$cold" "$cold/storage" "$cold/run" ;;
         aplugin) timed S1 aplugin -- srun --tre-container="$image" --tre-runtime=apptainer true ;;
         abare) timed S1 abare -- apptainer exec "$sif" true ;;
       esac

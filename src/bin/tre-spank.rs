@@ -31,6 +31,8 @@ use tre_spank::host::image_store::Site;
 use tre_spank::host::job;
 use tre_spank::host::launch::{supervise, Launch};
 use tre_spank::host::liveness::ask_controller;
+use tre_spank::host::podman_version::podman_version;
+use tre_spank::host::runtime_dir;
 use tre_spank::host::sweep;
 use tre_spank::host::trust;
 use tre_spank::rules::config::{self, Config};
@@ -360,6 +362,43 @@ fn check_runtime_dir_filesystem(c: &Checks, runtime_dir: &Path) {
     }
 }
 
+/// Each container job gets a tmpfs of its own on `run_dir/job-N` for podman's run
+/// state (host::runtime_dir): the plugin must be able to mount one. Tried here on a
+/// fresh directory (removed again), as the plugin would.
+fn check_run_dir_mount(c: &mut Checks, run_dir: &Path) {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    let probe = std::env::temp_dir().join(format!("tre-spank-check-{}", std::process::id()));
+    if let Err(e) = std::fs::create_dir(&probe) {
+        c.problem(&format!(
+            "cannot try a tmpfs mount on {}: {e}",
+            probe.display()
+        ));
+        return;
+    }
+    let mounted = mount(
+        Some("tre-spank-check"),
+        &probe,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(runtime_dir::RUN_TMPFS_OPTIONS),
+    );
+    if mounted.is_ok() {
+        let _ = umount2(&probe, MntFlags::MNT_DETACH);
+    }
+    let _ = std::fs::remove_dir(&probe);
+    match mounted {
+        Ok(()) => c.ok(&format!(
+            "run_dir {}: each container job gets a tmpfs of its own there ({}; a test mount worked)",
+            run_dir.display(),
+            runtime_dir::RUN_TMPFS_OPTIONS
+        )),
+        Err(errno) => c.problem(&format!(
+            "run_dir {}: cannot mount a tmpfs ({errno}): container jobs on this node would fail",
+            run_dir.display()
+        )),
+    }
+}
+
 /// A root-owned directory nobody else can write; `None` if it does not exist.
 fn check_root_dir(c: &mut Checks, what: &str, path: &Path, mode: u32) {
     match std::fs::symlink_metadata(path) {
@@ -538,6 +577,19 @@ fn check(opts: &Opts) -> ExitCode {
     check_root_dir(&mut c, "state_dir", &config.state_dir, 0o700);
     check_root_dir(&mut c, "runtime_dir", &config.runtime_dir, 0o711);
     check_runtime_dir_filesystem(&c, &config.runtime_dir);
+    check_root_dir(&mut c, "run_dir", &config.run_dir, 0o711);
+    if config.runtimes.contains(&Runtime::Podman) {
+        check_run_dir_mount(&mut c, &config.run_dir);
+        match podman_version(&config.podman.path, &config.run_dir) {
+            Some(v) if runtime::podman_has_transient_store(&v) => c.ok(&format!(
+                "{v}: jobs run it with --transient-store (its database in run_dir)"
+            )),
+            Some(v) => c.note(&format!(
+                "{v} has no --transient-store (podman 4.4 and later): its database stays in runtime_dir, on disk, and container jobs start slower"
+            )),
+            None => {}
+        }
+    }
     check_scratch_root(&mut c, &config.scratch_root);
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     for store in &config.podman.image_stores {
@@ -737,6 +789,10 @@ fn plan_for(opts: &Opts, user: &str, container: &str) -> i32 {
             .join(", ")
     );
     println!("image {} (runtime {runtime})", request.image);
+    // As root, like the plugin (the answer is cached in run_dir, root's).
+    let transient_store = runtime == Runtime::Podman
+        && podman_version(&config.podman.path, &config.run_dir)
+            .is_some_and(|v| runtime::podman_has_transient_store(&v));
     let result = as_user(&account, || {
         let home_fd = match dirs::open_home(&account.home) {
             Ok(fd) => fd,
@@ -755,6 +811,7 @@ fn plan_for(opts: &Opts, user: &str, container: &str) -> i32 {
                 .join("scratch-N"),
         };
         let job_dir = config.runtime_dir.join("job-JOBID");
+        let run_dir = config.run_dir.join("job-JOBID");
         let script = PathBuf::from("/var/spool/slurmd/jobJOBID/slurm_script");
         let (argv, batch): (Vec<OsString>, Option<&Path>) = if opts.command.is_empty() {
             (vec![script.clone().into()], Some(&script))
@@ -776,8 +833,10 @@ fn plan_for(opts: &Opts, user: &str, container: &str) -> i32 {
         let target = match runtime {
             Runtime::Podman => Target::Podman(PodmanStorage {
                 job_dir: &job_dir,
+                run_dir: &run_dir,
                 home: &account.home,
                 user_store_exists: runtime::user_image_store(&account.home).is_dir(),
+                transient_store,
             }),
             Runtime::Apptainer => Target::Apptainer {
                 sif: &sif,

@@ -13,6 +13,7 @@ pub mod interrupt;
 pub mod job;
 pub mod launch;
 pub mod liveness;
+pub mod podman_version;
 pub mod remove;
 pub mod runtime_dir;
 pub mod state;

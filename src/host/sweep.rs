@@ -47,19 +47,27 @@ pub fn clean_job(config: &Config, state: &StateDir, job_id: u32, wait_for_lock: 
     notes
 }
 
-/// Removes the runtime's per-job state on this node (node-local, never shared).
+/// Removes the runtime's per-job state on this node (node-local, never shared): the
+/// run state on the tmpfs (`run_dir`), then the storage on disk (`runtime_dir`).
 pub fn clean_runtime_state(config: &Config, job_id: u32) -> Vec<Note> {
     let mut notes = Vec::new();
-    let job_dir = config.runtime_dir.join(format!("job-{job_id}"));
-    let existed = std::fs::symlink_metadata(&job_dir).is_ok();
-    match runtime_dir::remove(&config.runtime_dir, job_id) {
-        Ok(r) if existed => notes.push(info(format!(
-            "job {job_id}: removed {}/job-{job_id} ({} entries)",
-            config.runtime_dir.display(),
-            r.removed_entries
-        ))),
-        Ok(_) => {}
-        Err(e) => notes.push(problem(format!("job {job_id}: runtime state cleanup: {e}"))),
+    for (root, tmpfs) in [(&config.run_dir, true), (&config.runtime_dir, false)] {
+        let job_dir = root.join(format!("job-{job_id}"));
+        let existed = std::fs::symlink_metadata(&job_dir).is_ok();
+        let removed = if tmpfs {
+            runtime_dir::remove_tmpfs(root, job_id)
+        } else {
+            runtime_dir::remove(root, job_id)
+        };
+        match removed {
+            Ok(r) if existed => notes.push(info(format!(
+                "job {job_id}: removed {}/job-{job_id} ({} entries)",
+                root.display(),
+                r.removed_entries
+            ))),
+            Ok(_) => {}
+            Err(e) => notes.push(problem(format!("job {job_id}: runtime state cleanup: {e}"))),
+        }
     }
     notes
 }
@@ -239,6 +247,7 @@ pub fn stepd_job(cmdline: &[u8]) -> Option<u32> {
 pub fn known_jobs(config: &Config, state: &StateDir) -> Result<Vec<u32>, StateError> {
     let mut jobs = state.jobs()?;
     jobs.extend(runtime_dir_jobs(&config.runtime_dir));
+    jobs.extend(runtime_dir_jobs(&config.run_dir));
     jobs.sort_unstable();
     jobs.dedup();
     Ok(jobs)
@@ -335,6 +344,7 @@ mod tests {
         let config = Config {
             state_dir: t.path().join("state"),
             runtime_dir: t.path().join("jobs"),
+            run_dir: t.path().join("run"),
             ..Config::default()
         };
         let state = StateDir::open(&config.state_dir).unwrap();
@@ -361,11 +371,16 @@ mod tests {
                 })
                 .unwrap();
             runtime_dir::ensure(&config.runtime_dir, job, uid, gid).unwrap();
+            let run = runtime_dir::ensure(&config.run_dir, job, uid, gid).unwrap();
+            std::fs::create_dir_all(run.join("libpod/tmp")).unwrap();
+            std::fs::write(run.join("libpod/tmp/pause.pid"), b"1").unwrap();
         }
         // A runtime directory without a record (the step failed before recording).
         runtime_dir::ensure(&config.runtime_dir, 12, uid, gid).unwrap();
+        // Run state alone (a step that failed between making the two directories).
+        runtime_dir::ensure(&config.run_dir, 13, uid, gid).unwrap();
         let report = sweep(&config, &|j| j == 11).unwrap();
-        assert_eq!(report.swept, vec![10, 12]);
+        assert_eq!(report.swept, vec![10, 12, 13]);
         assert_eq!(report.alive, vec![11]);
         assert!(
             report.notes.iter().all(|n| !n.problem),
@@ -377,6 +392,9 @@ mod tests {
         assert!(!config.runtime_dir.join("job-10").exists());
         assert!(!config.runtime_dir.join("job-12").exists());
         assert!(config.runtime_dir.join("job-11").exists());
+        assert!(!config.run_dir.join("job-10").exists());
+        assert!(!config.run_dir.join("job-13").exists());
+        assert!(config.run_dir.join("job-11").exists());
         assert_eq!(state.jobs().unwrap(), vec![11]);
     }
 

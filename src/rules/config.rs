@@ -38,9 +38,13 @@ pub struct Config {
     pub read_only_projects: Vec<String>,
     /// Root-owned node-local directory for per-job records.
     pub state_dir: PathBuf,
-    /// Root-owned node-local directory for per-job runtime state (podman's storage,
-    /// run root and pause process files), removed at job end.
+    /// Root-owned node-local directory for per-job runtime state on disk (podman's
+    /// graph root: the containers' writable layers), removed at job end.
     pub runtime_dir: PathBuf,
+    /// Root-owned directory on a tmpfs for per-job run state (podman's run root,
+    /// `XDG_RUNTIME_DIR`, its database and pause process pid file: small, written at
+    /// every container start), removed at job end.
+    pub run_dir: PathBuf,
     /// Where `scratch-N` lives: empty (the default) is `$HOME`; otherwise
     /// `<scratch_root>/<user>`, a directory the user owns (node-local disk or a parallel
     /// filesystem; see docs/threat-model.md, Filesystems).
@@ -283,6 +287,7 @@ impl Default for Config {
             read_only_projects: Vec::new(),
             state_dir: PathBuf::from("/var/spool/tre-spank"),
             runtime_dir: PathBuf::from("/var/lib/tre-spank/jobs"),
+            run_dir: PathBuf::from("/run/tre-spank/jobs"),
             scratch_root: PathBuf::new(),
             secret_file: PathBuf::from("/etc/munge/munge.key"),
             tool_path: PathBuf::from("/usr/sbin/tre-spank"),

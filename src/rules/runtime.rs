@@ -101,16 +101,40 @@ pub fn sif_path(sif_dir: &Path, image: &ImageRef) -> Option<PathBuf> {
     Some(path)
 }
 
-/// Where podman keeps its state for one job: a fresh storage and run root per job on
-/// node-local disk, with images read from read-only stores. Nothing a killed job
-/// leaves behind can then break the user's next job.
+/// Where podman keeps its state for one job: a fresh storage (graph root, with the
+/// container's writable layer) on node-local disk and a fresh run root on a tmpfs,
+/// with images read from read-only stores. Nothing a killed job leaves behind can then
+/// break the user's next job.
 pub struct PodmanStorage<'a> {
+    /// The job's directory under `runtime_dir` (disk): the graph root.
     pub job_dir: &'a Path,
+    /// The job's directory under `run_dir` (tmpfs): the run root, also the task's
+    /// `XDG_RUNTIME_DIR`.
+    pub run_dir: &'a Path,
     /// The user's home, for the user's own image store (if the site allows it).
     pub home: &'a Path,
     /// Whether that store exists: podman refuses to start with a missing store, and a
     /// user who never ran podman has none.
     pub user_store_exists: bool,
+    /// `--transient-store` (podman 4.4 and later, see [`podman_has_transient_store`]):
+    /// podman's database and container records go to the run root (the tmpfs) instead
+    /// of the graph root; the container's writable layer stays in the graph root.
+    pub transient_store: bool,
+}
+
+/// Whether the podman that printed `version_line` (`podman --version`: "podman version
+/// 4.3.1") has `--transient-store` (4.4 and later). Anything unreadable counts as old:
+/// the command line then works with every podman, only slower.
+pub fn podman_has_transient_store(version_line: &str) -> bool {
+    let Some(version) = version_line.trim().strip_prefix("podman version ") else {
+        return false;
+    };
+    let mut parts = version.split(['.', '-', '+', '~']);
+    let number = |p: Option<&str>| p.and_then(|s| s.parse::<u32>().ok());
+    match (number(parts.next()), number(parts.next())) {
+        (Some(major), Some(minor)) => (major, minor) >= (4, 4),
+        _ => false,
+    }
 }
 
 /// The user's own rootless podman storage.
@@ -122,8 +146,11 @@ impl PodmanStorage<'_> {
     pub fn global_flags(&self, config: &PodmanConfig) -> Vec<OsString> {
         let mut flags = vec![
             flag("root", self.job_dir.join("storage")),
-            flag("runroot", self.job_dir.join("run")),
+            flag("runroot", self.run_dir.join("run")),
         ];
+        if self.transient_store {
+            flags.push("--transient-store".into());
+        }
         if !config.image_stores.is_empty() && !config.store_mount_program.as_os_str().is_empty() {
             // The site store's files are root's: squashed to the container's root so
             // that podman can create its mount points (docs/images.md).
@@ -804,8 +831,10 @@ mod tests {
     fn storage() -> PodmanStorage<'static> {
         PodmanStorage {
             job_dir: Path::new("/var/lib/tre-spank/jobs/job-42"),
+            run_dir: Path::new("/run/tre-spank/jobs/job-42"),
             home: Path::new("/home/alice"),
             user_store_exists: true,
+            transient_store: true,
         }
     }
 
@@ -842,7 +871,8 @@ mod tests {
         let want = [
             "/usr/bin/podman",
             "--root=/var/lib/tre-spank/jobs/job-42/storage",
-            "--runroot=/var/lib/tre-spank/jobs/job-42/run",
+            "--runroot=/run/tre-spank/jobs/job-42/run",
+            "--transient-store",
             "--storage-opt=overlay.mount_program=/usr/bin/fuse-overlayfs",
             "--storage-opt=overlay.mountopt=squash_to_root",
             "--storage-opt=additionalimagestore=/var/lib/tre-spank/images",
@@ -937,7 +967,7 @@ mod tests {
             },
         ));
         assert_eq!(
-            got[5..7],
+            got[6..8],
             [
                 "--storage-opt=additionalimagestore=/var/lib/tre-spank/images",
                 "--storage-opt=additionalimagestore=/srv/images"
@@ -953,7 +983,7 @@ mod tests {
         };
         let flags = strings(&storage().global_flags(&user_only));
         assert_eq!(
-            flags[2..],
+            flags[3..],
             ["--storage-opt=additionalimagestore=/home/alice/.local/share/containers/storage"]
         );
         // A user who never ran podman has no storage: podman would refuse to start.
@@ -961,13 +991,45 @@ mod tests {
             user_store_exists: false,
             ..storage()
         };
-        assert_eq!(fresh.global_flags(&user_only).len(), 2);
+        assert_eq!(fresh.global_flags(&user_only).len(), 3);
+        // podman before 4.4 has no transient store: its database stays in the storage.
+        let old = PodmanStorage {
+            transient_store: false,
+            ..storage()
+        };
+        assert_eq!(
+            strings(&old.global_flags(&user_only)),
+            [
+                "--root=/var/lib/tre-spank/jobs/job-42/storage",
+                "--runroot=/run/tre-spank/jobs/job-42/run",
+                "--storage-opt=additionalimagestore=/home/alice/.local/share/containers/storage"
+            ]
+        );
         assert!(got.contains(&"--network=none".to_string()));
         assert!(got.contains(&"--userns=keep-id".to_string()));
         assert!(!got.iter().any(|a| a == "--user=0:0"
             || a.contains("keep-groups")
             || a.contains("no-new-priv")
             || a.contains("cgroups")));
+    }
+
+    #[test]
+    fn the_transient_store_is_used_from_podman_4_4_on() {
+        for (line, has) in [
+            ("podman version 5.4.2", true),
+            ("podman version 5.8.6\n", true),
+            ("podman version 4.4.0", true),
+            ("podman version 4.9.3-dev", true),
+            ("podman version 10.0.0", true),
+            ("podman version 4.3.1", false),
+            ("podman version 3.4.4", false),
+            ("podman version 4", false),
+            ("podman version x.y", false),
+            ("Podman version 5.4.2", false),
+            ("", false),
+        ] {
+            assert_eq!(podman_has_transient_store(line), has, "{line:?}");
+        }
     }
 
     #[test]

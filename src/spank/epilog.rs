@@ -54,8 +54,11 @@ pub fn job_epilog(spank: &mut SpankHandle) {
     let has_record = StateDir::open(&config.state_dir)
         .and_then(|s| s.load(job_id))
         .map_or(true, |r| r.is_some());
-    let job_dir = config.runtime_dir.join(format!("job-{job_id}"));
-    if !has_record && std::fs::symlink_metadata(&job_dir).is_err() {
+    let job_dir = |root: &std::path::Path| root.join(format!("job-{job_id}"));
+    if !has_record
+        && std::fs::symlink_metadata(job_dir(&config.runtime_dir)).is_err()
+        && std::fs::symlink_metadata(job_dir(&config.run_dir)).is_err()
+    {
         return;
     }
     let mode = ["--epilog".to_string(), job_id.to_string()];

@@ -31,6 +31,7 @@ use crate::host::dirs::{self, DirId, JobDirSpec, ScratchIn};
 use crate::host::image_store;
 use crate::host::inputs;
 use crate::host::job;
+use crate::host::podman_version;
 use crate::host::runtime_dir;
 use crate::host::state::{JobRecord, StateDir};
 use crate::host::trust;
@@ -70,8 +71,12 @@ struct Job {
     proof_key: ProofKey,
     /// The record an earlier step of this job left on this node.
     earlier: Option<JobRecord>,
-    /// Per-job `$XDG_RUNTIME_DIR` for the runtime.
+    /// Per-job runtime state on disk (podman's graph root).
     runtime_dir: PathBuf,
+    /// Per-job run state on a tmpfs: `$XDG_RUNTIME_DIR` and podman's run root.
+    run_dir: PathBuf,
+    /// The node's podman has `--transient-store` (host::podman_version).
+    transient_store: bool,
     /// This node's name, for the audit records.
     node: String,
     /// The batch step of a `--tre-batch=host` job: directories and variables, no
@@ -357,6 +362,11 @@ fn prepare(spank: &SpankHandle, raw: &options::RawOptions) -> Result<Job, String
             .unwrap_or(false);
     let runtime_dir = runtime_dir::ensure(&config.runtime_dir, job_id, uid, gid)
         .map_err(|e| format!("tre-spank: {e}"))?;
+    let run_dir = runtime_dir::ensure_tmpfs(&config.run_dir, job_id, uid, gid)
+        .map_err(|e| format!("tre-spank: {e}"))?;
+    let transient_store = runtime == Runtime::Podman
+        && podman_version::podman_version(&config.podman.path, &config.run_dir)
+            .is_some_and(|v| runtime::podman_has_transient_store(&v));
     let image_id = image_store::image_id(&config, runtime, &request.image, sif.as_deref());
     Ok(Job {
         config,
@@ -371,6 +381,8 @@ fn prepare(spank: &SpankHandle, raw: &options::RawOptions) -> Result<Job, String
         proof_key,
         earlier,
         runtime_dir,
+        run_dir,
+        transient_store,
         node,
         host_batch,
         ready: None,
@@ -490,9 +502,9 @@ fn wrap_task(spank: &mut SpankHandle, job: &Job, ready: &Ready) -> Result<(), St
         ));
         return Ok(());
     }
-    // The runtime's own state lives per job on local disk (see host::runtime_dir).
+    // The runtime's own run state lives per job on a tmpfs (see host::runtime_dir).
     spank
-        .setenv("XDG_RUNTIME_DIR", &job.runtime_dir, true)
+        .setenv("XDG_RUNTIME_DIR", &job.run_dir, true)
         .map_err(|e| format!("tre-spank: cannot set XDG_RUNTIME_DIR: {e}"))?;
     let task_argv: Vec<OsString> = spank
         .job_argv_os()
@@ -603,9 +615,11 @@ fn wrap_task(spank: &mut SpankHandle, job: &Job, ready: &Ready) -> Result<(), St
                 .map_err(|e| format!("tre-spank: cannot set CONTAINERS_CONF: {e}"))?;
             Target::Podman(runtime::PodmanStorage {
                 job_dir: &job.runtime_dir,
+                run_dir: &job.run_dir,
                 home: &job.account.home,
                 // task_init runs as the user: this stat works on a root-squashed home.
                 user_store_exists: runtime::user_image_store(&job.account.home).is_dir(),
+                transient_store: job.transient_store,
             })
         }
     };

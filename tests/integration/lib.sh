@@ -62,6 +62,8 @@ assert_not_contains() { ! grep -qF -- "$2" <<<"$1" || fail "expected output not 
 assert_line() { grep -qxF -- "$2" <<<"$1" || fail "expected a line exactly '$2'; got:"$'\n'"$1"; }
 assert_exists() { bed exec test -e "$1" || fail "$1 does not exist"; }
 assert_absent() { ! bed exec test -e "$1" || fail "$1 exists"; }
+# assert_unmounted PATH: nothing is mounted on PATH (the job's run state tmpfs).
+assert_unmounted() { ! bed exec awk -v p="$1" '$5 == p { f = 1 } END { exit !f }' /proc/self/mountinfo || fail "$1 is still mounted"; }
 assert_node_idle() { assert_eq "$(node_state)" idle "node state"; }
 
 # Multi-node: the bed has tbnode (partition debug, the default: every single-node test
@@ -106,7 +108,7 @@ job_processes() {
 }
 is_job_pause_process() {
   bed exec cat "/proc/$1/environ" 2>/dev/null | tr '\0' '\n' |
-    grep -q '^XDG_RUNTIME_DIR=/var/lib/tre-spank/jobs/'
+    grep -q '^XDG_RUNTIME_DIR=/run/tre-spank/jobs/'
 }
 
 # wait_job_process U PATTERN: until a job process of U matches PATTERN (<= 15 s).

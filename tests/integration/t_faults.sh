@@ -15,6 +15,8 @@ test_fault_task_killed_with_sigkill_leaves_outputs_intact_and_scratch_gone() {
   wait_job "$job"
   assert_absent "/home/alice/scratch-$n"
   assert_absent "/var/lib/tre-spank/jobs/job-$job"
+  assert_absent "/run/tre-spank/jobs/job-$job"
+  assert_unmounted "/run/tre-spank/jobs/job-$job"
   assert_eq "$(fingerprint "/home/alice/outputs-$n")" "$sums" "outputs after SIGKILL"
   [ "$(job_field "$job" JobState)" != COMPLETED ] || fail "a killed job reported COMPLETED"
   assert_no_job_processes alice
@@ -54,6 +56,8 @@ test_fault_slurmstepd_killed_scratch_goes_once_the_node_is_back() {
   wait_sweep "$before"
   wait_absent "/home/alice/scratch-$n"
   assert_absent "/var/lib/tre-spank/jobs/job-$job"
+  assert_absent "/run/tre-spank/jobs/job-$job"
+  assert_unmounted "/run/tre-spank/jobs/job-$job"
   assert_eq "$(fingerprint "/home/alice/outputs-$n")" "$sums" "outputs"
   assert_no_job_processes alice
   for _ in $(seq 50); do [ "$(node_state)" = idle ] && break; sleep 0.2; done

@@ -4,6 +4,7 @@
 
 pub mod account;
 pub mod audit;
+pub mod check;
 pub mod cleanup;
 pub mod dirs;
 pub mod image_store;

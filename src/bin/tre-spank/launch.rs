@@ -14,6 +14,7 @@ pub struct Args {
     /// The image reference, as the plugin validated it
     #[arg(long, value_name = "IMAGE")]
     pub image: String,
+    /// The runtime COMMAND runs
     #[arg(long, value_name = "podman|apptainer", default_value = "podman", value_parser = crate::runtime_arg)]
     pub runtime: Runtime,
     /// COUNT task arguments from index START of COMMAND are not the runtime's

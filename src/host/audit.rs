@@ -1,8 +1,9 @@
 //! Sends audit records to the local syslog socket (`/dev/log`) through the `syslog`
 //! crate: RFC 5424, facility authpriv, severity info, APP-NAME `tre-spank`, MSGID the
 //! event's number, the record's fields as structured data, and the message
-//! `tre-spank-audit` (the fields are not repeated there: a datagram of about 1 KiB is
-//! what small syslog daemons such as busybox's keep). Format: docs/audit-log.md.
+//! `tre-spank-audit` (the fields are not repeated there: that would double a record,
+//! and small syslog daemons such as busybox's cut long datagrams). Format:
+//! docs/audit-log.md.
 //!
 //! The socket is written directly (a datagram per record) rather than through
 //! openlog/syslog(3): those change process-wide state of slurmstepd, which has its own

@@ -102,19 +102,21 @@ test_audit_records_a_refusal_at_submission() {
 }
 
 test_audit_records_keep_a_hostile_value_on_one_line() {
-  local line
+  local line tag
   start_syslogd
   # A project with a newline, quotes and a bracket is refused at submission; its
-  # record can neither start a line nor end its parameter early.
-  as mallory sbatch --tre-container=$IMAGE "--tre-project=$(printf 'x"] forged\nuser="root')" \
+  # record can neither start a line nor end its parameter early. (The tag tells this
+  # run's record from earlier runs' in the same log.)
+  tag=forged-$(date +%s%N)
+  as mallory sbatch --tre-container=$IMAGE "--tre-project=$(printf 'x"] %s\nuser="root' "$tag")" \
     --wrap true >/dev/null 2>&1 && fail "sbatch accepted"
   for _ in $(seq 50); do
-    line=$(syslog_record "$(sd_pattern refused user=mallory)" | grep -F forged || true)
+    line=$(syslog_record "$(sd_pattern refused user=mallory)" | grep -F -- "$tag" || true)
     [ -n "$line" ] && break
     sleep 0.2
   done
   [ -n "$line" ] || fail "no refusal record with the hostile project"
   assert_eq "$(grep -c . <<<"$line")" 1 "records with the hostile project"
-  assert_contains "$line" 'project="x\"\] forged\\x0auser=\"root"'
+  assert_contains "$line" "project=\"x\\\"\\] $tag\\\\x0auser=\\\"root\""
   [ -z "$(bed exec grep -a 'authpriv.info user=' "$AUDIT_LOG")" ] || fail "a forged line in the audit log"
 }

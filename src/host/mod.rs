@@ -5,6 +5,7 @@
 pub mod account;
 pub mod as_user;
 pub mod audit;
+pub mod check;
 pub mod cleanup;
 pub mod dirs;
 pub mod image_store;

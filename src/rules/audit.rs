@@ -1,13 +1,24 @@
-//! Audit records: one line per event, `key=value` pairs in a fixed order, so that
-//! syslog filters and log shippers can parse them (format: docs/audit-log.md).
+//! Audit records (format: docs/audit-log.md): one line per event, `key=value` pairs in
+//! a fixed order (the slurmd log's line, and the message of the syslog record), and the
+//! same fields as RFC 5424 structured data (the syslog record's, for parsers).
 //!
 //! Values come partly from the job (image, requested project, error text): they are
 //! quoted and escaped so that no value can forge another field or another record.
 
+use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// First word of every record's message.
 pub const TAG: &str = "tre-spank-audit";
+
+/// The SD-ID of the records' structured data: RFC 5424 wants `name@<private
+/// enterprise number>` for ids not registered with IANA; tre-spank has no number of
+/// its own and uses 32473, the one RFC 5612 reserves for documentation and examples.
+pub const SD_ID: &str = "tre-spank-audit@32473";
+
+/// RFC 5424 structured data: SD-ID, then its parameters (the `syslog` crate's
+/// `StructuredData`).
+pub type StructuredData = BTreeMap<String, BTreeMap<String, String>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
@@ -27,6 +38,47 @@ impl Event {
             Event::Refused => "refused",
         }
     }
+
+    /// The syslog record's MSGID (the `syslog` crate writes it as a number).
+    pub fn msg_id(self) -> u32 {
+        match self {
+            Event::Start => 1,
+            Event::End => 2,
+            Event::Refused => 3,
+        }
+    }
+}
+
+/// The record's fields as structured data: one element, [`SD_ID`], with `event` and
+/// every field as parameters (values as [`sd_value`] gives them).
+pub fn structured_data(event: Event, fields: &[(&str, String)]) -> StructuredData {
+    let mut params = BTreeMap::new();
+    params.insert("event".to_string(), event.name().to_string());
+    for (key, value) in fields {
+        params.insert((*key).to_string(), sd_value(value));
+    }
+    BTreeMap::from([(SD_ID.to_string(), params)])
+}
+
+/// A structured-data value before RFC 5424's own escaping (of `"`, `\` and `]`, which
+/// the `syslog` crate adds): `\` doubled and every control character as `\xNN`, so that
+/// no value breaks the record's line (a syslog daemon writes one line per record, and
+/// splits a message at a newline) and the escapes read back unambiguously.
+pub fn sd_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        if c == '\\' {
+            out.push_str("\\\\");
+        } else if c.is_control() {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("\\x{b:02x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// One record: `tre-spank-audit event=E key=value ...`.
@@ -147,6 +199,36 @@ mod tests {
             "tre-spank-audit event=refused reason=\"x\\\" user=root\\x0afake=1 \\\\ \\xc3\\xa9\""
         );
         assert!(!r.contains('\n'));
+    }
+
+    #[test]
+    fn structured_data_has_every_field_and_no_line_break() {
+        let sd = structured_data(
+            Event::Refused,
+            &[
+                ("where", "submit".into()),
+                ("user", "mallory".into()),
+                ("reason", "x\"] user=root\nfake \\x0a caf\u{e9}".into()),
+            ],
+        );
+        let params = &sd[SD_ID];
+        assert_eq!(sd.len(), 1);
+        assert_eq!(params["event"], "refused");
+        assert_eq!(params["where"], "submit");
+        assert_eq!(params["user"], "mallory");
+        // The crate escapes `"`, `\\` and `]`; the newline and the backslash are ours.
+        assert_eq!(
+            params["reason"],
+            "x\"] user=root\\x0afake \\\\x0a caf\u{e9}"
+        );
+        assert_eq!(
+            params.keys().collect::<Vec<_>>(),
+            ["event", "reason", "user", "where"]
+        );
+        assert_eq!(
+            [Event::Start, Event::End, Event::Refused].map(Event::msg_id),
+            [1, 2, 3]
+        );
     }
 
     #[test]

@@ -58,51 +58,23 @@ pub fn is_sif(head: &[u8]) -> bool {
 }
 
 /// One tar header block: the member's name and size, or `None` for the end of the
-/// archive or a block that is not a (ustar or old-style) tar header.
+/// archive or a block that is not a tar header (its checksum does not match). The
+/// fields are read by the `tar` crate (ustar prefixes, base-256 sizes).
 pub fn tar_member(block: &[u8; 512]) -> Option<(String, u64)> {
     if block.iter().all(|b| *b == 0) {
         return None;
     }
-    // The checksum: the header's bytes summed with the checksum field as spaces.
-    let stored = octal(&block[148..156])?;
-    let sum: u64 = block
-        .iter()
-        .enumerate()
-        .map(|(i, b)| {
-            if (148..156).contains(&i) {
-                32
-            } else {
-                u64::from(*b)
-            }
-        })
-        .sum();
-    if sum != stored {
+    let mut header = tar::Header::new_old();
+    header.as_mut_bytes().copy_from_slice(block);
+    let stored = header.cksum().ok()?;
+    let mut summed = header.clone();
+    summed.set_cksum();
+    if summed.cksum().ok()? != stored {
         return None;
     }
-    let end = block[..100].iter().position(|b| *b == 0).unwrap_or(100);
-    let mut name = String::from_utf8_lossy(&block[..end]).into_owned();
-    if &block[257..262] == b"ustar" && block[345] != 0 {
-        let pend = block[345..500].iter().position(|b| *b == 0).unwrap_or(155);
-        name = format!(
-            "{}/{name}",
-            String::from_utf8_lossy(&block[345..345 + pend])
-        );
-    }
-    let size = octal(&block[124..136])?;
+    let name = String::from_utf8_lossy(&header.path_bytes()).into_owned();
+    let size = header.entry_size().ok()?;
     Some((name, size))
-}
-
-fn octal(field: &[u8]) -> Option<u64> {
-    let s: String = field
-        .iter()
-        .take_while(|b| **b != 0)
-        .map(|b| *b as char)
-        .collect();
-    let s = s.trim();
-    if s.is_empty() {
-        return Some(0);
-    }
-    u64::from_str_radix(s, 8).ok()
 }
 
 /// Which image archive a tar holds, from its member names: an OCI layout has
@@ -554,6 +526,13 @@ mod tests {
         let mut bad = header("x", 1);
         bad[0] = b'y';
         assert_eq!(tar_member(&bad), None, "a wrong checksum is not a header");
+        // A long name in a ustar header: its prefix, then its name.
+        let long = format!("{}/blobs/sha256/{}", "d".repeat(90), "e".repeat(64));
+        let mut ustar = tar::Header::new_ustar();
+        ustar.set_path(&long).unwrap();
+        ustar.set_size(5 << 33);
+        ustar.set_cksum();
+        assert_eq!(tar_member(ustar.as_bytes()), Some((long, 5 << 33)));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use slurm_spank::SpankHandle;
 use super::{fail, raw_options};
 use crate::host::audit as host_audit;
 use crate::host::{account, dirs, job};
-use crate::rules::audit::{self, Event};
+use crate::rules::audit::Event;
 use crate::rules::options::RawOptions;
 use crate::rules::project::{self, ProjectError};
 use crate::rules::{config, options};
@@ -71,18 +71,15 @@ fn audit_refusal(raw: &RawOptions, reason: &str) {
         .flatten()
         .map(|u| u.name)
         .unwrap_or_default();
-    let record = audit::format_record(
-        Event::Refused,
-        &[
-            ("where", "submit".into()),
-            ("user", user),
-            ("uid", uid.to_string()),
-            ("image", text(&raw.container)),
-            ("runtime", text(&raw.runtime)),
-            ("project", text(&raw.project)),
-            ("node", job::node_name()),
-            ("reason", reason.to_string()),
-        ],
-    );
-    let _ = host_audit::send(&record);
+    let fields = [
+        ("where", "submit".into()),
+        ("user", user),
+        ("uid", uid.to_string()),
+        ("image", text(&raw.container)),
+        ("runtime", text(&raw.runtime)),
+        ("project", text(&raw.project)),
+        ("node", job::node_name()),
+        ("reason", reason.to_string()),
+    ];
+    let _ = host_audit::send(Event::Refused, &fields);
 }

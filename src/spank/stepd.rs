@@ -200,7 +200,7 @@ impl Step {
 fn audit(_spank: &SpankHandle, event: Event, fields: Vec<(&'static str, String)>) {
     let record = audit::format_record(event, &fields);
     spank_log_info!("{record}");
-    if let Err(e) = host_audit::send(&record) {
+    if let Err(e) = host_audit::send(event, &fields) {
         spank_log_verbose!("tre-spank: audit record not sent to syslog: {e}");
     }
 }

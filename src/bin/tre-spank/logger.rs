@@ -1,0 +1,33 @@
+//! The tool's `log` backend: every record to stderr as one `tre-spank: MESSAGE` line,
+//! the house prefix added here once. No environment variable changes it (the tool
+//! runs as root, and inside slurmstepd with the job's environment cleared or not).
+
+use std::io::Write;
+
+use log::{LevelFilter, Log, Metadata, Record};
+
+struct Stderr;
+
+static STDERR: Stderr = Stderr;
+
+impl Log for Stderr {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        metadata.level() <= log::Level::Info
+    }
+
+    fn log(&self, record: &Record) {
+        if self.enabled(record.metadata()) {
+            // Nothing to do if stderr is gone.
+            let _ = writeln!(std::io::stderr().lock(), "tre-spank: {}", record.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Installs the backend (once; a second call changes nothing).
+pub fn init() {
+    if log::set_logger(&STDERR).is_ok() {
+        log::set_max_level(LevelFilter::Info);
+    }
+}

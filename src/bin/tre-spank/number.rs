@@ -1,0 +1,51 @@
+//! `tre-spank number --job-id J [--restart-count R] [--config PATH]` (hidden from the
+//! usage text: for administrators and the test harness) prints job J's NUMBER; it
+//! reads the root-only secret, so only root can use it.
+
+use std::process::ExitCode;
+
+use tre_spank::host::job;
+use tre_spank::host::trust;
+use tre_spank::rules::job_number::job_number;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The Slurm job id
+    #[arg(long, value_name = "J")]
+    pub job_id: u32,
+    /// The job's restart count (scontrol show job: Restarts)
+    #[arg(long, value_name = "R", default_value_t = 0)]
+    pub restart_count: u32,
+    /// The config file, instead of the default one
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<String>,
+}
+
+fn number(args: &Args) -> Result<u32, String> {
+    let config_arg = args.config.as_ref().map(|c| format!("config={c}"));
+    let plugin_args: Vec<&str> = config_arg.iter().map(String::as_str).collect();
+    let config =
+        job::load_node_config(&plugin_args, &job::node_name()).map_err(|e| e.to_string())?;
+    trust::check_file("secret_file", &config.secret_file, trust::SECRET_OWNERS)
+        .map_err(|e| format!("refusing {e}"))?;
+    let secret = std::fs::read(&config.secret_file).map_err(|e| {
+        format!(
+            "cannot read the job number secret {}: {e}",
+            config.secret_file.display()
+        )
+    })?;
+    job_number(&secret, args.job_id, args.restart_count).map_err(|e| e.to_string())
+}
+
+pub fn run(args: &Args) -> ExitCode {
+    match number(args) {
+        Ok(n) => {
+            println!("{n}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -8,9 +8,11 @@
 //! - `tre-spank sweep [--dry-run]`: removes what jobs that no longer exist left here.
 //! - `tre-spank image load|pull|list|remove`: the node's site image stores (approved
 //!   images only: the same reference grammar and registry allow-list as jobs).
-//! - `tre-spank number --job-id J [--restart-count R] [--config PATH]` (not in the
-//!   usage text: for administrators and the test harness) prints job J's NUMBER; it
-//!   reads the root-only secret, so only root can use it.
+//! - `tre-spank number --job-id J [--restart-count R] [--submit-time SECONDS]
+//!   [--config PATH]` (not in the usage text: for administrators and the test harness)
+//!   prints job J's NUMBER; it reads the root-only secret, so only root can use it.
+//!   Without `--submit-time` it asks the controller for the job's submit time, as the
+//!   plugin does.
 //!
 //! The config is found as the plugin finds it: the arguments of the tre_spank.so line
 //! in the plugstack.conf slurmd reads (slurm.conf's `PlugStackConfig`, by default
@@ -30,12 +32,12 @@ use tre_spank::host::dirs;
 use tre_spank::host::image_store::Site;
 use tre_spank::host::job;
 use tre_spank::host::launch::{supervise, Launch};
-use tre_spank::host::liveness::ask_controller;
+use tre_spank::host::liveness::{ask_controller, submit_time};
 use tre_spank::host::sweep;
 use tre_spank::host::trust;
 use tre_spank::rules::config::{self, Config};
 use tre_spank::rules::image_store::{approved, mount_of};
-use tre_spank::rules::job_number::job_number;
+use tre_spank::rules::job_number::{job_number, JobIdentity};
 use tre_spank::rules::liveness::ended_everywhere;
 use tre_spank::rules::options::{self, RawOptions, Runtime};
 use tre_spank::rules::plan::{self, JobDirs};
@@ -1138,9 +1140,10 @@ fn image_cmd(args: impl Iterator<Item = OsString>) -> ExitCode {
     }
 }
 
-/// `number --job-id J [--restart-count R] [--config PATH]`: the job's NUMBER.
+/// `number --job-id J [--restart-count R] [--submit-time SECONDS] [--config PATH]`:
+/// the job's NUMBER.
 fn number(mut args: impl Iterator<Item = OsString>) -> Result<u32, String> {
-    let (mut job_id, mut restarts, mut config_arg) = (None, 0u32, None);
+    let (mut job_id, mut restarts, mut submitted, mut config_arg) = (None, 0u32, None, None);
     while let Some(a) = args.next() {
         let mut value = || {
             args.next()
@@ -1160,6 +1163,13 @@ fn number(mut args: impl Iterator<Item = OsString>) -> Result<u32, String> {
                     .parse::<u32>()
                     .map_err(|e| format!("--restart-count: {e}"))?
             }
+            Some("--submit-time") => {
+                submitted = Some(
+                    value()?
+                        .parse::<u64>()
+                        .map_err(|e| format!("--submit-time: {e}"))?,
+                )
+            }
             Some("--config") => config_arg = Some(format!("config={}", value()?)),
             _ => return Err(format!("unexpected argument {a:?}")),
         }
@@ -1175,7 +1185,16 @@ fn number(mut args: impl Iterator<Item = OsString>) -> Result<u32, String> {
             config.secret_file.display()
         )
     })?;
-    job_number(&secret, job_id, restarts).map_err(|e| e.to_string())
+    let submitted = match submitted {
+        Some(s) => s,
+        None => submit_time(&config.cleanup, job_id).map_err(|e| e.to_string())?,
+    };
+    let identity = JobIdentity {
+        job_id,
+        restart_count: restarts,
+        submitted,
+    };
+    job_number(&secret, &identity).map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {

@@ -479,6 +479,7 @@ mod tests {
             facts: JobFacts {
                 job_id,
                 restart_count: 0,
+                submitted: 1_764_640_000,
                 uid: nix::unistd::geteuid().as_raw(),
                 number: 7_654_321,
             },

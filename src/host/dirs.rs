@@ -479,6 +479,7 @@ mod tests {
             facts: JobFacts {
                 job_id,
                 restart_count: 0,
+                submitted: 1_764_640_000,
                 uid: nix::unistd::geteuid().as_raw(),
                 number: 7_654_321,
             },
@@ -508,6 +509,10 @@ mod tests {
         assert!(e.to_string().ends_with("outputs-7654321 already exists; tre-spank never reuses a directory it did not create for this job"), "{e}");
         let other_key = ProofKey::derive(b"other").unwrap();
         assert!(make(&spec(t.path(), &other_key, 9), SHORT).is_err());
+        // A later job with the same id (ids wrapped, the controller was reset).
+        let mut later = spec(t.path(), &key, 9);
+        later.facts.submitted += 1;
+        assert!(make(&later, SHORT).is_err());
     }
 
     #[test]

@@ -8,6 +8,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::rules::config::CleanupConfig;
+use crate::rules::job_number::{
+    parse_submit_time, submit_time_args, SubmitTimeError, SUBMIT_TIME_FORMAT,
+};
 use crate::rules::liveness::{parse_squeue, squeue_args, JobView};
 
 /// The most of squeue's output read (a line per job asked; a node list can be long).
@@ -18,9 +21,38 @@ pub fn ask_controller(config: &CleanupConfig, jobs: &[u32]) -> BTreeMap<u32, Job
     if jobs.is_empty() {
         return BTreeMap::new();
     }
-    let unknown = || jobs.iter().map(|j| (*j, JobView::Unknown)).collect();
+    match run_squeue(config, &squeue_args(jobs), &[]) {
+        Some((success, out, err)) => parse_squeue(jobs, success, &out, &err),
+        None => jobs.iter().map(|j| (*j, JobView::Unknown)).collect(),
+    }
+}
+
+/// Job `job_id`'s submit time, from the controller (see [`crate::rules::job_number`]).
+pub fn submit_time(config: &CleanupConfig, job_id: u32) -> Result<u64, SubmitTimeError> {
+    let env = [("SLURM_TIME_FORMAT", SUBMIT_TIME_FORMAT)];
+    match run_squeue(config, &submit_time_args(job_id), &env) {
+        Some((success, out, err)) => parse_submit_time(job_id, success, &out, &err),
+        None => Err(SubmitTimeError::NoAnswer {
+            job_id,
+            detail: format!(
+                "{} did not run or gave no answer within {}s",
+                config.squeue.display(),
+                config.controller_timeout.max(1)
+            ),
+        }),
+    }
+}
+
+/// Runs squeue with `args` and a fixed environment (plus `env`), within the
+/// controller timeout: `None` if it did not run or did not finish in time, else its
+/// success and its output.
+fn run_squeue(
+    config: &CleanupConfig,
+    args: &[String],
+    env: &[(&str, &str)],
+) -> Option<(bool, String, String)> {
     let mut cmd = Command::new(&config.squeue);
-    cmd.args(squeue_args(jobs))
+    cmd.args(args)
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .stdin(Stdio::null())
@@ -32,9 +64,8 @@ pub fn ask_controller(config: &CleanupConfig, jobs: &[u32]) -> BTreeMap<u32, Job
             cmd.env(name, v);
         }
     }
-    let Ok(mut child) = cmd.spawn() else {
-        return unknown();
-    };
+    cmd.envs(env.iter().copied());
+    let mut child = cmd.spawn().ok()?;
     let readers = [
         child.stdout.take().map(|o| read_bounded(Box::new(o))),
         child.stderr.take().map(|e| read_bounded(Box::new(e))),
@@ -53,11 +84,9 @@ pub fn ask_controller(config: &CleanupConfig, jobs: &[u32]) -> BTreeMap<u32, Job
     };
     // On a timeout the readers are left to finish on their own: something squeue
     // started may hold the pipes open.
-    let Some(status) = status else {
-        return unknown();
-    };
+    let status = status?;
     let [out, err] = readers.map(|r| r.and_then(|h| h.join().ok()).unwrap_or_default());
-    parse_squeue(jobs, status.success(), &out, &err)
+    Some((status.success(), out, err))
 }
 
 fn read_bounded(stream: Box<dyn Read + Send>) -> std::thread::JoinHandle<String> {
@@ -109,5 +138,27 @@ mod tests {
         };
         assert_eq!(ask_controller(&missing, &[3])[&3], JobView::Unknown);
         assert!(ask_controller(&missing, &[]).is_empty());
+    }
+
+    #[test]
+    fn the_submit_time_is_asked_in_seconds_and_a_silent_controller_is_an_error() {
+        let t = tempfile::tempdir().unwrap();
+        // Prints the job asked for and the submit time only in the format asked for.
+        let ok = fake_squeue(
+            t.path(),
+            "ok",
+            "[ \"$SLURM_TIME_FORMAT\" = %s ] || exit 1; echo \"${3#--jobs=}|1764640000\"",
+        );
+        assert_eq!(submit_time(&ok, 9), Ok(1_764_640_000));
+        let down = fake_squeue(
+            t.path(),
+            "down",
+            "echo 'squeue: error: Unable to contact slurm controller' >&2; exit 1",
+        );
+        let e = submit_time(&down, 9).unwrap_err().to_string();
+        assert!(e.contains("Unable to contact slurm controller"), "{e}");
+        let slow = fake_squeue(t.path(), "slow2", "exec sleep 5");
+        let e = submit_time(&slow, 9).unwrap_err().to_string();
+        assert!(e.contains("gave no answer within 1s"), "{e}");
     }
 }

@@ -13,6 +13,11 @@ use super::dirs::DirId;
 #[serde(deny_unknown_fields)]
 pub struct JobRecord {
     pub job_id: u32,
+    /// The job's submit time from the controller (with `job_id`, what tells this job
+    /// from an earlier one with the same id). Absent in records written before it was
+    /// recorded: such a record is never this job's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted: Option<u64>,
     pub uid: u32,
     pub number: u32,
     pub home: PathBuf,
@@ -24,6 +29,12 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
+    /// Whether this record is the one a step of this job (`submitted`, `uid`, `number`)
+    /// wrote on this node, rather than an earlier job's that had the same id.
+    pub fn is_of(&self, submitted: u64, uid: u32, number: u32) -> bool {
+        self.submitted == Some(submitted) && self.uid == uid && self.number == number
+    }
+
     /// The directory holding `scratch-N`.
     pub fn scratch_parent(&self) -> &Path {
         self.scratch_parent.as_deref().unwrap_or(&self.home)
@@ -224,6 +235,7 @@ mod tests {
     fn record(job_id: u32) -> JobRecord {
         JobRecord {
             job_id,
+            submitted: Some(1_764_640_000),
             uid: 1001,
             number: 1234567,
             home: "/home/alice".into(),
@@ -247,6 +259,40 @@ mod tests {
         assert_eq!(s.jobs().unwrap(), vec![9]);
         let mode = std::fs::metadata(t.path().join("state")).unwrap().mode() & 0o777;
         assert_eq!(mode, 0o700);
+    }
+
+    #[test]
+    fn a_record_of_the_previous_format_is_read_and_is_no_jobs_own() {
+        // What the previous version wrote: no submit time.
+        let t = tempfile::tempdir().unwrap();
+        let s = StateDir::open(&t.path().join("state")).unwrap();
+        std::fs::write(
+            t.path().join("state/job-7.toml"),
+            "job_id = 7\nuid = 1001\nnumber = 1234567\nhome = \"/home/alice\"\n[outputs]\ndev = 1\nino = 2\n[scratch]\ndev = 1\nino = 3\n",
+        )
+        .unwrap();
+        let old = s.load(7).unwrap().unwrap();
+        assert_eq!(
+            old,
+            JobRecord {
+                submitted: None,
+                ..record(7)
+            }
+        );
+        assert_eq!(s.jobs().unwrap(), vec![7]);
+        assert!(!old.is_of(1_764_640_000, 1001, 1234567));
+        // A new record says when its job was submitted, and is only that job's.
+        s.save(&record(8)).unwrap();
+        let text = std::fs::read_to_string(t.path().join("state/job-8.toml")).unwrap();
+        assert!(text.contains("submitted = 1764640000"), "{text}");
+        let new = s.load(8).unwrap().unwrap();
+        assert!(new.is_of(1_764_640_000, 1001, 1234567));
+        assert!(
+            !new.is_of(1_764_640_001, 1001, 1234567),
+            "a later job, same id"
+        );
+        assert!(!new.is_of(1_764_640_000, 1002, 1234567));
+        assert!(!new.is_of(1_764_640_000, 1001, 1234568));
     }
 
     #[test]

@@ -362,6 +362,7 @@ mod tests {
             state
                 .save(&JobRecord {
                     job_id: job,
+                    submitted: Some(1),
                     uid,
                     number,
                     home: home.clone(),
@@ -405,6 +406,7 @@ mod tests {
         let scratch = create_private_dir(&home_fd, &home, &scratch_name(333)).unwrap();
         let old = JobRecord {
             job_id: 20,
+            submitted: None,
             uid: Uid::effective().as_raw(),
             number: 333,
             home: home.clone(),
@@ -427,6 +429,7 @@ mod tests {
         state
             .save(&JobRecord {
                 job_id: 3,
+                submitted: Some(1),
                 uid: 0,
                 number: 5,
                 home: home.clone(),

@@ -303,9 +303,11 @@ impl Default for Config {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CleanupConfig {
-    /// The `squeue` that asks the controller whether a job still runs anywhere.
+    /// The `squeue` that asks the controller whether a job still runs anywhere, and
+    /// (each container step) for the job's submit time.
     pub squeue: PathBuf,
-    /// Seconds one controller query may take; past it the job counts as alive.
+    /// Seconds one controller query may take; past it the job counts as alive (a
+    /// container step fails).
     pub controller_timeout: u64,
     /// Seconds the job epilog waits for removal; past it removal goes on in the
     /// background and the epilog returns (keep it well below `PrologEpilogTimeout`).

@@ -7,6 +7,9 @@
 //! numbers, signed with a key derived from the site secret (root-only on every node).
 //! A user can delete the proof (their own later steps then fail) but cannot forge
 //! one, and a proof copied from another job names other inodes and another job.
+//! "This job" is the job's whole identity ([`crate::rules::job_number::JobIdentity`]):
+//! the proof of an earlier job that had the same id (ids wrapped, the controller was
+//! reset) names another submit time and never verifies for the later job.
 //!
 //! Inode numbers, not devices: on NFS each client numbers the mount's device
 //! itself, while the inode is the server's file id, the same on every node.
@@ -30,6 +33,8 @@ pub const MAX_PROOF_LEN: usize = 512;
 pub struct JobFacts {
     pub job_id: u32,
     pub restart_count: u32,
+    /// The job's submit time from the controller (seconds since the epoch).
+    pub submitted: u64,
     pub uid: u32,
     pub number: u32,
 }
@@ -140,8 +145,8 @@ fn outputs_body(uid: u32, number: u32, outputs_ino: u64) -> String {
 
 fn body(f: &JobFacts, outputs_ino: u64, scratch_ino: u64) -> String {
     format!(
-        "tre-spank-job v1 job={} restart={} uid={} number={} outputs={outputs_ino} scratch={scratch_ino}",
-        f.job_id, f.restart_count, f.uid, f.number
+        "tre-spank-job v2 job={} restart={} submitted={} uid={} number={} outputs={outputs_ino} scratch={scratch_ino}",
+        f.job_id, f.restart_count, f.submitted, f.uid, f.number
     )
 }
 
@@ -166,6 +171,7 @@ mod tests {
     const FACTS: JobFacts = JobFacts {
         job_id: 42,
         restart_count: 0,
+        submitted: 1_764_640_000,
         uid: 1001,
         number: 1_234_567,
     };
@@ -174,7 +180,7 @@ mod tests {
     fn a_proof_verifies_for_its_job_and_directories_only() {
         let key = ProofKey::derive(b"site secret").unwrap();
         let line = key.line(&FACTS, 100, 200);
-        assert!(line.starts_with("tre-spank-job v1 job=42 restart=0 uid=1001 number=1234567 outputs=100 scratch=200 mac="));
+        assert!(line.starts_with("tre-spank-job v2 job=42 restart=0 submitted=1764640000 uid=1001 number=1234567 outputs=100 scratch=200 mac="));
         assert!(line.len() < MAX_PROOF_LEN);
         assert!(key.verifies(line.as_bytes(), &FACTS, 100, 200));
         // Another directory (a swap), another job, a requeue, another user.
@@ -189,6 +195,11 @@ mod tests {
                 restart_count: 1,
                 ..FACTS
             },
+            // A later job with the same id (ids wrapped, the controller was reset).
+            JobFacts {
+                submitted: 1_764_640_001,
+                ..FACTS
+            },
             JobFacts { uid: 1002, ..FACTS },
             JobFacts {
                 number: 1_234_568,
@@ -200,6 +211,18 @@ mod tests {
                 "{other:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_proof_of_the_previous_format_is_never_adopted() {
+        // What version 1 wrote (no submit time): with its valid tag, for the same job id,
+        // NUMBER and inodes, it still proves nothing about a job now.
+        let key = ProofKey::derive(b"site secret").unwrap();
+        let v1 =
+            "tre-spank-job v1 job=42 restart=0 uid=1001 number=1234567 outputs=100 scratch=200";
+        let tag = key.mac_of(v1).finalize().into_bytes();
+        let old = format!("{v1} mac={}\n", hex(&tag));
+        assert!(!key.verifies(old.as_bytes(), &FACTS, 100, 200));
     }
 
     #[test]

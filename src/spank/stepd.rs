@@ -31,13 +31,14 @@ use crate::host::dirs::{self, DirId, JobDirSpec, ScratchIn};
 use crate::host::image_store;
 use crate::host::inputs;
 use crate::host::job;
+use crate::host::liveness;
 use crate::host::podman_version;
 use crate::host::runtime_dir;
 use crate::host::state::{JobRecord, StateDir};
 use crate::host::trust;
 use crate::rules::audit::{self, Event};
 use crate::rules::config::Config;
-use crate::rules::job_number::job_number;
+use crate::rules::job_number::{job_number, JobIdentity};
 use crate::rules::options::{self, BatchMode, ContainerRequest, Runtime};
 use crate::rules::plan::{self, outputs_name, scratch_name, JobDirs, IN_CONTAINER_VAR};
 use crate::rules::project::{Resolution, SafeData};
@@ -140,6 +141,7 @@ impl Step {
         }
         let record = JobRecord {
             job_id: job.job_id,
+            submitted: Some(job.facts.submitted),
             uid: job.account.uid,
             number: job.number,
             home: job.account.home.clone(),
@@ -321,6 +323,16 @@ fn prepare(spank: &SpankHandle, raw: &options::RawOptions) -> Result<Job, String
         .job_id()
         .map_err(|e| format!("tre-spank: cannot get the job id: {e}"))?;
     let restarts = spank.slurm_restart_count().unwrap_or(0);
+    // What tells this job from an earlier one with the same id: from the controller,
+    // never from the job's environment (the user's).
+    let submitted = liveness::submit_time(&config.cleanup, job_id).map_err(|e| {
+        format!("tre-spank: cannot tell this job from an earlier one with its id: {e}")
+    })?;
+    let identity = JobIdentity {
+        job_id,
+        restart_count: restarts,
+        submitted,
+    };
     let account = account::lookup(uid, gid, &gids).map_err(|e| format!("tre-spank: {e}"))?;
     // Root reads the secret and every container task runs tool_path: both must be
     // root's (the munge key, the default secret, is munge's).
@@ -334,22 +346,24 @@ fn prepare(spank: &SpankHandle, raw: &options::RawOptions) -> Result<Job, String
             config.secret_file.display()
         )
     })?;
-    let number = job_number(&secret, job_id, restarts).map_err(|e| format!("tre-spank: {e}"))?;
+    let number = job_number(&secret, &identity).map_err(|e| format!("tre-spank: {e}"))?;
     let proof_key = ProofKey::derive(&secret)
         .ok_or_else(|| "tre-spank: the job number secret is empty".to_string())?;
     drop(secret);
     let facts = JobFacts {
         job_id,
         restart_count: restarts,
+        submitted,
         uid,
         number,
     };
     let state = StateDir::open(&config.state_dir).map_err(|e| format!("tre-spank: {e}"))?;
     let mut earlier = state.load(job_id).map_err(|e| format!("tre-spank: {e}"))?;
-    if let Some(r) = earlier.take_if(|r| r.uid != uid || r.number != number) {
-        // Not this job's (NUMBER and uid are fixed for a job): an earlier job with the
-        // same id (ids wrapped, the controller was reset, a requeue) whose cleanup
-        // did not finish. Set aside for the sweep, never adopted.
+    if let Some(r) = earlier.take_if(|r| !r.is_of(submitted, uid, number)) {
+        // Not this job's (submit time, uid and NUMBER are fixed for a job): an earlier
+        // job with the same id (ids wrapped, the controller was reset, a requeue, a
+        // record of the previous format) whose cleanup did not finish. Set aside for
+        // the sweep, never adopted.
         let name = state.retire(&r).map_err(|e| format!("tre-spank: {e}"))?;
         spank_log_info!(
             "tre-spank: job {job_id}: the record on this node was an earlier job's with the same id: kept as {name} for the sweep"

@@ -783,6 +783,7 @@ fn plan_for(opts: &Opts, user: &str, container: &str) -> i32 {
                 sif: &sif,
                 workdir: &scratch,
                 home: &account.home,
+                gpu_control: &[],
             },
         };
         let command = match runtime::job_command(&config, &container, &target, &launch) {

@@ -5,6 +5,7 @@
 pub mod account;
 pub mod audit;
 pub mod cleanup;
+pub mod devices;
 pub mod dirs;
 pub mod image_store;
 pub mod inputs;

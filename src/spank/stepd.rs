@@ -532,6 +532,8 @@ fn wrap_task(spank: &mut SpankHandle, job: &Job, ready: &Ready) -> Result<(), St
         &ready.resolution,
         &ready.dirs,
     );
+    plan.mounts
+        .extend(plan::site_mounts(&job.config.site_mounts));
     let input_mounts = plan::input_mounts(&ready.inputs);
     plan.mounts.extend(input_mounts.iter().cloned());
     let gpus = runtime::parse_gpu_list(

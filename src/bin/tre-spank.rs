@@ -539,6 +539,19 @@ fn check(opts: &Opts) -> ExitCode {
     check_root_dir(&mut c, "runtime_dir", &config.runtime_dir, 0o711);
     check_runtime_dir_filesystem(&c, &config.runtime_dir);
     check_scratch_root(&mut c, &config.scratch_root);
+    // Bound by the runtime, as the user: one that is missing fails every container job.
+    for path in &config.site_mounts {
+        match std::fs::metadata(path) {
+            Ok(_) => c.ok(&format!(
+                "site mount {} (read-only in every container job)",
+                path.display()
+            )),
+            Err(e) => c.problem(&format!(
+                "site mount {}: {e} (container jobs on this node would fail)",
+                path.display()
+            )),
+        }
+    }
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     for store in &config.podman.image_stores {
         if store.exists() {

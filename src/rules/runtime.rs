@@ -491,6 +491,10 @@ pub const NVIDIA_CONTROL_DEVICES: [&str; 4] = [
     "/dev/nvidia-modeset",
 ];
 
+/// The node's hosts file, which apptainer jobs get read-only (podman jobs get podman's
+/// copy of it).
+pub const NODE_HOSTS: &str = "/etc/hosts";
+
 /// The device node of the GPU with host index `index` (Slurm's `SLURM_STEP_GPUS`
 /// numbering, the same index podman's CDI name `nvidia.com/gpu=N` uses).
 pub fn gpu_device(index: u32) -> PathBuf {
@@ -536,8 +540,17 @@ pub fn apptainer_argv(
     } else {
         "--no-mount=home,cwd,hostfs,bind-paths".into()
     });
+    // Not even where apptainer.conf says `always use nv` or `always use rocm`: those
+    // bind every GPU device node of the node.
+    argv.extend(["--no-nv".into(), "--no-rocm".into()]);
     if config.mount_home {
         argv.push(home_flag(home)?);
+    }
+    // podman writes its own /etc/hosts from the node's: apptainer gets the node's
+    // file, read-only (unless the site mounts one itself).
+    let hosts = Path::new(NODE_HOSTS);
+    if !plan.mounts.iter().any(|m| m.container == hosts) {
+        argv.push(bind(hosts, hosts, true)?);
     }
     // The step's GPUs only, as podman's --device=nvidia.com/gpu=N: never --nv, which
     // binds every /dev/nvidia* of the node.
@@ -1225,7 +1238,10 @@ mod tests {
             "--userns",
             "--contain",
             "--no-mount=cwd,hostfs,bind-paths",
+            "--no-nv",
+            "--no-rocm",
             "--home=/home/alice",
+            "--bind=/etc/hosts:/etc/hosts:ro",
             "--pwd=/home/alice/work",
             "--bind=/safe_data/proj1:/safe_data",
             "--bind=/home/alice/outputs-1234567:/safe_outputs",
@@ -1300,7 +1316,7 @@ mod tests {
         ];
         let got = batch_argv(&cfg, &control, &t);
         assert_eq!(
-            got[..10],
+            got[..13],
             [
                 "/usr/bin/apptainer",
                 "run",
@@ -1308,6 +1324,9 @@ mod tests {
                 "--no-eval",
                 "--contain",
                 "--no-mount=home,cwd,hostfs,bind-paths",
+                "--no-nv",
+                "--no-rocm",
+                "--bind=/etc/hosts:/etc/hosts:ro",
                 "--bind=/dev/nvidia1:/dev/nvidia1",
                 "--bind=/dev/nvidiactl:/dev/nvidiactl",
                 "--bind=/dev/nvidia-uvm:/dev/nvidia-uvm",
@@ -1315,7 +1334,7 @@ mod tests {
             ]
         );
         // Never --nv: it binds every /dev/nvidia* of the node.
-        assert!(!got.iter().any(|a| a.starts_with("--nv")));
+        assert!(!got.iter().any(|a| a == "--nv" || a == "--nvccli"));
         assert!(got.contains(&format!("--bind={0}:{0}:ro", script.display())));
         assert_eq!(&got[got.len() - 2..], [SIF, "arg 1"]);
         assert_eq!(
@@ -1326,7 +1345,7 @@ mod tests {
         let t2 = TaskLaunch { gpus: &[0, 3], ..t };
         let got = batch_argv(&cfg, &[], &t2);
         assert_eq!(
-            got[6..8],
+            got[9..11],
             [
                 "--bind=/dev/nvidia0:/dev/nvidia0",
                 "--bind=/dev/nvidia3:/dev/nvidia3"
@@ -1338,8 +1357,46 @@ mod tests {
         let got = batch_argv(&cfg, &control, &t);
         assert!(!got
             .iter()
-            .any(|a| a.contains("/dev/") || a.starts_with("--nv")));
+            .any(|a| a.contains("/dev/") || a == "--nv" || a == "--nvccli"));
         assert_eq!(apptainer_passed_env(&t), ["SLURM_JOB_GPUS"]);
+    }
+
+    #[test]
+    fn apptainer_gets_site_mounts_read_only_and_one_hosts_file() {
+        let mut p = app_plan();
+        p.mounts
+            .extend(crate::rules::plan::site_mounts(&["/etc/localtime".into()]));
+        let got = batch_argv(&ApptainerConfig::default(), &[], &task(&[], &[]));
+        assert!(got.contains(&"--bind=/etc/hosts:/etc/hosts:ro".to_string()));
+        let got = strings(
+            &apptainer_argv(
+                &p,
+                &ApptainerConfig::default(),
+                Path::new(SIF),
+                Path::new("/scratch"),
+                Path::new("/home/alice"),
+                &[],
+                &task(&[], &[]),
+            )
+            .unwrap(),
+        );
+        assert!(got.contains(&"--bind=/etc/localtime:/etc/localtime:ro".to_string()));
+        // A site that mounts /etc/hosts itself: that one only.
+        p.mounts
+            .extend(crate::rules::plan::site_mounts(&["/etc/hosts".into()]));
+        let got = strings(
+            &apptainer_argv(
+                &p,
+                &ApptainerConfig::default(),
+                Path::new(SIF),
+                Path::new("/scratch"),
+                Path::new("/home/alice"),
+                &[],
+                &task(&[], &[]),
+            )
+            .unwrap(),
+        );
+        assert_eq!(got.iter().filter(|a| a.contains("/etc/hosts")).count(), 1);
     }
 
     #[test]

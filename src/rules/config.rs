@@ -452,12 +452,9 @@ pub fn parse(text: &str, path: &Path, plugstack_args: &[&str]) -> Result<Config,
 
 fn check_site_mounts(paths: &[PathBuf]) -> Result<(), String> {
     for (i, p) in paths.iter().enumerate() {
-        plan::check_site_mount(p).map_err(|e| format!("site_mounts: {e}"))?;
+        plan::check_site_mount(p)?;
         if paths[..i].contains(p) {
-            return Err(format!(
-                "site_mounts: {:?} is listed twice",
-                p.display().to_string()
-            ));
+            return Err(format!("{:?} is listed twice", p.display().to_string()));
         }
     }
     Ok(())
@@ -727,7 +724,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("site_mounts: \"/etc/../etc/shadow\" is not an absolute path"),
+            e.starts_with("plugstack argument ")
+                && e.ends_with(": \"/etc/../etc/shadow\" is not an absolute path without '.', '..' or a trailing '/'"),
             "{e}"
         );
         let e = parse("site_mounts = [\"/opt/a\", \"/opt/a\"]\n", p(), &[])

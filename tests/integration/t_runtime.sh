@@ -256,3 +256,18 @@ test_runtime_apptainer_gives_no_host_tmp_and_no_site_bind_paths() {
     assert_line "$out" "localtime-read-only"
   done
 }
+
+# A site mount the node lacks would fail every container job: check names it. An entry
+# that overlaps what the container has of its own is refused with the key.
+test_runtime_check_names_a_missing_or_overlapping_site_mount() {
+  local out rc
+  bed exec sh -c 'printf "%s\n" "site_mounts = [\"/etc/hosts\", \"/opt/tre-no-such-file\"]" > /tmp/site-mounts.toml'
+  out=$(bed exec tre-spank check --config /tmp/site-mounts.toml) && rc=0 || rc=$?
+  assert_eq "$rc" 1 "exit status"
+  assert_contains "$out" "ok       site mount /etc/hosts (read-only in every container job)"
+  assert_contains "$out" "PROBLEM  site mount /opt/tre-no-such-file: No such file or directory (os error 2) (container jobs on this node would fail)"
+  bed exec sh -c 'printf "%s\n" "site_mounts = [\"/var/tmp\"]" > /tmp/site-mounts.toml'
+  out=$(bed exec tre-spank check --config /tmp/site-mounts.toml) && rc=0 || rc=$?
+  assert_eq "$rc" 1 "exit status"
+  assert_contains "$out" 'PROBLEM  tre-spank: config /tmp/site-mounts.toml key site_mounts: "/var/tmp" overlaps /var/tmp, which the container has of its own'
+}

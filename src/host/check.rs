@@ -439,6 +439,24 @@ pub fn podman_transient_store(config: &Config) -> Option<Finding> {
     })
 }
 
+/// `site_mounts`: bound by the runtime, as the user; one that is missing fails every
+/// container job.
+pub fn site_mounts(paths: &[PathBuf]) -> Vec<Finding> {
+    paths
+        .iter()
+        .map(|path| match std::fs::metadata(path) {
+            Ok(_) => Finding::ok(format!(
+                "site mount {} (read-only in every container job)",
+                path.display()
+            )),
+            Err(e) => Finding::problem(format!(
+                "site mount {}: {e} (container jobs on this node would fail)",
+                path.display()
+            )),
+        })
+        .collect()
+}
+
 /// Every probe of a loaded config on this node, in the order `check` prints them.
 pub fn node(config: &Config, node: &str, host: &Host) -> Vec<Finding> {
     let mut found = runtimes(config, node);
@@ -453,6 +471,7 @@ pub fn node(config: &Config, node: &str, host: &Host) -> Vec<Finding> {
         found.extend(podman_transient_store(config));
     }
     found.push(scratch_root(&config.scratch_root));
+    found.extend(site_mounts(&config.site_mounts));
     found.extend(image_stores(config, &host.mountinfo));
     found.push(secret_file(&config.secret_file));
     found.push(tool_path(&config.tool_path));

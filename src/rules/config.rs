@@ -7,6 +7,7 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
 use super::options::{BatchMode, Runtime, RuntimeChoice};
+use super::plan;
 
 /// Where the config lives unless plugstack.conf says `config=PATH`.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/slurm/tre-spank.toml";
@@ -53,6 +54,10 @@ pub struct Config {
     pub secret_file: PathBuf,
     /// The `tre-spank` tool, which supervises each container task.
     pub tool_path: PathBuf,
+    /// Host paths every container job gets read-only at the same path, under either
+    /// runtime (for example `/etc/localtime`). Nothing else of the host is mounted:
+    /// not the `bind path` entries of apptainer.conf (see `rules::plan::site_mounts`).
+    pub site_mounts: Vec<PathBuf>,
     pub podman: PodmanConfig,
     pub apptainer: ApptainerConfig,
     /// How and when leftovers of ended jobs are removed (`[cleanup]`).
@@ -291,6 +296,7 @@ impl Default for Config {
             scratch_root: PathBuf::new(),
             secret_file: PathBuf::from("/etc/munge/munge.key"),
             tool_path: PathBuf::from("/usr/sbin/tre-spank"),
+            site_mounts: Vec::new(),
             podman: PodmanConfig::default(),
             nodes: Vec::new(),
             apptainer: ApptainerConfig::default(),
@@ -439,10 +445,26 @@ pub fn parse(text: &str, path: &Path, plugstack_args: &[&str]) -> Result<Config,
     for arg in &overrides {
         apply_argument(&mut table, arg)?;
     }
-    Config::deserialize(table).map_err(|e| ConfigError::Argument {
+    let config = Config::deserialize(table).map_err(|e| ConfigError::Argument {
         arg: overrides.join(" "),
         message: one_line(e.message()),
-    })
+    })?;
+    // (The file's own values were checked above, with the file's name.)
+    check_site_mounts(&config.site_mounts).map_err(|message| ConfigError::Argument {
+        arg: overrides.join(" "),
+        message,
+    })?;
+    Ok(config)
+}
+
+fn check_site_mounts(paths: &[PathBuf]) -> Result<(), String> {
+    for (i, p) in paths.iter().enumerate() {
+        plan::check_site_mount(p)?;
+        if paths[..i].contains(p) {
+            return Err(format!("{:?} is listed twice", p.display().to_string()));
+        }
+    }
+    Ok(())
 }
 
 fn check_sections(config: &Config, path: &Path) -> Result<(), ConfigError> {
@@ -463,6 +485,11 @@ fn check_sections(config: &Config, path: &Path) -> Result<(), ConfigError> {
             });
         }
     }
+    check_site_mounts(&config.site_mounts).map_err(|message| ConfigError::Parse {
+        path: path.to_path_buf(),
+        location: "key site_mounts".into(),
+        message,
+    })?;
     for (i, s) in config.nodes.iter().enumerate() {
         if s.names.is_empty() || s.names.iter().any(|n| n.is_empty()) {
             return Err(ConfigError::Parse {
@@ -683,6 +710,35 @@ mod tests {
         assert_eq!(d.runtimes, vec![Runtime::Podman, Runtime::Apptainer]);
         assert_eq!(d.apptainer.sif_dir, PathBuf::from("/var/lib/tre-spank/sif"));
         assert!(d.apptainer.mount_home && d.apptainer.userns);
+    }
+
+    #[test]
+    fn site_mounts_are_checked_in_the_file_and_on_the_plugstack_line() {
+        let c = parse("site_mounts = [\"/etc/localtime\"]\n", p(), &[]).unwrap();
+        assert_eq!(c.site_mounts, [PathBuf::from("/etc/localtime")]);
+        let c = parse("", p(), &["site_mounts=[\"/etc/hosts\", \"/opt/lic\"]"]).unwrap();
+        assert_eq!(
+            c.site_mounts,
+            [PathBuf::from("/etc/hosts"), PathBuf::from("/opt/lic")]
+        );
+        assert!(Config::default().site_mounts.is_empty());
+        let e = parse("site_mounts = [\"/tmp\"]\n", p(), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("key site_mounts"), "{e}");
+        assert!(e.contains("\"/tmp\" overlaps /tmp"), "{e}");
+        let e = parse("", p(), &["site_mounts=[\"/etc/../etc/shadow\"]"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("plugstack argument ")
+                && e.ends_with(": \"/etc/../etc/shadow\" is not an absolute path without '.', '..' or a trailing '/'"),
+            "{e}"
+        );
+        let e = parse("site_mounts = [\"/opt/a\", \"/opt/a\"]\n", p(), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listed twice"), "{e}");
     }
 
     #[test]

@@ -508,14 +508,37 @@ pub enum ApptainerError {
     UnbindablePath(String),
 }
 
+/// The NVIDIA control devices a GPU needs besides its own `/dev/nvidiaN`. A step with
+/// GPUs gets those of them that exist on the node (the SPANK layer looks), as the
+/// `containerEdits` of a CDI spec give them to podman.
+pub const NVIDIA_CONTROL_DEVICES: [&str; 4] = [
+    "/dev/nvidiactl",
+    "/dev/nvidia-uvm",
+    "/dev/nvidia-uvm-tools",
+    "/dev/nvidia-modeset",
+];
+
+/// The node's hosts file, which apptainer jobs get read-only (podman jobs get podman's
+/// copy of it).
+pub const NODE_HOSTS: &str = "/etc/hosts";
+
+/// The device node of the GPU with host index `index` (Slurm's `SLURM_STEP_GPUS`
+/// numbering, the same index podman's CDI name `nvidia.com/gpu=N` uses).
+pub fn gpu_device(index: u32) -> PathBuf {
+    PathBuf::from(format!("/dev/nvidia{index}"))
+}
+
 /// The apptainer command line. Images come from SIF files only (a path, never a
 /// `docker://` URI, so nothing is ever pulled); the user keeps their uid.
+/// `gpu_control`: the [`NVIDIA_CONTROL_DEVICES`] present on the node, bound only
+/// for a step with GPUs.
 pub fn apptainer_argv(
     plan: &ContainerPlan,
     config: &ApptainerConfig,
     sif: &Path,
     workdir: &Path,
     home: &Path,
+    gpu_control: &[PathBuf],
     task: &TaskLaunch<'_>,
 ) -> Result<Vec<OsString>, ApptainerError> {
     let mut argv: Vec<OsString> = vec![config.path.clone().into()];
@@ -532,22 +555,40 @@ pub fn apptainer_argv(
     if config.userns {
         argv.push("--userns".into());
     }
-    // What podman gives: a minimal /dev (GPU devices only with the job's GPUs), an
-    // empty /tmp and /var/tmp of the container's own, no host file systems, no
-    // current directory. Under --contain apptainer binds, of the `bind path` entries
-    // of apptainer.conf, only /etc/hosts and /etc/localtime (seen with 1.4.5), as
-    // podman gives /etc/hosts. Home is bound only while mount_home is on.
+    // What podman gives: a minimal /dev, an empty /tmp and /var/tmp of the container's
+    // own, no host file systems, no current directory. `bind-paths`: none of the
+    // `bind path` entries of apptainer.conf, and not the node's /etc/hosts and
+    // /etc/localtime, which --contain alone still binds (apptainer 1.4); a site
+    // that wants host files in jobs lists them in `site_mounts` (rules::plan), for
+    // both runtimes. Home is bound only while mount_home is on.
     argv.push("--contain".into());
     argv.push(if config.mount_home {
-        "--no-mount=cwd,hostfs".into()
+        "--no-mount=cwd,hostfs,bind-paths".into()
     } else {
-        "--no-mount=home,cwd,hostfs".into()
+        "--no-mount=home,cwd,hostfs,bind-paths".into()
     });
+    // Not even where apptainer.conf says `always use nv` or `always use rocm`: those
+    // bind every GPU device node of the node.
+    argv.extend(["--no-nv".into(), "--no-rocm".into()]);
     if config.mount_home {
         argv.push(home_flag(home)?);
     }
+    // podman writes its own /etc/hosts from the node's: apptainer gets the node's
+    // file, read-only (unless the site mounts one itself).
+    let hosts = Path::new(NODE_HOSTS);
+    if !plan.mounts.iter().any(|m| m.container == hosts) {
+        argv.push(bind(hosts, hosts, true)?);
+    }
+    // The step's GPUs only, as podman's --device=nvidia.com/gpu=N: never --nv, which
+    // binds every /dev/nvidia* of the node.
     if !task.gpus.is_empty() {
-        argv.push("--nv".into());
+        for gpu in task.gpus {
+            let dev = gpu_device(*gpu);
+            argv.push(bind(&dev, &dev, false)?);
+        }
+        for dev in gpu_control {
+            argv.push(bind(dev, dev, false)?);
+        }
     }
     argv.push(flag("pwd", workdir));
     for m in &plan.mounts {
@@ -642,6 +683,8 @@ pub enum Target<'a> {
         workdir: &'a Path,
         /// The user's home (the password database's), bound while `mount_home` is on.
         home: &'a Path,
+        /// The [`NVIDIA_CONTROL_DEVICES`] that exist on the node.
+        gpu_control: &'a [PathBuf],
     },
 }
 
@@ -663,10 +706,21 @@ pub fn job_command(
 ) -> Result<JobCommand, String> {
     let runtime_argv = match target {
         Target::Podman(storage) => podman_argv(plan, &config.podman, storage, task),
-        Target::Apptainer { sif, workdir, home } => {
-            apptainer_argv(plan, &config.apptainer, sif, workdir, home, task)
-                .map_err(|e| e.to_string())?
-        }
+        Target::Apptainer {
+            sif,
+            workdir,
+            home,
+            gpu_control,
+        } => apptainer_argv(
+            plan,
+            &config.apptainer,
+            sif,
+            workdir,
+            home,
+            gpu_control,
+            task,
+        )
+        .map_err(|e| e.to_string())?,
     };
     let kept = task.container_args().len();
     let task_prefix = supervised_argv(
@@ -1233,6 +1287,7 @@ mod tests {
                 Path::new(SIF),
                 Path::new("/home/alice/work"),
                 Path::new("/home/alice"),
+                &[],
                 &t,
             )
             .unwrap(),
@@ -1244,8 +1299,11 @@ mod tests {
             "--no-eval",
             "--userns",
             "--contain",
-            "--no-mount=cwd,hostfs",
+            "--no-mount=cwd,hostfs,bind-paths",
+            "--no-nv",
+            "--no-rocm",
             "--home=/home/alice",
+            "--bind=/etc/hosts:/etc/hosts:ro",
             "--pwd=/home/alice/work",
             "--bind=/safe_data/proj1:/safe_data",
             "--bind=/home/alice/outputs-1234567:/safe_outputs",
@@ -1276,7 +1334,11 @@ mod tests {
         assert_eq!(apptainer_passed_env(&t), ["SLURM_JOB_ID", "TERM", "MY_VAR"]);
     }
 
-    fn batch_argv(cfg: &ApptainerConfig, t: &TaskLaunch<'_>) -> Vec<String> {
+    fn batch_argv(
+        cfg: &ApptainerConfig,
+        gpu_control: &[PathBuf],
+        t: &TaskLaunch<'_>,
+    ) -> Vec<String> {
         strings(
             &apptainer_argv(
                 &app_plan(),
@@ -1284,6 +1346,7 @@ mod tests {
                 Path::new(SIF),
                 Path::new("/scratch"),
                 Path::new("/home/alice"),
+                gpu_control,
                 t,
             )
             .unwrap(),
@@ -1309,31 +1372,93 @@ mod tests {
             gpus: &[1],
             ..task(&argv, &names)
         };
-        let got = batch_argv(&cfg, &t);
+        let control = [
+            PathBuf::from("/dev/nvidiactl"),
+            PathBuf::from("/dev/nvidia-uvm"),
+        ];
+        let got = batch_argv(&cfg, &control, &t);
         assert_eq!(
-            got[..8],
+            got[..13],
             [
                 "/usr/bin/apptainer",
                 "run",
                 "--cleanenv",
                 "--no-eval",
                 "--contain",
-                "--no-mount=home,cwd,hostfs",
-                "--nv",
+                "--no-mount=home,cwd,hostfs,bind-paths",
+                "--no-nv",
+                "--no-rocm",
+                "--bind=/etc/hosts:/etc/hosts:ro",
+                "--bind=/dev/nvidia1:/dev/nvidia1",
+                "--bind=/dev/nvidiactl:/dev/nvidiactl",
+                "--bind=/dev/nvidia-uvm:/dev/nvidia-uvm",
                 "--pwd=/scratch"
             ]
         );
+        // Never --nv: it binds every /dev/nvidia* of the node.
+        assert!(!got.iter().any(|a| a == "--nv" || a == "--nvccli"));
         assert!(got.contains(&format!("--bind={0}:{0}:ro", script.display())));
         assert_eq!(&got[got.len() - 2..], [SIF, "arg 1"]);
         assert_eq!(
             apptainer_passed_env(&t),
             ["SLURM_JOB_GPUS", "CUDA_VISIBLE_DEVICES"]
         );
-        // Without GPUs: no --nv, and CUDA_VISIBLE_DEVICES is not passed.
+        // Two GPUs: both device nodes, in the step's order.
+        let t2 = TaskLaunch { gpus: &[0, 3], ..t };
+        let got = batch_argv(&cfg, &[], &t2);
+        assert_eq!(
+            got[9..11],
+            [
+                "--bind=/dev/nvidia0:/dev/nvidia0",
+                "--bind=/dev/nvidia3:/dev/nvidia3"
+            ]
+        );
+        // Without GPUs: no device at all (not even the control devices the node
+        // has), and CUDA_VISIBLE_DEVICES is not passed.
         let t = TaskLaunch { gpus: &[], ..t };
-        let got = batch_argv(&cfg, &t);
-        assert!(!got.iter().any(|a| a == "--nv"));
+        let got = batch_argv(&cfg, &control, &t);
+        assert!(!got
+            .iter()
+            .any(|a| a.contains("/dev/") || a == "--nv" || a == "--nvccli"));
         assert_eq!(apptainer_passed_env(&t), ["SLURM_JOB_GPUS"]);
+    }
+
+    #[test]
+    fn apptainer_gets_site_mounts_read_only_and_one_hosts_file() {
+        let mut p = app_plan();
+        p.mounts
+            .extend(crate::rules::plan::site_mounts(&["/etc/localtime".into()]));
+        let got = batch_argv(&ApptainerConfig::default(), &[], &task(&[], &[]));
+        assert!(got.contains(&"--bind=/etc/hosts:/etc/hosts:ro".to_string()));
+        let got = strings(
+            &apptainer_argv(
+                &p,
+                &ApptainerConfig::default(),
+                Path::new(SIF),
+                Path::new("/scratch"),
+                Path::new("/home/alice"),
+                &[],
+                &task(&[], &[]),
+            )
+            .unwrap(),
+        );
+        assert!(got.contains(&"--bind=/etc/localtime:/etc/localtime:ro".to_string()));
+        // A site that mounts /etc/hosts itself: that one only.
+        p.mounts
+            .extend(crate::rules::plan::site_mounts(&["/etc/hosts".into()]));
+        let got = strings(
+            &apptainer_argv(
+                &p,
+                &ApptainerConfig::default(),
+                Path::new(SIF),
+                Path::new("/scratch"),
+                Path::new("/home/alice"),
+                &[],
+                &task(&[], &[]),
+            )
+            .unwrap(),
+        );
+        assert_eq!(got.iter().filter(|a| a.contains("/etc/hosts")).count(), 1);
     }
 
     #[test]
@@ -1346,6 +1471,7 @@ mod tests {
             Path::new(SIF),
             Path::new("/scratch"),
             Path::new("/home/alice"),
+            &[],
             &task(&[], &[]),
         )
         .unwrap_err();
@@ -1357,6 +1483,7 @@ mod tests {
             Path::new(SIF),
             Path::new("/scratch"),
             Path::new("/home/alice"),
+            &[],
             &task(&[], &[])
         )
         .is_err());
@@ -1367,6 +1494,7 @@ mod tests {
             Path::new(SIF),
             Path::new("/scratch"),
             Path::new("/home/a:b"),
+            &[],
             &task(&[], &[])
         )
         .is_err());

@@ -27,6 +27,7 @@ use super::start::start_task;
 use super::{fail, raw_options};
 use crate::host::account::{self, Account};
 use crate::host::audit as host_audit;
+use crate::host::devices;
 use crate::host::dirs::{self, DirId, JobDirSpec, ScratchIn};
 use crate::host::image_store;
 use crate::host::inputs;
@@ -557,6 +558,8 @@ fn wrap_task(spank: &mut SpankHandle, job: &Job, ready: &Ready) -> Result<(), St
         &ready.resolution,
         &ready.dirs,
     );
+    plan.mounts
+        .extend(plan::site_mounts(&job.config.site_mounts));
     let input_mounts = plan::input_mounts(&ready.inputs);
     plan.mounts.extend(input_mounts.iter().cloned());
     let gpus = runtime::parse_gpu_list(
@@ -577,6 +580,7 @@ fn wrap_task(spank: &mut SpankHandle, job: &Job, ready: &Ready) -> Result<(), St
     };
     let cwd = std::env::current_dir().ok();
     let workdir;
+    let gpu_control;
     let target = match (job.runtime, &job.sif) {
         (Runtime::Apptainer, Some(sif)) => {
             // The user's APPTAINER_BIND and the like would add mounts: drop them all.
@@ -600,10 +604,16 @@ fn wrap_task(spank: &mut SpankHandle, job: &Job, ready: &Ready) -> Result<(), St
                 &job.account.home,
                 cwd.as_deref(),
             );
+            gpu_control = if gpus.is_empty() {
+                Vec::new()
+            } else {
+                devices::present_char_devices(&runtime::NVIDIA_CONTROL_DEVICES)
+            };
             Target::Apptainer {
                 sif,
                 workdir: &workdir,
                 home: &job.account.home,
+                gpu_control: &gpu_control,
             }
         }
         _ => {

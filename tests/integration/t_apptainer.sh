@@ -51,7 +51,7 @@ test_apptainer_job_runs_as_the_user_with_the_three_mounts_and_home() {
   assert_line "$out" "in=$SIF_HELLO"
   assert_line "$out" "image-fs"
   assert_eq "$(bed exec stat -c %U /home/alice/outputs-$n/result.txt)" alice "owner of a file written to /safe_outputs"
-  assert_contains "$out" "Running: /usr/bin/apptainer exec --cleanenv --no-eval --userns --contain --no-mount=cwd,hostfs --home=/home/alice --pwd=/home/alice/tests --bind=/safe_data/proj1:/safe_data --bind=/home/alice/outputs-$n:/safe_outputs --bind=/home/alice/scratch-$n:/scratch "
+  assert_contains "$out" "Running: /usr/bin/apptainer exec --cleanenv --no-eval --userns --contain --no-mount=cwd,hostfs,bind-paths --no-nv --no-rocm --home=/home/alice --bind=/etc/hosts:/etc/hosts:ro --pwd=/home/alice/tests --bind=/safe_data/proj1:/safe_data --bind=/home/alice/outputs-$n:/safe_outputs --bind=/home/alice/scratch-$n:/scratch "
   assert_contains "$out" " $SIF_HELLO /var/spool/slurmd/"
   assert_not_contains "$out" "docker://"
   assert_absent "/home/alice/scratch-$n"
@@ -68,7 +68,7 @@ test_apptainer_home_is_not_mounted_when_the_site_turns_it_off() {
   out=$(job_output alice "$job")
   assert_line "$out" "no-home"
   assert_line "$out" "cwd=/scratch"
-  assert_contains "$out" " --contain --no-mount=home,cwd,hostfs --pwd=/scratch "
+  assert_contains "$out" " --contain --no-mount=home,cwd,hostfs,bind-paths --no-nv --no-rocm --bind=/etc/hosts:/etc/hosts:ro --pwd=/scratch "
   assert_eq "$(job_field "$job" JobState)" COMPLETED
 }
 
@@ -254,15 +254,37 @@ test_batch_step_gets_the_jobs_gpus_not_a_users_variable() {
   assert_not_contains "$out" "/dev/nvidia1"
 }
 
-test_apptainer_gets_nv_and_the_steps_cuda_devices_only_with_gpus() {
+# Issue 14, point 6: apptainer gives the step's GPUs only, as podman's CDI devices do.
+# The control: apptainer's --nv (what the plugin passed before) binds every
+# /dev/nvidia* of the node, whatever the job was given.
+test_apptainer_gets_the_steps_gpu_devices_only() {
   need_apptainer
-  local out
+  local out job
+  bed exec sh -c 'ls /dev/nvidia0 /dev/nvidia1' >/dev/null 2>&1 ||
+    { echo "    the $SUITE bed has no stand-in /dev/nvidia* devices" >&2; exit 77; }
+  out=$(as alice apptainer -s exec --userns --contain --nv "$SIF_HELLO" sh -c 'ls /dev/nvidia* | tr "\n" " "; echo' 2>&1)
+  assert_line "$out" "/dev/nvidia0 /dev/nvidia1 " || return 1
+  # A stand-in NVIDIA control device, present on the node for this test only.
+  bed exec mknod -m 666 /dev/nvidiactl c 195 255
+  trap 'bed exec rm -f /dev/nvidiactl' EXIT
   out=$(devices_in alice --gres=gpu:1 --tre-container=$IMAGE --tre-runtime=apptainer)
-  assert_contains "$out" " --nv "
-  grep -q 'cvd=0$' <<<"$out" || fail "CUDA_VISIBLE_DEVICES not the step's: $out"
+  assert_contains "$out" " --bind=/dev/nvidia0:/dev/nvidia0 --bind=/dev/nvidiactl:/dev/nvidiactl "
+  assert_not_contains "$out" "--nv "
+  assert_line "$out" "/dev/nvidia0 /dev/nvidiactl cvd=0"
+  out=$(devices_in alice --gres=gpu:2 --tre-container=$IMAGE --tre-runtime=apptainer)
+  assert_contains "$out" " --bind=/dev/nvidia0:/dev/nvidia0 --bind=/dev/nvidia1:/dev/nvidia1 "
+  assert_line "$out" "/dev/nvidia0 /dev/nvidia1 /dev/nvidiactl cvd=0,1"
+  # The batch step: the job's GPU, not one a user's variable names.
+  job=$(as alice env SLURM_STEP_GPUS=0,1 sh -c 'mkdir -p ~/tests && cd ~/tests && sbatch --parsable --gres=gpu:1 -o "%j.out" "$@"' sbatch \
+    --tre-container=$IMAGE --tre-runtime=apptainer --wrap 'echo /dev/nvidia*')
+  wait_job "$job"
+  assert_line "$(job_output alice "$job")" "/dev/nvidia0 /dev/nvidiactl"
+  # No GPUs: no device at all (not the control device either), even when the user
+  # sets Slurm's variables.
   out=$(as alice env SLURM_STEP_GPUS=1 CUDA_VISIBLE_DEVICES=1 srun --tre-container=$IMAGE --tre-runtime=apptainer \
-    sh -c 'echo "cvd=${CUDA_VISIBLE_DEVICES:-unset}"' 2>&1)
-  assert_not_contains "$out" "--nv"
+    sh -c 'ls /dev/nvidia* 2>/dev/null | tr "\n" " "; echo "cvd=${CUDA_VISIBLE_DEVICES:-unset}"' 2>&1)
+  assert_not_contains "$(grep -v '^Running:' <<<"$out")" "/dev/nvidia"
+  assert_not_contains "$out" "--bind=/dev/"
   assert_line "$out" "cvd=unset"
 }
 

@@ -194,7 +194,7 @@ test_runtime_apptainer_ignores_a_non_utf8_apptainer_bind() {
 }
 
 test_runtime_no_gpu_device_without_gpus_under_either_runtime() {
-  local out
+  local out conf=/etc/apptainer/apptainer.conf
   bed exec sh -c 'ls /dev/nvidia0 /dev/nvidia1' >/dev/null 2>&1 ||
     { echo "    the $SUITE bed has no stand-in /dev/nvidia* devices" >&2; exit 77; }
   out=$(as alice srun --tre-container=$IMAGE sh -c 'ls /dev/nvidia* 2>/dev/null; echo end' 2>&1)
@@ -202,26 +202,72 @@ test_runtime_no_gpu_device_without_gpus_under_either_runtime() {
   need_apptainer_here
   out=$(as alice srun --tre-container=$IMAGE --tre-runtime=apptainer sh -c 'ls /dev/nvidia* 2>/dev/null; echo end' 2>&1)
   assert_eq "$(grep -v -e '^Running:' -e '^tre-spank:' -e '^INFO:' <<<"$out")" "end" "apptainer"
+  # A site's apptainer.conf saying `always use nv = yes` does not bring them back.
+  bed exec sh -c 'cp -p '"$conf"' '"$conf"'.t-runtime && sed -i "s/^always use nv = .*/always use nv = yes/" '"$conf"
+  trap 'bed exec mv '"$conf"'.t-runtime '"$conf" EXIT
+  # The control: with it, apptainer binds every /dev/nvidia* even without --nv.
+  out=$(as alice apptainer -s exec --userns --contain "$SIF" sh -c 'ls /dev/nvidia*' 2>&1)
+  assert_contains "$out" "/dev/nvidia1" || return 1
+  out=$(as alice srun --tre-container=$IMAGE --tre-runtime=apptainer sh -c 'ls /dev/nvidia* 2>/dev/null; echo end' 2>&1)
+  assert_eq "$(grep -v -e '^Running:' -e '^tre-spank:' -e '^INFO:' <<<"$out")" "end" "apptainer with always use nv"
 }
 
+# Issue 14, point 6: apptainer gives what podman gives. Neither the host's /tmp and
+# /var/tmp, nor the `bind path` entries of apptainer.conf, nor the node's /etc/localtime
+# (which --contain alone still binds); /etc/hosts holds the node's entries, as podman's
+# own copy of it does. A site adds host files with site_mounts, for both runtimes.
 test_runtime_apptainer_gives_no_host_tmp_and_no_site_bind_paths() {
   need_apptainer_here
-  local out conf=/etc/apptainer/apptainer.conf
+  local out rt conf=/etc/apptainer/apptainer.conf
   bed exec sh -c 'echo host > /tmp/tre-host-tmp-marker; echo host > /var/tmp/tre-host-vartmp-marker
     mkdir -p /opt/tre-site-bind && echo site > /opt/tre-site-bind/marker
     cp -p '"$conf"' '"$conf"'.t-runtime && echo "bind path = /opt/tre-site-bind" >> '"$conf"
-  trap 'bed exec sh -c "mv '"$conf"'.t-runtime '"$conf"'; rm -rf /tmp/tre-host-tmp-marker /var/tmp/tre-host-vartmp-marker /opt/tre-site-bind"' EXIT
-  # The control: apptainer's own defaults bring all three.
+  CLEANUP='bed exec sh -c "mv '"$conf"'.t-runtime '"$conf"'; rm -rf /tmp/tre-host-tmp-marker /var/tmp/tre-host-vartmp-marker /opt/tre-site-bind"'
+  # shellcheck disable=SC2064 # the cleanup command is built now, on purpose
+  trap "$CLEANUP" EXIT
+  # The controls: apptainer's own defaults bring all three; --contain alone (what the
+  # plugin passed before) still binds the node's /etc/hosts and /etc/localtime.
   out=$(as alice apptainer -s exec --userns "$SIF" sh -c 'cat /tmp/tre-host-tmp-marker /var/tmp/tre-host-vartmp-marker /opt/tre-site-bind/marker' 2>&1)
   assert_eq "$out" $'host\nhost\nsite' "apptainer outside Slurm" || return 1
+  out=$(as alice apptainer -s exec --userns --contain "$SIF" sh -c 'grep -c -e " /etc/localtime " -e " /etc/hosts " /proc/self/mountinfo' 2>&1)
+  assert_eq "$out" 2 "mounts of /etc/localtime and /etc/hosts under --contain" || return 1
   out=$(as alice srun --tre-container=$IMAGE --tre-runtime=apptainer sh -c '
     for f in /tmp/tre-host-tmp-marker /var/tmp/tre-host-vartmp-marker /opt/tre-site-bind/marker; do
       test -e $f && printf "S%sN %s\\n" EE $f; done
+    grep -q " /etc/localtime " /proc/self/mountinfo && printf "LOCALTIME-%s\\n" MOUNTED
+    grep -q " /etc/hosts ro," /proc/self/mountinfo && echo hosts-read-only
+    cat /etc/hosts
     test -e /home/alice/.bashrc && echo home-mounted; echo end' 2>&1)
   assert_not_contains "$out" "SEEN"
+  assert_not_contains "$out" "LOCALTIME-MOUNTED"
   assert_line "$out" "home-mounted"
   assert_line "$out" "end"
-  # /etc/hosts is the node's, as under podman.
-  out=$(as alice srun --tre-container=$IMAGE --tre-runtime=apptainer cat /etc/hosts 2>&1)
+  # /etc/hosts: the node's entries (podman's copy has them too), bound read-only by
+  # tre-spank itself, not by apptainer.conf.
   assert_line "$out" "$(bed exec grep tbnode /etc/hosts | head -n 1)"
+  assert_line "$out" "hosts-read-only"
+  assert_contains "$out" " --bind=/etc/hosts:/etc/hosts:ro "
+  # The site's choice: the node's time zone file, read-only, under both runtimes.
+  with_config 'site_mounts = ["/etc/localtime"]'
+  # shellcheck disable=SC2064
+  trap "restore_config; $CLEANUP" EXIT
+  for rt in apptainer podman; do
+    out=$(as alice srun --tre-container=$IMAGE --tre-runtime=$rt sh -c 'grep -q " /etc/localtime ro," /proc/self/mountinfo && echo localtime-read-only; echo end' 2>&1)
+    assert_line "$out" "localtime-read-only"
+  done
+}
+
+# A site mount the node lacks would fail every container job: check names it. An entry
+# that overlaps what the container has of its own is refused with the key.
+test_runtime_check_names_a_missing_or_overlapping_site_mount() {
+  local out rc
+  bed exec sh -c 'printf "%s\n" "site_mounts = [\"/etc/hosts\", \"/opt/tre-no-such-file\"]" > /tmp/site-mounts.toml'
+  out=$(bed exec tre-spank check --config /tmp/site-mounts.toml) && rc=0 || rc=$?
+  assert_eq "$rc" 1 "exit status"
+  assert_contains "$out" "ok       site mount /etc/hosts (read-only in every container job)"
+  assert_contains "$out" "PROBLEM  site mount /opt/tre-no-such-file: No such file or directory (os error 2) (container jobs on this node would fail)"
+  bed exec sh -c 'printf "%s\n" "site_mounts = [\"/var/tmp\"]" > /tmp/site-mounts.toml'
+  out=$(bed exec tre-spank check --config /tmp/site-mounts.toml) && rc=0 || rc=$?
+  assert_eq "$rc" 1 "exit status"
+  assert_contains "$out" 'PROBLEM  tre-spank: config /tmp/site-mounts.toml key site_mounts: "/var/tmp" overlaps /var/tmp, which the container has of its own'
 }

@@ -175,7 +175,10 @@ fn plan_for(opts: &Opts, user: &str, container: &str) -> i32 {
             entrypoint: request.entrypoint,
             gpus: &[],
         };
-        let container = plan::container_plan(&request.image, runtime, &resolution, &dirs);
+        let mut container = plan::container_plan(&request.image, runtime, &resolution, &dirs);
+        container
+            .mounts
+            .extend(plan::site_mounts(&config.site_mounts));
         let sif = runtime::sif_path(&config.apptainer.sif_dir, &request.image).unwrap_or_default();
         let scratch = PathBuf::from(plan::CONTAINER_SCRATCH);
         let target = match runtime {
@@ -190,6 +193,7 @@ fn plan_for(opts: &Opts, user: &str, container: &str) -> i32 {
                 sif: &sif,
                 workdir: &scratch,
                 home: &account.home,
+                gpu_control: &[],
             },
         };
         let command = match runtime::job_command(&config, &container, &target, &launch) {

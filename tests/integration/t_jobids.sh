@@ -19,6 +19,10 @@ reset_slurmctld() {
     for i in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
     ! kill -0 "$p" 2>/dev/null && rm -rf /var/spool/slurmctld/* && slurmctld' ||
     fail "slurmctld did not restart"
+  # Job ids start again at the first: the output files of earlier jobs with those ids
+  # (~/tests/<id>.out) would be read as the new jobs' by the tests that follow, before
+  # the new job has written its own. The queue is empty here (clean_slate).
+  bed exec sh -c 'rm -f /home/*/tests/*.out'
   local i
   for ((i = 0; i < 300; i++)); do
     [ "$(nodes_state 2>/dev/null)" = idle ] && return 0

@@ -170,6 +170,12 @@ pub struct ApptainerConfig {
     pub mount_home: bool,
     /// `--userns`: always run unprivileged, even where a setuid starter is installed.
     pub userns: bool,
+    /// A step with GPUs also gets `--nv`: the node's NVIDIA driver libraries
+    /// (apptainer's nvliblist.conf), at the price that apptainer then binds every
+    /// /dev/nvidia* of the node; access to the other jobs' GPUs then rests on Slurm's
+    /// cgroup device limits (ConstrainDevices=yes). Off: the step's GPU device nodes
+    /// only, and the image brings its own driver libraries.
+    pub nv: bool,
 }
 
 impl Default for ApptainerConfig {
@@ -179,6 +185,7 @@ impl Default for ApptainerConfig {
             sif_dir: PathBuf::from("/var/lib/tre-spank/sif"),
             mount_home: true,
             userns: true,
+            nv: false,
         }
     }
 }
@@ -709,7 +716,7 @@ mod tests {
         let d = Config::default();
         assert_eq!(d.runtimes, vec![Runtime::Podman, Runtime::Apptainer]);
         assert_eq!(d.apptainer.sif_dir, PathBuf::from("/var/lib/tre-spank/sif"));
-        assert!(d.apptainer.mount_home && d.apptainer.userns);
+        assert!(d.apptainer.mount_home && d.apptainer.userns && !d.apptainer.nv);
     }
 
     #[test]

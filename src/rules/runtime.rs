@@ -568,8 +568,11 @@ pub fn apptainer_argv(
         "--no-mount=home,cwd,hostfs,bind-paths".into()
     });
     // Not even where apptainer.conf says `always use nv` or `always use rocm`: those
-    // bind every GPU device node of the node.
-    argv.extend(["--no-nv".into(), "--no-rocm".into()]);
+    // bind every GPU device node of the node. `apptainer.nv`: the site takes that for
+    // the driver libraries, for steps with GPUs only.
+    let nv = config.nv && !task.gpus.is_empty();
+    argv.push(if nv { "--nv" } else { "--no-nv" }.into());
+    argv.push("--no-rocm".into());
     if config.mount_home {
         argv.push(home_flag(home)?);
     }
@@ -581,7 +584,7 @@ pub fn apptainer_argv(
     }
     // The step's GPUs only, as podman's --device=nvidia.com/gpu=N: never --nv, which
     // binds every /dev/nvidia* of the node.
-    if !task.gpus.is_empty() {
+    if !task.gpus.is_empty() && !nv {
         for gpu in task.gpus {
             let dev = gpu_device(*gpu);
             argv.push(bind(&dev, &dev, false)?);
@@ -1421,6 +1424,33 @@ mod tests {
             .iter()
             .any(|a| a.contains("/dev/") || a == "--nv" || a == "--nvccli"));
         assert_eq!(apptainer_passed_env(&t), ["SLURM_JOB_GPUS"]);
+    }
+
+    #[test]
+    fn apptainer_nv_is_the_sites_choice_and_only_for_steps_with_gpus() {
+        let argv = os(&["true"]);
+        let cfg = ApptainerConfig {
+            nv: true,
+            ..ApptainerConfig::default()
+        };
+        let control = [PathBuf::from("/dev/nvidiactl")];
+        let gpu = TaskLaunch {
+            gpus: &[1],
+            ..task(&argv, &[])
+        };
+        let got = batch_argv(&cfg, &control, &gpu);
+        // --nv binds the devices (all of them) and the driver libraries itself.
+        assert!(got.contains(&"--nv".to_string()), "{got:?}");
+        assert!(!got.iter().any(|a| a == "--no-nv" || a.contains("/dev/")));
+        // Without GPUs nothing changes: --no-nv, no device.
+        let none = task(&argv, &[]);
+        let got = batch_argv(&cfg, &control, &none);
+        assert!(got.contains(&"--no-nv".to_string()));
+        assert!(!got.iter().any(|a| a == "--nv" || a.contains("/dev/")));
+        // The default: the step's device nodes, never --nv.
+        let got = batch_argv(&ApptainerConfig::default(), &control, &gpu);
+        assert!(got.contains(&"--no-nv".to_string()));
+        assert!(got.contains(&"--bind=/dev/nvidia1:/dev/nvidia1".to_string()));
     }
 
     #[test]

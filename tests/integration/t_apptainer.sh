@@ -288,6 +288,26 @@ test_apptainer_gets_the_steps_gpu_devices_only() {
   assert_line "$out" "cvd=unset"
 }
 
+# apptainer.nv = true: the site takes --nv (the node's driver libraries) for steps with
+# GPUs, and with it every /dev/nvidia* of the node; steps without GPUs are unchanged.
+test_apptainer_nv_is_the_sites_choice_for_steps_with_gpus_only() {
+  need_apptainer
+  local out
+  bed exec sh -c 'ls /dev/nvidia0 /dev/nvidia1' >/dev/null 2>&1 ||
+    { echo "    the $SUITE bed has no stand-in /dev/nvidia* devices" >&2; exit 77; }
+  with_config '[apptainer]
+nv = true'
+  out=$(devices_in alice --gres=gpu:1 --tre-container=$IMAGE --tre-runtime=apptainer)
+  assert_contains "$out" " --nv "
+  assert_not_contains "$out" "--bind=/dev/nvidia"
+  assert_line "$out" "/dev/nvidia0 /dev/nvidia1 cvd=0"
+  out=$(as alice srun --tre-container=$IMAGE --tre-runtime=apptainer \
+    sh -c 'ls /dev/nvidia* 2>/dev/null | tr "\n" " "; echo end' 2>&1)
+  assert_contains "$out" " --no-nv "
+  assert_line "$out" "end"
+  restore_config
+}
+
 test_podman_command_mode_bypasses_an_images_entrypoint_and_image_mode_uses_it() {
   local img=ghcr.io/mikej888/entrypoint-tre:1.0 out
   # An image with an ENTRYPOINT, imported into alice's own storage for this test.

@@ -198,10 +198,10 @@ test_runtime_no_gpu_device_without_gpus_under_either_runtime() {
   bed exec sh -c 'ls /dev/nvidia0 /dev/nvidia1' >/dev/null 2>&1 ||
     { echo "    the $SUITE bed has no stand-in /dev/nvidia* devices" >&2; exit 77; }
   out=$(as alice srun --tre-container=$IMAGE sh -c 'ls /dev/nvidia* 2>/dev/null; echo end' 2>&1)
-  assert_eq "$(grep -v -e '^Running:' -e '^tre-spank:' -e '^INFO:' <<<"$out")" "end" "podman"
+  assert_eq "$(grep -v -e '^Running:' -e '^tre-spank:' -e '^INFO:' -e '^srun: ' <<<"$out")" "end" "podman"
   need_apptainer_here
   out=$(as alice srun --tre-container=$IMAGE --tre-runtime=apptainer sh -c 'ls /dev/nvidia* 2>/dev/null; echo end' 2>&1)
-  assert_eq "$(grep -v -e '^Running:' -e '^tre-spank:' -e '^INFO:' <<<"$out")" "end" "apptainer"
+  assert_eq "$(grep -v -e '^Running:' -e '^tre-spank:' -e '^INFO:' -e '^srun: ' <<<"$out")" "end" "apptainer"
   # A site's apptainer.conf saying `always use nv = yes` does not bring them back.
   bed exec sh -c 'cp -p '"$conf"' '"$conf"'.t-runtime && sed -i "s/^always use nv = .*/always use nv = yes/" '"$conf"
   trap 'bed exec mv '"$conf"'.t-runtime '"$conf" EXIT
@@ -209,7 +209,7 @@ test_runtime_no_gpu_device_without_gpus_under_either_runtime() {
   out=$(as alice apptainer -s exec --userns --contain "$SIF" sh -c 'ls /dev/nvidia*' 2>&1)
   assert_contains "$out" "/dev/nvidia1" || return 1
   out=$(as alice srun --tre-container=$IMAGE --tre-runtime=apptainer sh -c 'ls /dev/nvidia* 2>/dev/null; echo end' 2>&1)
-  assert_eq "$(grep -v -e '^Running:' -e '^tre-spank:' -e '^INFO:' <<<"$out")" "end" "apptainer with always use nv"
+  assert_eq "$(grep -v -e '^Running:' -e '^tre-spank:' -e '^INFO:' -e '^srun: ' <<<"$out")" "end" "apptainer with always use nv"
 }
 
 # Issue 14, point 6: apptainer gives what podman gives. Neither the host's /tmp and

@@ -69,13 +69,8 @@ pub fn sd_value(value: &str) -> String {
     for c in value.chars() {
         if c == '\\' {
             out.push_str("\\\\");
-        } else if c.is_control() {
-            let mut buf = [0u8; 4];
-            for b in c.encode_utf8(&mut buf).bytes() {
-                out.push_str(&format!("\\x{b:02x}"));
-            }
         } else {
-            out.push(c);
+            push_escaped(&mut out, c);
         }
     }
     out
@@ -120,16 +115,21 @@ pub fn quote(value: &str) -> String {
 pub fn log_line(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        if c.is_control() {
-            let mut buf = [0u8; 4];
-            for b in c.encode_utf8(&mut buf).bytes() {
-                out.push_str(&format!("\\x{b:02x}"));
-            }
-        } else {
-            out.push(c);
-        }
+        push_escaped(&mut out, c);
     }
     out
+}
+
+/// `c` as it is, or a control character as `\xNN` per byte of its UTF-8.
+fn push_escaped(out: &mut String, c: char) {
+    if c.is_control() {
+        let mut buf = [0u8; 4];
+        for b in c.encode_utf8(&mut buf).bytes() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    } else {
+        out.push(c);
+    }
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` (UTC).

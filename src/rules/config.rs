@@ -249,8 +249,8 @@ impl ShmSize {
 }
 
 impl TryFrom<String> for ShmSize {
-    type Error = String;
-    fn try_from(value: String) -> Result<Self, String> {
+    type Error = ShmSizeError;
+    fn try_from(value: String) -> Result<Self, ShmSizeError> {
         let digits = value.trim_end_matches(['b', 'k', 'm', 'g']);
         let unit_len = value.len() - digits.len();
         if unit_len <= 1
@@ -261,12 +261,15 @@ impl TryFrom<String> for ShmSize {
         {
             Ok(ShmSize(value))
         } else {
-            Err(format!(
-                "{value:?} is not a size: digits with an optional unit b, k, m or g (e.g. \"8g\")"
-            ))
+            Err(ShmSizeError(value))
         }
     }
 }
+
+/// A `podman.shm_size` that is not a size.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a size: digits with an optional unit b, k, m or g (e.g. \"8g\")")]
+pub struct ShmSizeError(String);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]

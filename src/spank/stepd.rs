@@ -39,9 +39,9 @@ pub struct Step {
 }
 
 /// The step's facts, as slurmstepd gives them.
-struct Facts<'a>(&'a SpankHandle<'a>);
+struct Facts<'a, 'b>(&'a SpankHandle<'b>);
 
-impl StepFacts for Facts<'_> {
+impl StepFacts for Facts<'_, '_> {
     fn plugin_args(&self) -> Result<Vec<String>, StepError> {
         let args =
             (self.0.plugin_argv()).map_err(|e| StepError::cannot("read plugstack arguments", e))?;

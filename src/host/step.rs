@@ -44,8 +44,8 @@ use crate::rules::runtime::{self, ApptainerError, RuntimeChoiceError, Target, Ta
 /// Slurm's step id for the batch script (`SLURM_BATCH_SCRIPT`).
 pub const BATCH_STEP_ID: u32 = 0xffff_fffb;
 
-/// Why a step does not run. The text is what the job shows after the plugin's name
-/// (see [`super::log::prefixed`]): tests assert it verbatim.
+/// Why a step does not run. [`StepError::line`] is what the job shows: tests assert
+/// it verbatim.
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
     /// A call to Slurm or the system failed (`what`: "get the job's uid", ...).
@@ -63,7 +63,7 @@ pub enum StepError {
     NoImageName,
     #[error("image {image} is not on node {node}: no SIF file {} (images reach the nodes only through the site's approved process, and jobs never pull)", .sif.display())]
     NoSif {
-        image: ImageRef,
+        image: String,
         node: String,
         sif: PathBuf,
     },
@@ -103,6 +103,16 @@ pub enum StepError {
 }
 
 impl StepError {
+    /// The line the job shows (and the audit record's reason): the plugin's name in
+    /// front, except for the project lines, which are the real service's own, verbatim
+    /// (`Cannot open project data: ...`).
+    pub fn line(&self) -> String {
+        match self {
+            StepError::Project(e) => e.to_string(),
+            e => super::log::prefixed(e),
+        }
+    }
+
     /// A call that failed, as the job shows it (`cannot WHAT: DETAIL`).
     pub fn cannot(what: impl Into<String>, detail: impl std::fmt::Display) -> StepError {
         StepError::Cannot {
@@ -210,6 +220,8 @@ pub trait StepHost {
 }
 
 /// Which job the step belongs to.
+// One per step, held in a box already (Step::Prepared): boxing the variant buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 pub enum Identity {
     /// A job Slurm started.
@@ -368,7 +380,7 @@ pub fn prepare(facts: &impl StepFacts, host: &impl StepHost) -> Result<Prepared,
                 .ok_or(StepError::NoImageName)?;
             if !host.is_file(&sif) {
                 return Err(StepError::NoSif {
-                    image: request.image.clone(),
+                    image: request.image.to_string(),
                     node,
                     sif,
                 });

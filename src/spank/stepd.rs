@@ -26,7 +26,7 @@ use slurm_spank::SpankHandle;
 use super::raw_options;
 use super::start::start_task;
 use crate::host::audit as host_audit;
-use crate::host::log::{prefixed, AUDIT_TARGET};
+use crate::host::log::AUDIT_TARGET;
 use crate::host::step::{
     self, EnvChange, NodeHost, Step as StepState, StepError, StepFacts, TaskOutcome,
 };
@@ -119,12 +119,11 @@ impl Step {
         let facts = Facts(spank);
         let result = match self.state.task_init(&facts, &NodeHost) {
             TaskOutcome::NotContainer => return Ok(()),
-            TaskOutcome::Refused(e) => Err(e.to_string()),
-            TaskOutcome::Failed(e) => Err(e.to_string()),
-            TaskOutcome::Run(ready, plan) => apply(spank, ready, plan).map_err(|e| e.to_string()),
+            TaskOutcome::Refused(e) => Err(e.line()),
+            TaskOutcome::Failed(e) => Err(e.line()),
+            TaskOutcome::Run(ready, plan) => apply(spank, ready, plan).map_err(|e| e.line()),
         };
-        result.map_err(|message| {
-            let line = prefixed(&message);
+        result.map_err(|line| {
             say(&line);
             audit(
                 Event::Refused,

@@ -280,10 +280,11 @@ fn run(facts: &FakeStep, node: &FakeNode) -> Step {
     step
 }
 
+/// The line the job shows.
 fn refusal(facts: &FakeStep, node: &FakeNode) -> String {
     match run(facts, node).task_init(facts, node) {
-        TaskOutcome::Refused(e) => e.to_string(),
-        TaskOutcome::Failed(e) => format!("failed: {e}"),
+        TaskOutcome::Refused(e) => e.line(),
+        TaskOutcome::Failed(e) => format!("failed: {}", e.line()),
         TaskOutcome::NotContainer => "not a container step".into(),
         TaskOutcome::Run(..) => "ran".into(),
     }
@@ -338,13 +339,13 @@ fn an_image_from_another_registry_is_refused_before_anything_is_made() {
     let node = FakeNode::new();
     assert_eq!(
         refusal(&facts, &node),
-        "--tre-container: image docker.io/library/ubuntu:22.04 is not from an allowed registry (allowed: ghcr.io/)"
+        "tre-spank: --tre-container: image docker.io/library/ubuntu:22.04 is not from an allowed registry (allowed: ghcr.io/)"
     );
     assert!(node.made.borrow().is_empty());
 }
 
 #[test]
-fn a_user_without_a_project_is_refused_in_user_init() {
+fn a_project_refusal_is_the_real_services_line_without_the_plugin_name() {
     let facts = FakeStep::srun(IMAGE);
     let node = FakeNode {
         project: Err(ProjectError::NotYours {
@@ -372,7 +373,7 @@ fn a_runtime_that_is_not_installed_is_refused() {
     };
     assert_eq!(
         refusal(&facts, &node),
-        "apptainer is not installed on node node1"
+        "tre-spank: apptainer is not installed on node node1"
     );
 }
 
@@ -382,7 +383,7 @@ fn an_apptainer_image_without_its_sif_file_is_refused() {
     let node = FakeNode::new();
     assert_eq!(
         refusal(&facts, &node),
-        "image ghcr.io/tre/analysis:1.0 is not on node node1: no SIF file /var/lib/tre-spank/sif/ghcr.io/tre/analysis_1.0.sif (images reach the nodes only through the site's approved process, and jobs never pull)"
+        "tre-spank: image ghcr.io/tre/analysis:1.0 is not on node node1: no SIF file /var/lib/tre-spank/sif/ghcr.io/tre/analysis_1.0.sif (images reach the nodes only through the site's approved process, and jobs never pull)"
     );
 }
 
@@ -488,7 +489,7 @@ fn a_step_that_cannot_record_its_directories_does_not_run() {
         save_fails: true,
         ..FakeNode::new()
     };
-    assert!(refusal(&facts, &node).starts_with("cannot record the job's directories: "));
+    assert!(refusal(&facts, &node).starts_with("tre-spank: cannot record the job's directories: "));
 }
 
 #[test]

@@ -31,7 +31,6 @@ use super::podman_version;
 use super::runtime_dir::{self, RuntimeDirError};
 use super::state::{JobRecord, StateDir, StateError};
 use super::trust::{self, TrustError};
-use crate::rules::audit::{self, Event};
 use crate::rules::config::{Config, ConfigError};
 use crate::rules::image::ImageRef;
 use crate::rules::job_number::{job_number, JobIdentity, NumberError};
@@ -948,11 +947,6 @@ pub fn refusal_fields(
         ("node", host.node_name()),
         ("reason", message.to_string()),
     ]
-}
-
-/// An audit record with its event, for the caller to send.
-pub fn audit_record(event: Event, fields: &[(&'static str, String)]) -> String {
-    audit::format_record(event, fields)
 }
 
 fn step_name(facts: &impl StepFacts) -> String {

@@ -21,18 +21,18 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::account::{self, Account, AccountError};
+use super::devices;
 use super::dirs::{self, DirError, DirId, JobDirSpec, ScratchIn};
 use super::inputs::{self, InputError};
 use super::job;
-use super::devices;
 use super::liveness;
-use crate::rules::job_number::SubmitTimeError;
 use super::podman_version;
 use super::runtime_dir::{self, RuntimeDirError};
 use super::state::{JobRecord, StateDir, StateError};
 use super::trust::{self, TrustError};
 use crate::rules::config::{Config, ConfigError};
 use crate::rules::image::ImageRef;
+use crate::rules::job_number::SubmitTimeError;
 use crate::rules::job_number::{job_number, JobIdentity, NumberError};
 use crate::rules::options::{self, BatchMode, ContainerRequest, OptionError, RawOptions, Runtime};
 use crate::rules::plan::{self, outputs_name, scratch_name, JobDirs, Mount, IN_CONTAINER_VAR};
@@ -181,8 +181,13 @@ pub trait StepHost {
     ) -> Result<PathBuf, StepError>;
     /// The job's run state on a tmpfs: `$XDG_RUNTIME_DIR` and podman's run root (made
     /// if missing).
-    fn run_dir(&self, config: &Config, job_id: u32, uid: u32, gid: u32)
-        -> Result<PathBuf, StepError>;
+    fn run_dir(
+        &self,
+        config: &Config,
+        job_id: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<PathBuf, StepError>;
     /// The node's podman has `--transient-store` (host::podman_version).
     fn transient_store(&self, config: &Config) -> bool;
     /// The GPU control devices this node has (`/dev/nvidiactl` and the like), for an
@@ -1027,7 +1032,12 @@ impl StepHost for NodeHost {
         uid: u32,
         gid: u32,
     ) -> Result<PathBuf, StepError> {
-        Ok(runtime_dir::ensure_tmpfs(&config.run_dir, job_id, uid, gid)?)
+        Ok(runtime_dir::ensure_tmpfs(
+            &config.run_dir,
+            job_id,
+            uid,
+            gid,
+        )?)
     }
 
     fn transient_store(&self, config: &Config) -> bool {

@@ -740,8 +740,7 @@ pub fn job_command(
             home,
             gpu_control,
             task,
-        )
-        ?,
+        )?,
     };
     let kept = task.container_args().len();
     let task_prefix = supervised_argv(

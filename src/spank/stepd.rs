@@ -194,7 +194,7 @@ fn apply(
 fn audit(event: Event, fields: Vec<(&'static str, String)>) {
     let record = audit::format_record(event, &fields);
     log::info!(target: AUDIT_TARGET, "{record}");
-    if let Err(e) = host_audit::send(&record) {
+    if let Err(e) = host_audit::send(event, &fields) {
         log::debug!("audit record not sent to syslog: {e}");
     }
 }

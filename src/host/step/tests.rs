@@ -10,6 +10,8 @@ use crate::rules::project::{Project, ProjectError, Resolution, SafeData};
 
 const IMAGE: &str = "ghcr.io/tre/analysis:1.0";
 const JOB: u32 = 4242;
+/// The job's submit time as the fake controller has it.
+const SUBMITTED: u64 = 1_764_640_000;
 
 /// What slurmstepd would say about one step.
 #[derive(Clone)]
@@ -112,6 +114,12 @@ struct FakeNode {
     files: Vec<PathBuf>,
     dirs: Vec<PathBuf>,
     record: Option<JobRecord>,
+    /// The controller's answer for the job's submit time (`None`: not listed).
+    submitted: Option<u64>,
+    /// The node's podman has `--transient-store`.
+    transient_store: bool,
+    /// The GPU control devices the node has.
+    gpu_control: Vec<PathBuf>,
     project: Result<Resolution, ProjectError>,
     save_fails: bool,
     origin: Origin,
@@ -141,12 +149,16 @@ impl FakeNode {
     fn new() -> FakeNode {
         FakeNode {
             config: Config {
-                runtime_dir: "/run/tre-jobs".into(),
+                runtime_dir: "/var/lib/tre-jobs".into(),
+                run_dir: "/run/tre-jobs".into(),
                 ..Config::default()
             },
             files: vec!["/usr/bin/podman".into(), "/usr/bin/apptainer".into()],
             dirs: vec![],
             record: None,
+            submitted: Some(SUBMITTED),
+            transient_store: false,
+            gpu_control: vec![],
             project: Ok(proj1()),
             save_fails: false,
             origin: Origin::Created,
@@ -209,6 +221,26 @@ impl StepHost for FakeNode {
         _gid: u32,
     ) -> Result<PathBuf, StepError> {
         Ok(config.runtime_dir.join(format!("job-{job_id}")))
+    }
+    fn submit_time(&self, _config: &Config, job_id: u32) -> Result<u64, StepError> {
+        Ok(self
+            .submitted
+            .ok_or(crate::rules::job_number::SubmitTimeError::NotListed(job_id))?)
+    }
+    fn run_dir(
+        &self,
+        config: &Config,
+        job_id: u32,
+        _uid: u32,
+        _gid: u32,
+    ) -> Result<PathBuf, StepError> {
+        Ok(config.run_dir.join(format!("job-{job_id}")))
+    }
+    fn transient_store(&self, _config: &Config) -> bool {
+        self.transient_store
+    }
+    fn gpu_control(&self) -> Vec<PathBuf> {
+        self.gpu_control.clone()
     }
     fn image_id(
         &self,
@@ -301,7 +333,12 @@ fn task_plan(facts: &FakeStep, node: &FakeNode) -> TaskPlan {
 }
 
 fn number_of(facts: &FakeStep) -> u32 {
-    job_number(b"site secret", facts.job_id.unwrap(), 0).unwrap()
+    let id = JobIdentity {
+        job_id: facts.job_id.unwrap(),
+        restart_count: 0,
+        submitted: SUBMITTED,
+    };
+    job_number(b"site secret", &id).unwrap()
 }
 
 fn text(argv: &[OsString]) -> String {
@@ -441,6 +478,7 @@ fn a_later_step_confirms_the_recorded_directories_and_writes_no_record() {
     let node = FakeNode {
         record: Some(JobRecord {
             job_id: JOB,
+            submitted: Some(SUBMITTED),
             uid: 1001,
             number: n,
             home: "/home/alice".into(),
@@ -467,6 +505,7 @@ fn an_earlier_jobs_record_with_the_same_id_is_set_aside_not_adopted() {
     let node = FakeNode {
         record: Some(JobRecord {
             job_id: JOB,
+            submitted: Some(SUBMITTED - 86_400),
             uid: 1002,
             number: 7,
             home: "/home/bob".into(),
@@ -513,7 +552,9 @@ fn a_podman_task_runs_under_the_supervisor_with_the_sites_config_only() {
     let command = plan.command.as_ref().expect("a container command");
     let running = text(&command.runtime_argv);
     assert!(
-        running.starts_with("/usr/bin/podman --root=/run/tre-jobs/job-4242/storage "),
+        running.starts_with(
+            "/usr/bin/podman --root=/var/lib/tre-jobs/job-4242/storage --runroot=/run/tre-jobs/job-4242/run "
+        ),
         "{running}"
     );
     assert!(
@@ -687,7 +728,7 @@ fn a_plan_makes_nothing_and_names_the_job_n_and_jobid() {
     let plan = task(&resolved, &facts, &node).unwrap();
     let command = plan.command.unwrap();
     assert!(text(&command.runtime_argv)
-        .starts_with("/usr/bin/podman --root=/run/tre-jobs/job-JOBID/storage "));
+        .starts_with("/usr/bin/podman --root=/var/lib/tre-jobs/job-JOBID/storage --runroot=/run/tre-jobs/job-JOBID/run "));
     assert!(text(&command.runtime_argv).ends_with(PLANNED_SCRIPT));
     assert!(node.made.borrow().is_empty() && node.saved.borrow().is_empty());
 }
@@ -741,4 +782,156 @@ fn a_refusal_is_audited_with_what_slurm_says() {
     assert_eq!(get("image"), Some("docker.io/x:1"));
     assert_eq!(get("node"), Some("node1"));
     assert_eq!(get("reason"), Some("bad image"));
+}
+
+#[test]
+fn the_job_number_is_keyed_by_the_controllers_submit_time() {
+    let facts = FakeStep::srun(IMAGE);
+    let node = FakeNode::new();
+    run(&facts, &node);
+    let saved = node.saved.borrow();
+    assert_eq!(saved[0].number, number_of(&facts));
+    assert_eq!(saved[0].submitted, Some(SUBMITTED));
+    // The same id submitted at another time is another job, with another NUMBER.
+    let later = FakeNode {
+        submitted: Some(SUBMITTED + 1),
+        ..FakeNode::new()
+    };
+    run(&facts, &later);
+    assert_ne!(later.saved.borrow()[0].number, saved[0].number);
+}
+
+#[test]
+fn a_job_the_controller_does_not_list_does_not_run() {
+    let node = FakeNode {
+        submitted: None,
+        ..FakeNode::new()
+    };
+    assert_eq!(
+        refusal(&FakeStep::srun(IMAGE), &node),
+        "tre-spank: cannot tell this job from an earlier one with its id: the controller does not list job 4242"
+    );
+    assert!(node.made.borrow().is_empty());
+}
+
+#[test]
+fn a_record_of_the_same_id_uid_and_number_but_another_submit_time_is_set_aside() {
+    let facts = FakeStep::srun(IMAGE);
+    let n = number_of(&facts);
+    for submitted in [None, Some(SUBMITTED - 1)] {
+        let node = FakeNode {
+            record: Some(JobRecord {
+                job_id: JOB,
+                submitted,
+                uid: 1001,
+                number: n,
+                home: "/home/alice".into(),
+                outputs: id(20),
+                scratch: id(21),
+                scratch_parent: None,
+            }),
+            ..FakeNode::new()
+        };
+        run(&facts, &node);
+        assert_eq!(*node.retired.borrow(), [n], "{submitted:?}");
+        assert!(
+            node.made.borrow()[0].starts_with("create "),
+            "{submitted:?}"
+        );
+    }
+}
+
+#[test]
+fn podman_run_state_is_on_the_tmpfs_and_transient_where_podman_has_it() {
+    let facts = FakeStep::srun(IMAGE);
+    let node = FakeNode {
+        transient_store: true,
+        ..FakeNode::new()
+    };
+    let plan = task_plan(&facts, &node);
+    let running = text(&plan.command.as_ref().unwrap().runtime_argv);
+    assert!(
+        running.starts_with(
+            "/usr/bin/podman --root=/var/lib/tre-jobs/job-4242/storage --runroot=/run/tre-jobs/job-4242/run --transient-store "
+        ),
+        "{running}"
+    );
+    assert_eq!(
+        sets(&plan, "XDG_RUNTIME_DIR").map(|v| v.as_os_str()),
+        Some("/run/tre-jobs/job-4242".as_ref())
+    );
+    // Without it (podman before 4.4): no flag.
+    let plan = task_plan(&facts, &FakeNode::new());
+    let running = text(&plan.command.as_ref().unwrap().runtime_argv);
+    assert!(!running.contains("--transient-store"), "{running}");
+}
+
+#[test]
+fn an_apptainer_step_is_never_asked_for_the_transient_store() {
+    let facts = FakeStep::srun(IMAGE).option(|o| o.runtime = Some(b"apptainer".to_vec()));
+    let mut node = FakeNode {
+        transient_store: true,
+        ..FakeNode::new()
+    };
+    node.files
+        .push("/var/lib/tre-spank/sif/ghcr.io/tre/analysis_1.0.sif".into());
+    let mut step = Step::default();
+    step.init_post_opt(&facts, &node);
+    let Step::Prepared(p) = &step else {
+        panic!("not prepared");
+    };
+    assert!(!p.transient_store);
+}
+
+#[test]
+fn site_mounts_are_read_only_at_the_same_path_under_both_runtimes() {
+    let sif = "/var/lib/tre-spank/sif/ghcr.io/tre/analysis_1.0.sif";
+    for runtime in ["podman", "apptainer"] {
+        let facts = FakeStep::srun(IMAGE).option(|o| o.runtime = Some(runtime.into()));
+        let mut node = FakeNode::new();
+        node.config.site_mounts = vec!["/etc/krb5.conf".into(), "/opt/site".into()];
+        node.files.push(sif.into());
+        let plan = task_plan(&facts, &node);
+        let command = plan.command.as_ref().unwrap();
+        for path in ["/etc/krb5.conf", "/opt/site"] {
+            let m = command
+                .mounts
+                .iter()
+                .find(|m| m.host == Path::new(path))
+                .unwrap_or_else(|| panic!("{runtime}: no mount of {path}"));
+            assert_eq!(m.container, Path::new(path), "{runtime}");
+            assert!(m.read_only, "{runtime}: {path}");
+            assert!(
+                text(&command.runtime_argv).contains(path),
+                "{runtime}: {}",
+                text(&command.runtime_argv)
+            );
+        }
+    }
+}
+
+#[test]
+fn an_apptainer_gpu_step_binds_its_gpus_and_the_nodes_control_devices_only() {
+    let sif = "/var/lib/tre-spank/sif/ghcr.io/tre/analysis_1.0.sif";
+    let mut node = FakeNode {
+        gpu_control: vec!["/dev/nvidiactl".into(), "/dev/nvidia-uvm".into()],
+        ..FakeNode::new()
+    };
+    node.files.push(sif.into());
+    let apptainer = |o: &mut RawOptions| o.runtime = Some(b"apptainer".to_vec());
+    let facts = FakeStep::srun(IMAGE)
+        .option(apptainer)
+        .with("SLURM_STEP_GPUS", "1");
+    let running = text(&task_plan(&facts, &node).command.unwrap().runtime_argv);
+    for dev in ["/dev/nvidia1", "/dev/nvidiactl", "/dev/nvidia-uvm"] {
+        assert!(
+            running.contains(&format!("--bind={dev}:{dev}")),
+            "{dev}: {running}"
+        );
+    }
+    assert!(!running.contains("/dev/nvidia0"), "{running}");
+    // No GPUs: no device at all, control devices included.
+    let facts = FakeStep::srun(IMAGE).option(apptainer);
+    let running = text(&task_plan(&facts, &node).command.unwrap().runtime_argv);
+    assert!(!running.contains("/dev/nvidia"), "{running}");
 }

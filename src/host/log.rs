@@ -4,13 +4,14 @@
 //! ([`prefixed`], also used for the errors and notes a job shows) and escapes every
 //! control byte (a file name or value with a newline must not forge a line in slurmd's
 //! log, nor rewrite the terminal of whoever reads it), then hands the line to its
-//! sink: Slurm's log in the plugin (`spank::log`), stderr in the tool ([`STDERR`]).
+//! sink: Slurm's log in the plugin (`spank::log`). The tool's stderr backend
+//! (`src/bin/tre-spank/logger.rs`) uses [`prefixed`] too but does not escape: its lines
+//! go to an administrator's terminal and some are several lines long (clap's usage).
 //!
 //! Audit records (target [`AUDIT_TARGET`]) carry their own tag and go out without the
 //! prefix.
 
 use std::fmt::Display;
-use std::io::Write;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
@@ -71,14 +72,6 @@ impl Log for Logger {
 
     fn flush(&self) {}
 }
-
-fn to_stderr(_level: Level, line: &str) {
-    // Nowhere else to report a failed write.
-    let _ = writeln!(std::io::stderr(), "{line}");
-}
-
-/// The tool's logger: lines on stderr.
-pub static STDERR: Logger = Logger::new(to_stderr);
 
 #[cfg(test)]
 mod tests {

@@ -15,6 +15,9 @@ client_deb() { local d; d=$(package_deb) || return 1; echo "$(dirname "$d")/$(ba
 
 SNIPPET=/etc/slurm/plugstack.conf.d/tre-spank.conf
 
+# next_series S: the packages' upper bound for Slurm series S (MAJOR.MINOR): the minor + 1.
+next_series() { local m=${1#*.}; printf '%s.%02d' "${1%.*}" $((10#$m + 1)); }
+
 pkg_restart_slurmd() {
   bed exec /opt/tre-testbed/bed restart_slurmd >/dev/null || { fail "slurmd did not start again"; return 1; }
   for _ in $(seq 150); do [ "$(nodes_state)" = idle ] && return 0; sleep 0.2; done
@@ -90,7 +93,9 @@ test_the_client_package_installs_without_slurmd_podman_or_crun() {
   deps=$(dpkg-deb -f "$client" Depends)
   series=$(dpkg-deb -f "$client" Version | sed 's/.*+slurm//')
   assert_contains "$deps" "slurm-client (>= $series)"
-  assert_contains "$deps" "slurm-client (<< "
+  # This series only (24.11: << 24.12), whatever the next series is named.
+  assert_contains "$deps" "slurm-client (<< $(next_series "$series"))"
+  assert_contains "$(dpkg-deb -f "$node" Depends)" "slurmd (<< $(next_series "$series"))"
   for p in slurmd podman crun uidmap; do
     ! grep -qE "(^|[ ,])$p( |,|$)" <<<"$deps" || fail "the client package depends on $p: $deps"
   done
@@ -235,9 +240,10 @@ test_the_rpm_is_built_for_real_and_lists_what_a_site_needs() {
   series=$(rpm -qp --qf '%{RELEASE}' "$rpm" | sed -n 's/^2\.slurm\([0-9]*\.[0-9]*\).*/\1/p')
   [ -n "$series" ] || fail "no slurm series in the release: $(rpm -qp --qf '%{RELEASE}' "$rpm")"
   assert_line "$(rpm -qpR "$rpm")" "slurm-slurmd >= $series"
-  assert_contains "$(rpm -qpR "$rpm")" "slurm-slurmd < "
+  assert_line "$(rpm -qpR "$rpm")" "slurm-slurmd < $(next_series "$series")"
   assert_contains "$(rpm -qpR "$rpm")" "tre-spank-client = 0.1.0-"
   assert_line "$(rpm -qpR "$client")" "slurm >= $series"
+  assert_line "$(rpm -qpR "$client")" "slurm < $(next_series "$series")"
   for p in slurm-slurmd podman crun; do
     ! rpm -qpR "$client" | grep -q "^$p" || fail "the client rpm requires $p"
   done

@@ -272,6 +272,47 @@ test_erasing_the_client_rpm_leaves_no_plugstack_line_behind() {
   rm -rf "$root"
 }
 
+# rpm's own upgrade and downgrade, for real, in a scratch root (no scriptlets exist to
+# run): both packages rebuilt with a higher release (dist .up1: 2.slurmS.up1) from the
+# same sources and binaries, rpm -U to it and rpm -U --oldpackage back. The plugin stays
+# and the snippet with the site's edit stays in the include glob throughout (a `required`
+# line without its plugin, or a plugin whose line vanished, are what must not happen).
+test_upgrading_and_downgrading_the_rpms_keep_the_plugin_and_the_sites_snippet() {
+  local client rpm top tool include series root up upc s=etc/slurm/plugstack.conf.d/tre-spank.conf
+  client=$(rpm_of tre-spank-client); rpm=$(rpm_of tre-spank)
+  [ -n "$client" ] && [ -n "$rpm" ] || { fail "no .rpm: run packaging/build-rpm --suite $SUITE"; return 1; }
+  read -r _ tool _ < <(cd "$ROOT_DIR" && scripts/build-plugin --suite "$SUITE")
+  [ -x "$tool" ] || { fail "scripts/build-plugin gave no tool"; return 1; }
+  include=$(bed headers); include=${include#-I}
+  series=$(rpm -qp --qf '%{RELEASE}' "$rpm" | sed -n 's/^2\.slurm\([0-9]*\.[0-9]*\).*/\1/p')
+  top=$(mktemp -d); root=$(mktemp -d)
+  mkdir -p "$top"/{SOURCES,SPECS,BUILD,RPMS,SRPMS}
+  cp "$ROOT_DIR/target/$SUITE/rpmbuild/SOURCES/"*.tar.gz "$top/SOURCES/"
+  rpmbuild -bb --nodeps --nocheck --quiet --define "_topdir $top" --define "bin_dir $(dirname "$tool")" \
+    --define "slurm_include $include" --define "slurm_series $series" --define "dist .up1" \
+    "$ROOT_DIR/packaging/rpm/tre-spank.spec" >/dev/null 2>&1 || { fail "rpmbuild of the .up1 release failed"; return 1; }
+  up=$(ls "$top"/RPMS/*/tre-spank-0*.up1.*.rpm); upc=$(ls "$top"/RPMS/*/tre-spank-client-0*.up1.*.rpm)
+  rpm --root "$root" --initdb
+  rpm --root "$root" -i --nodeps "$client" "$rpm"
+  echo '# a site edit' >>"$root/$s"
+  rpm --root "$root" -U --nodeps "$upc" "$up"
+  assert_eq "$(rpm --root "$root" -q --qf '%{RELEASE}\n' tre-spank tre-spank-client | sort -u)" "2.slurm$series.up1"
+  [ -f "$root/usr/lib64/slurm-tre/tre_spank.so" ] || fail "no plugin after rpm -U"
+  assert_contains "$(cat "$root/$s")" "# a site edit"
+  assert_contains "$(cat "$root/$s")" "required /usr/lib64/slurm-tre/tre_spank.so"
+  [ ! -e "$root/$s.rpmnew" ] && [ ! -e "$root/$s.rpmsave" ] || fail "rpm -U left an .rpmnew or .rpmsave snippet: $(ls "$root/etc/slurm/plugstack.conf.d")"
+  rpm --root "$root" -U --oldpackage --nodeps "$client" "$rpm"
+  assert_eq "$(rpm --root "$root" -q --qf '%{RELEASE}\n' tre-spank tre-spank-client | sort -u)" "2.slurm$series"
+  [ -f "$root/usr/lib64/slurm-tre/tre_spank.so" ] || fail "no plugin after the downgrade"
+  [ -x "$root/usr/sbin/tre-spank" ] || fail "no tool after the downgrade"
+  assert_contains "$(cat "$root/$s")" "# a site edit"
+  assert_eq "$(ls "$root/etc/slurm/plugstack.conf.d")" "tre-spank.conf"
+  rpm --root "$root" -e tre-spank tre-spank-client
+  [ -z "$(ls "$root"/etc/slurm/plugstack.conf.d/*.conf 2>/dev/null)" ] || fail "a *.conf snippet outlived rpm -e"
+  [ ! -e "$root/usr/lib64/slurm-tre/tre_spank.so" ] || fail "the plugin outlived rpm -e"
+  rm -rf "$top" "$root"
+}
+
 # Why the snippet must never outlive the plugin: what Slurm does with a `required` and an
 # `optional` line whose plugin is gone (the table in docs/operations.md). Uses
 # put_snippet/restore_snippet (t_config.sh).

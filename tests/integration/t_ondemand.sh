@@ -91,3 +91,29 @@ test_ondemand_app_job_runs_in_the_container() {
   assert_absent "/home/alice/scratch-$n"
   as alice rm -rf "$stage"
 }
+
+# Issue 18 (5): the RStudio Server app is NOT VERIFIED (no RStudio packages here), but
+# it renders as OnDemand renders it, into valid shell, with the tre-spank options as
+# native sbatch arguments, the form's resources on the step and the password off every
+# command line.
+test_ondemand_rstudio_app_renders_native_tre_options_and_the_steps_resources() {
+  local d args f
+  d=$(mktemp -d)
+  command -v ruby >/dev/null || { fail "ruby is needed to render the OnDemand app (apt-get install ruby)"; return 1; }
+  args=$(ruby "$ROOT_DIR/tests/integration/ondemand-render.rb" "$ROOT_DIR/examples/ondemand/tre-rstudio" "$d" \
+    num_cores=3 memory_gb=6 tre_project=proj2)
+  assert_contains "$args" "--cpus-per-task=3"
+  assert_contains "$args" "--mem=6G"
+  assert_line "$args" "--tre-batch=host"
+  assert_line "$args" "--tre-env=RSTUDIO_PASSWORD"
+  assert_line "$args" "--tre-project=proj2"
+  [ -n "$(grep -x -- '--tre-container=.*' <<<"$args")" ] || fail "no --tre-container: $args"
+  assert_contains "$(cat "$d/script.sh")" "exec srun --ntasks=1 --cpus-per-task=3 --mem=6G \\"
+  assert_contains "$(cat "$d/script.sh")" "--server-working-dir=/safe_outputs"
+  for f in "$d"/*.sh; do bash -n "$f" || fail "$(basename "$f") is not valid shell"; done
+  # The password reaches rserver's helper by name only, never on a command line.
+  assert_not_contains "$(grep -v '^ *#' "$d/script.sh" | grep -v 'RSTUDIO_PASSWORD')" '$password'
+  args=$(ruby "$ROOT_DIR/tests/integration/ondemand-render.rb" "$ROOT_DIR/examples/ondemand/tre-rstudio" "$d" "tre_project=  ")
+  assert_not_contains "$args" "--tre-project"
+  rm -rf "$d"
+}

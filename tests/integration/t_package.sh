@@ -173,7 +173,7 @@ newer_debs() {
 }
 
 test_a_job_keeps_running_across_a_package_upgrade() {
-  local deb v out job f
+  local deb v out job f n
   deb=$(package_deb)
   v=$(dpkg-deb -f "$deb" Version)
   out=$(newer_debs)
@@ -193,6 +193,12 @@ test_a_job_keeps_running_across_a_package_upgrade() {
   assert_line "$(job_output alice "$job")" "survived the upgrade"
   assert_eq "$(job_field "$job" JobState)" COMPLETED
   assert_eq "$(job_field "$job" ExitCode)" 0:0
+  # The new version's epilog cleaned up after the old version's job.
+  n=$(job_number alice "$job")
+  [ -n "$n" ] || { fail "no outputs line: $(job_output alice "$job")"; return 1; }
+  assert_absent "/home/alice/scratch-$n"
+  assert_exists "/home/alice/outputs-$n"
+  assert_no_job_processes alice
   assert_container_job_runs after-the-upgrade
   bed install-deb "$deb" >/dev/null   # back to the version under test
 }

@@ -15,6 +15,9 @@ client_deb() { local d; d=$(package_deb) || return 1; echo "$(dirname "$d")/$(ba
 
 SNIPPET=/etc/slurm/plugstack.conf.d/tre-spank.conf
 
+# next_series S: the packages' upper bound for Slurm series S (MAJOR.MINOR): the minor + 1.
+next_series() { local m=${1#*.}; printf '%s.%02d' "${1%.*}" $((10#$m + 1)); }
+
 pkg_restart_slurmd() {
   bed exec /opt/tre-testbed/bed restart_slurmd >/dev/null || { fail "slurmd did not start again"; return 1; }
   for _ in $(seq 150); do [ "$(nodes_state)" = idle ] && return 0; sleep 0.2; done
@@ -90,7 +93,9 @@ test_the_client_package_installs_without_slurmd_podman_or_crun() {
   deps=$(dpkg-deb -f "$client" Depends)
   series=$(dpkg-deb -f "$client" Version | sed 's/.*+slurm//')
   assert_contains "$deps" "slurm-client (>= $series)"
-  assert_contains "$deps" "slurm-client (<< "
+  # This series only (24.11: << 24.12), whatever the next series is named.
+  assert_contains "$deps" "slurm-client (<< $(next_series "$series"))"
+  assert_contains "$(dpkg-deb -f "$node" Depends)" "slurmd (<< $(next_series "$series"))"
   for p in slurmd podman crun uidmap; do
     ! grep -qE "(^|[ ,])$p( |,|$)" <<<"$deps" || fail "the client package depends on $p: $deps"
   done
@@ -168,7 +173,7 @@ newer_debs() {
 }
 
 test_a_job_keeps_running_across_a_package_upgrade() {
-  local deb v out job f
+  local deb v out job f n
   deb=$(package_deb)
   v=$(dpkg-deb -f "$deb" Version)
   out=$(newer_debs)
@@ -188,6 +193,12 @@ test_a_job_keeps_running_across_a_package_upgrade() {
   assert_line "$(job_output alice "$job")" "survived the upgrade"
   assert_eq "$(job_field "$job" JobState)" COMPLETED
   assert_eq "$(job_field "$job" ExitCode)" 0:0
+  # The new version's epilog cleaned up after the old version's job.
+  n=$(job_number alice "$job")
+  [ -n "$n" ] || { fail "no outputs line: $(job_output alice "$job")"; return 1; }
+  assert_absent "/home/alice/scratch-$n"
+  assert_exists "/home/alice/outputs-$n"
+  assert_no_job_processes alice
   assert_container_job_runs after-the-upgrade
   bed install-deb "$deb" >/dev/null   # back to the version under test
 }
@@ -235,9 +246,10 @@ test_the_rpm_is_built_for_real_and_lists_what_a_site_needs() {
   series=$(rpm -qp --qf '%{RELEASE}' "$rpm" | sed -n 's/^2\.slurm\([0-9]*\.[0-9]*\).*/\1/p')
   [ -n "$series" ] || fail "no slurm series in the release: $(rpm -qp --qf '%{RELEASE}' "$rpm")"
   assert_line "$(rpm -qpR "$rpm")" "slurm-slurmd >= $series"
-  assert_contains "$(rpm -qpR "$rpm")" "slurm-slurmd < "
+  assert_line "$(rpm -qpR "$rpm")" "slurm-slurmd < $(next_series "$series")"
   assert_contains "$(rpm -qpR "$rpm")" "tre-spank-client = 0.1.0-"
   assert_line "$(rpm -qpR "$client")" "slurm >= $series"
+  assert_line "$(rpm -qpR "$client")" "slurm < $(next_series "$series")"
   for p in slurm-slurmd podman crun; do
     ! rpm -qpR "$client" | grep -q "^$p" || fail "the client rpm requires $p"
   done
@@ -264,6 +276,47 @@ test_erasing_the_client_rpm_leaves_no_plugstack_line_behind() {
   [ -z "$(ls "$root"/etc/slurm/plugstack.conf.d/*.conf 2>/dev/null)" ] || fail "a *.conf snippet outlived rpm -e"
   [ ! -e "$root/usr/lib64/slurm-tre/tre_spank.so" ] || fail "the plugin outlived rpm -e"
   rm -rf "$root"
+}
+
+# rpm's own upgrade and downgrade, for real, in a scratch root (no scriptlets exist to
+# run): both packages rebuilt with a higher release (dist .up1: 2.slurmS.up1) from the
+# same sources and binaries, rpm -U to it and rpm -U --oldpackage back. The plugin stays
+# and the snippet with the site's edit stays in the include glob throughout (a `required`
+# line without its plugin, or a plugin whose line vanished, are what must not happen).
+test_upgrading_and_downgrading_the_rpms_keep_the_plugin_and_the_sites_snippet() {
+  local client rpm top tool include series root up upc s=etc/slurm/plugstack.conf.d/tre-spank.conf
+  client=$(rpm_of tre-spank-client); rpm=$(rpm_of tre-spank)
+  [ -n "$client" ] && [ -n "$rpm" ] || { fail "no .rpm: run packaging/build-rpm --suite $SUITE"; return 1; }
+  read -r _ tool _ < <(cd "$ROOT_DIR" && scripts/build-plugin --suite "$SUITE")
+  [ -x "$tool" ] || { fail "scripts/build-plugin gave no tool"; return 1; }
+  include=$(bed headers); include=${include#-I}
+  series=$(rpm -qp --qf '%{RELEASE}' "$rpm" | sed -n 's/^2\.slurm\([0-9]*\.[0-9]*\).*/\1/p')
+  top=$(mktemp -d); root=$(mktemp -d)
+  mkdir -p "$top"/{SOURCES,SPECS,BUILD,RPMS,SRPMS}
+  cp "$ROOT_DIR/target/$SUITE/rpmbuild/SOURCES/"*.tar.gz "$top/SOURCES/"
+  rpmbuild -bb --nodeps --nocheck --quiet --define "_topdir $top" --define "bin_dir $(dirname "$tool")" \
+    --define "slurm_include $include" --define "slurm_series $series" --define "dist .up1" \
+    "$ROOT_DIR/packaging/rpm/tre-spank.spec" >/dev/null 2>&1 || { fail "rpmbuild of the .up1 release failed"; return 1; }
+  up=$(ls "$top"/RPMS/*/tre-spank-0*.up1.*.rpm); upc=$(ls "$top"/RPMS/*/tre-spank-client-0*.up1.*.rpm)
+  rpm --root "$root" --initdb
+  rpm --root "$root" -i --nodeps "$client" "$rpm"
+  echo '# a site edit' >>"$root/$s"
+  rpm --root "$root" -U --nodeps "$upc" "$up"
+  assert_eq "$(rpm --root "$root" -q --qf '%{RELEASE}\n' tre-spank tre-spank-client | sort -u)" "2.slurm$series.up1"
+  [ -f "$root/usr/lib64/slurm-tre/tre_spank.so" ] || fail "no plugin after rpm -U"
+  assert_contains "$(cat "$root/$s")" "# a site edit"
+  assert_contains "$(cat "$root/$s")" "required /usr/lib64/slurm-tre/tre_spank.so"
+  [ ! -e "$root/$s.rpmnew" ] && [ ! -e "$root/$s.rpmsave" ] || fail "rpm -U left an .rpmnew or .rpmsave snippet: $(ls "$root/etc/slurm/plugstack.conf.d")"
+  rpm --root "$root" -U --oldpackage --nodeps "$client" "$rpm"
+  assert_eq "$(rpm --root "$root" -q --qf '%{RELEASE}\n' tre-spank tre-spank-client | sort -u)" "2.slurm$series"
+  [ -f "$root/usr/lib64/slurm-tre/tre_spank.so" ] || fail "no plugin after the downgrade"
+  [ -x "$root/usr/sbin/tre-spank" ] || fail "no tool after the downgrade"
+  assert_contains "$(cat "$root/$s")" "# a site edit"
+  assert_eq "$(ls "$root/etc/slurm/plugstack.conf.d")" "tre-spank.conf"
+  rpm --root "$root" -e tre-spank tre-spank-client
+  [ -z "$(ls "$root"/etc/slurm/plugstack.conf.d/*.conf 2>/dev/null)" ] || fail "a *.conf snippet outlived rpm -e"
+  [ ! -e "$root/usr/lib64/slurm-tre/tre_spank.so" ] || fail "the plugin outlived rpm -e"
+  rm -rf "$top" "$root"
 }
 
 # Why the snippet must never outlive the plugin: what Slurm does with a `required` and an

@@ -27,7 +27,7 @@ pub fn load_node_config(plugstack_args: &[&str], node: &str) -> Result<Config, C
         trust::check_file("config", &path, &[])
             .map_err(|e| ConfigError::Untrusted(e.to_string()))?;
     }
-    Ok(config::load(plugstack_args)?.for_node(node))
+    Ok(super::config_file::load(plugstack_args)?.for_node(node))
 }
 
 /// Leaves out of `podman.image_stores` the stores this node does not have (podman

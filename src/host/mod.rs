@@ -7,6 +7,7 @@ pub mod as_user;
 pub mod audit;
 pub mod check;
 pub mod cleanup;
+pub mod config_file;
 pub mod devices;
 pub mod dirs;
 pub mod image_store;

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use super::config::Config;
 use super::image::{ImageError, ImageRef};
-use super::options::Runtime;
 use super::runtime::sif_path;
+use super::vocab::Runtime;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StoreError {

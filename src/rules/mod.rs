@@ -15,3 +15,4 @@ pub mod project;
 pub mod proof;
 pub mod runtime;
 pub mod subid;
+pub mod vocab;

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use super::config::{ApptainerConfig, Config, ContainerUser, Network, PodmanConfig};
 use super::image::ImageRef;
-use super::options::{Entrypoint, Runtime, RuntimeChoice};
 use super::plan::ContainerPlan;
+use super::vocab::{Entrypoint, Runtime, RuntimeChoice};
 
 /// Facts about the task being wrapped.
 pub struct TaskLaunch<'a> {

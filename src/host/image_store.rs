@@ -16,6 +16,7 @@ use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt, Permi
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use super::trust::{check_owned, check_owned_dir};
 use crate::rules::config::Config;
 use crate::rules::image::ImageRef;
 use crate::rules::image_store::{
@@ -156,7 +157,7 @@ impl Input {
         if !m.is_file() {
             return Err(refuse("not a regular file"));
         }
-        if m.uid() != 0 || m.mode() & 0o022 != 0 {
+        if check_owned(m.uid(), m.mode(), &[0], false).is_err() {
             return Err(refuse(
                 "someone other than root can write it; copy it as root into a directory only root can write, check the copy, and load that",
             ));
@@ -288,11 +289,9 @@ fn ensure_root_dir(dir: &Path) -> Result<(), ImageStoreError> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(io(dir))?;
     }
     let m = std::fs::symlink_metadata(dir).map_err(io(dir))?;
-    if !m.is_dir() || m.uid() != 0 || m.mode() & 0o022 != 0 {
-        return Err(ImageStoreError::Unsafe {
-            path: dir.to_path_buf(),
-        });
-    }
+    check_owned_dir(&m, 0).map_err(|_| ImageStoreError::Unsafe {
+        path: dir.to_path_buf(),
+    })?;
     Ok(())
 }
 

@@ -1,10 +1,8 @@
 //! Steps of a container job that slurmstepd and the `tre-spank` tool share, so that
 //! `tre-spank plan` shows exactly what a job would get.
 
-use std::os::fd::OwnedFd;
-
 use super::account::Account;
-use super::dirs;
+use super::dirs::{self, Dir};
 use super::trust;
 use crate::rules::config::{self, Config, ConfigError};
 use crate::rules::options::{Runtime, RuntimeChoice};
@@ -61,12 +59,12 @@ pub fn choose_runtime(
 /// Which project data the job sees. Must run with the job user's identity: what the
 /// user can open decides.
 pub fn resolve_project(
-    home_fd: &OwnedFd,
+    home: &Dir,
     account: &Account,
     config: &Config,
     requested: Option<&str>,
 ) -> Result<Resolution, String> {
-    let home_safe_data = dirs::probe_home_safe_data(home_fd);
+    let home_safe_data = home.probe_safe_data();
     // Followed as the user (this runs with the user's ids): a link to a read-only
     // project keeps it read-only (project::resolve).
     let target = (home_safe_data == HomeSafeData::Directory)

@@ -58,6 +58,18 @@ pub fn scratch_name(number: u32) -> String {
     format!("scratch-{number}")
 }
 
+/// The one name of a job's node-local, root-managed entries, by Slurm job id: its
+/// runtime directory `job-N` under `runtime_dir`, its record `job-N.toml` in the state
+/// directory. A `Display` so that the tool can show the placeholder `job-JOBID`.
+pub fn job_dir_name(job_id: impl std::fmt::Display) -> String {
+    format!("job-{job_id}")
+}
+
+/// The job id a `job-N` name (see [`job_dir_name`]) stands for; `None`: not such a name.
+pub fn job_id_of_dir_name(name: &str) -> Option<u32> {
+    name.strip_prefix("job-")?.parse().ok()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mount {
     pub host: PathBuf,
@@ -239,6 +251,23 @@ pub fn summary_lines(resolution: &Resolution, dirs: &JobDirs) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::rules::project::Project;
+
+    #[test]
+    fn a_jobs_node_local_entries_have_one_name_by_job_id() {
+        assert_eq!(job_dir_name(42), "job-42");
+        assert_eq!(job_dir_name("JOBID"), "job-JOBID");
+        assert_eq!(job_id_of_dir_name(&job_dir_name(u32::MAX)), Some(u32::MAX));
+        for other in [
+            "job-",
+            "job-x",
+            "jobs-1",
+            "outputs-1",
+            "job-1.toml",
+            "job--1",
+        ] {
+            assert_eq!(job_id_of_dir_name(other), None, "{other}");
+        }
+    }
 
     fn resolution(safe: SafeData) -> Resolution {
         Resolution {

@@ -15,7 +15,6 @@
 use std::error::Error;
 use std::ffi::OsString;
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
@@ -28,7 +27,7 @@ use super::{fail, raw_options};
 use crate::host::account::{self, Account};
 use crate::host::audit as host_audit;
 use crate::host::devices;
-use crate::host::dirs::{self, DirId, JobDirSpec, ScratchIn};
+use crate::host::dirs::{self, Dir, DirId, JobDirSpec, ScratchIn};
 use crate::host::image_store;
 use crate::host::inputs;
 use crate::host::job;
@@ -407,7 +406,7 @@ fn prepare(spank: &SpankHandle, raw: &options::RawOptions) -> Result<Job, String
 /// Runs with the user's effective uid and groups.
 fn make_ready(job: &Job) -> Result<Ready, String> {
     let home = &job.account.home;
-    let home_fd: OwnedFd = dirs::open_home(home).map_err(|e| format!("tre-spank: {e}"))?;
+    let home_fd = Dir::open(home).map_err(|e| format!("tre-spank: {e}"))?;
     let resolution = job::resolve_project(
         &home_fd,
         &job.account,
@@ -432,7 +431,8 @@ fn make_ready(job: &Job) -> Result<Ready, String> {
     .map_err(|e| format!("tre-spank: {e}"))?;
     let (outputs_dir, scratch_dir) = (outputs_name(job.number), scratch_name(job.number));
     if let Some(earlier) = &job.earlier {
-        dirs::confirm_dir(&home_fd, home, &outputs_dir, earlier.outputs)
+        home_fd
+            .confirm(&outputs_dir, earlier.outputs)
             .map_err(|e| format!("tre-spank: {e}"))?;
         let scratch_parent_fd = match scratch_in {
             None => None,
@@ -441,10 +441,9 @@ fn make_ready(job: &Job) -> Result<Ready, String> {
                     .map_err(|e| format!("tre-spank: {e}"))?,
             ),
         };
-        let parent_fd = scratch_parent_fd
-            .as_ref()
-            .map_or(home_fd.as_fd(), |fd| fd.as_fd());
-        dirs::confirm_dir(parent_fd, &scratch_parent, &scratch_dir, earlier.scratch)
+        let parent_fd = scratch_parent_fd.as_ref().unwrap_or(&home_fd);
+        parent_fd
+            .confirm(&scratch_dir, earlier.scratch)
             .map_err(|e| format!("tre-spank: {e}"))?;
         return Ok(Ready {
             resolution,

@@ -142,7 +142,7 @@ fn plan_for(opts: &Opts, user: &str, container: &str) -> i32 {
         && podman_version(&config.podman.path, &config.run_dir)
             .is_some_and(|v| runtime::podman_has_transient_store(&v));
     let result = as_user(&account, || {
-        let home_fd = match dirs::open_home(&account.home) {
+        let home_fd = match dirs::Dir::open(&account.home) {
             Ok(fd) => fd,
             Err(e) => return would_fail(&format!("tre-spank: {e}")),
         };

@@ -101,7 +101,7 @@ impl Dir {
     }
 
     /// Opens the directory `name` in this one; a symbolic link there is refused
-    /// (`ELOOP`), never followed.
+    /// (`ELOOP` or `ENOTDIR`), never followed.
     pub fn open_child(&self, name: &str) -> nix::Result<Dir> {
         Ok(Dir {
             fd: open_dir_nofollow(self, name)?,
@@ -463,6 +463,60 @@ mod tests {
         home.confirm("outputs-1234567", id).unwrap();
         let again = home.create_private("outputs-1234567").unwrap_err();
         assert!(again.to_string().contains("already exists"), "{again}");
+    }
+
+    #[test]
+    fn a_dir_handle_stays_on_the_directory_it_opened() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("home")).unwrap();
+        let home = Dir::open(&t.path().join("home")).unwrap();
+        assert_eq!(home.path(), t.path().join("home"));
+        assert_eq!(
+            home.shown("outputs-1"),
+            format!("{}/home/outputs-1", t.path().display())
+        );
+        // Renamed away and replaced: the handle still works on the directory it opened,
+        // and what it makes lands there, not at the path.
+        std::fs::rename(t.path().join("home"), t.path().join("moved")).unwrap();
+        std::fs::create_dir(t.path().join("home")).unwrap();
+        let id = home.create_private("outputs-1").unwrap();
+        assert!(t.path().join("moved/outputs-1").is_dir());
+        assert!(!t.path().join("home/outputs-1").exists());
+        home.confirm("outputs-1", id).unwrap();
+        // A child is opened as a directory, never through a link.
+        let child = home.open_child("outputs-1").unwrap();
+        assert_eq!(child.path(), t.path().join("home/outputs-1"));
+        assert_eq!(
+            DirId::of(&fstat(child.as_fd()).unwrap()),
+            id,
+            "the child is the directory made"
+        );
+        std::os::unix::fs::symlink("outputs-1", t.path().join("moved/link")).unwrap();
+        // (O_DIRECTORY | O_NOFOLLOW on a link: Linux says ENOTDIR, some kernels ELOOP.)
+        assert!(matches!(
+            home.open_child("link"),
+            Err(Errno::ELOOP | Errno::ENOTDIR)
+        ));
+        std::fs::write(t.path().join("moved/file"), b"x").unwrap();
+        assert_eq!(home.open_child("file").unwrap_err(), Errno::ENOTDIR);
+        assert!(matches!(
+            home.confirm("link", id),
+            Err(DirError::Replaced { .. })
+        ));
+        assert!(matches!(
+            Dir::open(&t.path().join("absent")),
+            Err(DirError::Home { .. })
+        ));
+    }
+
+    #[test]
+    fn file_types_from_the_mode() {
+        assert!(is_dir(0o040755));
+        assert!(!is_dir(0o100644));
+        assert!(!is_dir(0o120777));
+        assert_eq!(file_type(0o100644), SFlag::S_IFREG);
+        assert_eq!(file_type(0o120777), SFlag::S_IFLNK);
+        assert_eq!(file_type(0o041777), SFlag::S_IFDIR);
     }
 
     #[test]

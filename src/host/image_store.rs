@@ -17,13 +17,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::trust::{check_owned, check_owned_dir};
+use crate::rules::archive::{archive_kind, is_sif, tar_member, ArchiveKind};
 use crate::rules::config::Config;
 use crate::rules::image::ImageRef;
 use crate::rules::image_store::{
-    self, apptainer_build, archive_kind, image_id_in_list, is_sif, names_to_restore,
-    sif_digest_from_record, sif_digest_path, sif_digest_record, sif_target, sif_temporary,
-    store_locked_dir_mode, store_mode, tar_member, unapproved_names, xattr_kept, ApptainerSource,
-    ArchiveKind, EntryKind, PodmanStore, SifStamp, StoreError, STORE_IMAGE_LIST,
+    self, apptainer_build, image_id_in_list, names_to_restore, sif_digest_from_record,
+    sif_digest_path, sif_digest_record, sif_target, sif_temporary, store_locked_dir_mode,
+    store_mode, unapproved_names, xattr_kept, ApptainerSource, EntryKind, PodmanStore, SifStamp,
+    StoreError, STORE_IMAGE_LIST,
 };
 use crate::rules::options::Runtime;
 use crate::rules::runtime::display_command;

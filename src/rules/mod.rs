@@ -2,6 +2,7 @@
 //! config, project resolution, the job's directories and mounts, runtime command lines.
 //! Everything here is unit-tested without root.
 
+pub mod archive;
 pub mod audit;
 pub mod config;
 pub mod image;

@@ -1,4 +1,4 @@
-//! P3 of `benches/run`: the plugin's scratch remover (`host::remove::remove_tree`)
+//! P3 of `benches/run`: the plugin's scratch remover (`host::dirs::Dir::remove_tree`)
 //! against `rm -rf` on the same kind of tree, alternated in one run.
 //!
 //! ```text

@@ -15,7 +15,7 @@ pub struct Account {
     pub supplementary_groups: Vec<String>,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AccountError {
     #[error("cannot look up uid {uid}: {source}")]
     Lookup { uid: u32, source: nix::Error },
@@ -23,6 +23,10 @@ pub enum AccountError {
     Unknown(u32),
     #[error("the home directory of {0} is not an absolute path")]
     BadHome(String),
+    #[error("cannot look up user {name}: {source}")]
+    LookupName { name: String, source: nix::Error },
+    #[error("no user {0} in the password database")]
+    NoSuchUser(String),
 }
 
 fn group_name(gid: u32) -> String {
@@ -58,6 +62,12 @@ pub fn lookup(uid: u32, gid: u32, supplementary_gids: &[u32]) -> Result<Account,
 /// The account with its groups from the group database (where Slurm gives none: the
 /// submission side, and `tre-spank plan`).
 pub fn lookup_with_group_database(uid: u32) -> Result<Account, AccountError> {
+    let (gid, gids) = group_database_ids(uid)?;
+    lookup(uid, gid, &gids)
+}
+
+/// The primary gid and every gid the group database gives `uid`.
+fn group_database_ids(uid: u32) -> Result<(u32, Vec<u32>), AccountError> {
     let user = User::from_uid(Uid::from_raw(uid))
         .map_err(|source| AccountError::Lookup { uid, source })?
         .ok_or(AccountError::Unknown(uid))?;
@@ -68,16 +78,27 @@ pub fn lookup_with_group_database(uid: u32) -> Result<Account, AccountError> {
         .into_iter()
         .map(|g| g.as_raw())
         .collect();
-    lookup(uid, user.gid.as_raw(), &gids)
+    Ok((user.gid.as_raw(), gids))
 }
 
-/// The account by name, with the groups the group database gives it (what Slurm's
-/// credential carries by default). For `tre-spank plan`.
-pub fn lookup_name(name: &str) -> Result<Account, String> {
+/// The uid, gid and groups of a user by name, as Slurm's credential carries them by
+/// default (the group database's). For `tre-spank plan`.
+pub fn ids_by_name(name: &str) -> Result<(u32, u32, Vec<u32>), AccountError> {
     let user = User::from_name(name)
-        .map_err(|e| format!("cannot look up user {name}: {e}"))?
-        .ok_or_else(|| format!("no user {name} in the password database"))?;
-    lookup_with_group_database(user.uid.as_raw()).map_err(|e| e.to_string())
+        .map_err(|source| AccountError::LookupName {
+            name: name.to_string(),
+            source,
+        })?
+        .ok_or_else(|| AccountError::NoSuchUser(name.to_string()))?;
+    let uid = user.uid.as_raw();
+    let (gid, gids) = group_database_ids(uid)?;
+    Ok((uid, gid, gids))
+}
+
+/// The account by name, with the groups the group database gives it.
+pub fn lookup_name(name: &str) -> Result<Account, AccountError> {
+    let (uid, gid, gids) = ids_by_name(name)?;
+    lookup(uid, gid, &gids)
 }
 
 #[cfg(test)]
@@ -96,6 +117,14 @@ mod tests {
     fn groups_come_from_the_group_database() {
         let a = lookup_with_group_database(0).unwrap();
         assert_eq!(a.primary_group, "root");
+    }
+
+    #[test]
+    fn an_unknown_user_name_says_so() {
+        assert_eq!(
+            lookup_name("no-such-user-here").unwrap_err().to_string(),
+            "no user no-such-user-here in the password database"
+        );
     }
 
     #[test]

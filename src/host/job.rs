@@ -1,5 +1,5 @@
-//! Steps of a container job that slurmstepd and the `tre-spank` tool share, so that
-//! `tre-spank plan` shows exactly what a job would get.
+//! Node facts that the step pipeline ([`super::step`]), the epilog and the
+//! `tre-spank` tool share: this node's name, its config, its runtimes, the project.
 
 use super::account::Account;
 use super::dirs::{self, Dir};
@@ -7,7 +7,7 @@ use super::trust;
 use crate::rules::config::{self, Config, ConfigError};
 use crate::rules::options::{Runtime, RuntimeChoice};
 use crate::rules::project::{self, HomeSafeData, ProjectError, ProjectFacts, Resolution, SafeData};
-use crate::rules::runtime;
+use crate::rules::runtime::{self, RuntimeChoiceError};
 
 /// This node's own name (never anything from the job's environment).
 pub fn node_name() -> String {
@@ -28,27 +28,22 @@ pub fn load_node_config(plugstack_args: &[&str], node: &str) -> Result<Config, C
     Ok(super::config_file::load(plugstack_args)?.for_node(node))
 }
 
-/// Leaves out of `podman.image_stores` the stores this node does not have (podman
-/// refuses to start with a missing store): a node that has not received the site
-/// store yet runs jobs from the user's own storage, if the site allows that. One
-/// `stat` of a root-managed path per store, not a runtime call.
-pub fn keep_present_image_stores(config: &mut Config) {
-    config.podman.image_stores.retain(|s| s.is_dir());
-}
-
-/// Whether the runtime can run on this node; the error is the line the job shows
-/// (without the `tre-spank: ` prefix).
-pub fn check_runtime(config: &Config, runtime: Runtime, node: &str) -> Result<(), String> {
+/// Whether the runtime can run on this node; the error is the line the job shows.
+pub fn check_runtime(
+    config: &Config,
+    runtime: Runtime,
+    node: &str,
+) -> Result<(), RuntimeChoiceError> {
     choose_runtime(config, runtime.into(), node).map(|_| ())
 }
 
 /// The runtime for a job's choice (`auto`: the first of the node's runtimes that is
-/// installed); the error is the line the job shows (without the `tre-spank: ` prefix).
+/// installed); the error is the line the job shows.
 pub fn choose_runtime(
     config: &Config,
     choice: RuntimeChoice,
     node: &str,
-) -> Result<Runtime, String> {
+) -> Result<Runtime, RuntimeChoiceError> {
     let installed = |r: Runtime| match r {
         Runtime::Podman => config.podman.path.is_file(),
         Runtime::Apptainer => config.apptainer.path.is_file(),
@@ -63,7 +58,7 @@ pub fn resolve_project(
     account: &Account,
     config: &Config,
     requested: Option<&str>,
-) -> Result<Resolution, String> {
+) -> Result<Resolution, ProjectError> {
     let home_safe_data = home.probe_safe_data();
     // Followed as the user (this runs with the user's ids): a link to a read-only
     // project keeps it read-only (project::resolve).
@@ -78,11 +73,10 @@ pub fn resolve_project(
         supplementary_groups: &account.supplementary_groups,
         requested,
     };
-    let resolution =
-        project::resolve(&facts, config, &dirs::is_directory).map_err(|e| e.to_string())?;
+    let resolution = project::resolve(&facts, config, &dirs::is_directory)?;
     match &resolution.safe_data {
         SafeData::Home(p) | SafeData::ProjectDir(p) if !dirs::can_open_dir(p) => {
-            Err(ProjectError::CannotOpen(p.clone()).to_string())
+            Err(ProjectError::CannotOpen(p.clone()))
         }
         _ => Ok(resolution),
     }

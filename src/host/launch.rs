@@ -154,20 +154,34 @@ pub fn supervise(launch: &Launch) -> i32 {
     }
 }
 
+/// Why the runtime's `HOME` is not known.
+#[derive(Debug, thiserror::Error)]
+pub enum HomeError {
+    #[error("uid {uid} is not in the password database")]
+    Unknown { uid: u32 },
+    #[error("cannot look up uid {uid}: {source}")]
+    Lookup { uid: u32, source: nix::Error },
+}
+
 /// The runtime's environment: an allow-list over this process's (the task's)
 /// environment, see [`runtime_env`]. Apptainer's `HOME` is the password database's.
 fn runtime_environment(
     runtime: Runtime,
     argv: &[OsString],
-) -> Result<Vec<(OsString, OsString)>, String> {
+) -> Result<Vec<(OsString, OsString)>, HomeError> {
     let home = match runtime {
         Runtime::Podman => PathBuf::new(),
         Runtime::Apptainer => {
             let uid = nix::unistd::getuid();
             match nix::unistd::User::from_uid(uid) {
                 Ok(Some(user)) => user.dir,
-                Ok(None) => return Err(format!("uid {uid} is not in the password database")),
-                Err(e) => return Err(format!("cannot look up uid {uid}: {e}")),
+                Ok(None) => return Err(HomeError::Unknown { uid: uid.as_raw() }),
+                Err(e) => {
+                    return Err(HomeError::Lookup {
+                        uid: uid.as_raw(),
+                        source: e,
+                    })
+                }
             }
         }
     };

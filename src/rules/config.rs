@@ -248,8 +248,8 @@ impl ShmSize {
 }
 
 impl TryFrom<String> for ShmSize {
-    type Error = String;
-    fn try_from(value: String) -> Result<Self, String> {
+    type Error = ShmSizeError;
+    fn try_from(value: String) -> Result<Self, ShmSizeError> {
         let digits = value.trim_end_matches(['b', 'k', 'm', 'g']);
         let unit_len = value.len() - digits.len();
         if unit_len <= 1
@@ -260,12 +260,15 @@ impl TryFrom<String> for ShmSize {
         {
             Ok(ShmSize(value))
         } else {
-            Err(format!(
-                "{value:?} is not a size: digits with an optional unit b, k, m or g (e.g. \"8g\")"
-            ))
+            Err(ShmSizeError(value))
         }
     }
 }
+
+/// A `podman.shm_size` that is not a size.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a size: digits with an optional unit b, k, m or g (e.g. \"8g\")")]
+pub struct ShmSizeError(String);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -440,18 +443,20 @@ pub fn parse(text: &str, path: &Path, plugstack_args: &[&str]) -> Result<Config,
         message: one_line(e.message()),
     })?;
     // (The file's own values were checked above, with the file's name.)
-    check_site_mounts(&config.site_mounts).map_err(|message| ConfigError::Argument {
+    check_site_mounts(&config.site_mounts).map_err(|e| ConfigError::Argument {
         arg: overrides.join(" "),
-        message,
+        message: e.to_string(),
     })?;
     Ok(config)
 }
 
-fn check_site_mounts(paths: &[PathBuf]) -> Result<(), String> {
+fn check_site_mounts(paths: &[PathBuf]) -> Result<(), vocab::SiteMountError> {
     for (i, p) in paths.iter().enumerate() {
         vocab::check_site_mount(p)?;
         if paths[..i].contains(p) {
-            return Err(format!("{:?} is listed twice", p.display().to_string()));
+            return Err(vocab::SiteMountError::Twice {
+                path: p.display().to_string(),
+            });
         }
     }
     Ok(())
@@ -475,10 +480,10 @@ fn check_sections(config: &Config, path: &Path) -> Result<(), ConfigError> {
             });
         }
     }
-    check_site_mounts(&config.site_mounts).map_err(|message| ConfigError::Parse {
+    check_site_mounts(&config.site_mounts).map_err(|e| ConfigError::Parse {
         path: path.to_path_buf(),
         location: "key site_mounts".into(),
-        message,
+        message: e.to_string(),
     })?;
     for (i, s) in config.nodes.iter().enumerate() {
         if s.names.is_empty() || s.names.iter().any(|n| n.is_empty()) {

@@ -11,7 +11,8 @@ use super::vocab::Runtime;
 // The container's own paths and the check of a site mount against them are shared
 // vocabulary (`rules::vocab`): the config checks `site_mounts` without importing the plan.
 pub use super::vocab::{
-    check_site_mount, CONTAINER_INPUTS, CONTAINER_OUTPUTS, CONTAINER_SAFE_DATA, CONTAINER_SCRATCH,
+    check_site_mount, SiteMountError, CONTAINER_INPUTS, CONTAINER_OUTPUTS, CONTAINER_SAFE_DATA,
+    CONTAINER_SCRATCH,
 };
 
 /// Set inside the container so that a step started from inside is not wrapped again.

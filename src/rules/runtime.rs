@@ -45,6 +45,21 @@ impl TaskLaunch<'_> {
     }
 }
 
+/// Why a node cannot run the runtime a job chose.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuntimeChoiceError {
+    #[error("{runtime} is not offered on node {node} (this node offers: {offered})")]
+    NotOffered {
+        runtime: Runtime,
+        node: String,
+        offered: String,
+    },
+    #[error("{runtime} is not installed on node {node}")]
+    NotInstalled { runtime: Runtime, node: String },
+    #[error("no container runtime is installed on node {node} (looked for: {offered})")]
+    NoneInstalled { node: String, offered: String },
+}
+
 /// The runtime for this step: the one asked for, or under `auto` the first of the
 /// node's runtimes (in the site's order) that is installed.
 pub fn choose_runtime(
@@ -52,7 +67,7 @@ pub fn choose_runtime(
     node_runtimes: &[Runtime],
     installed: &dyn Fn(Runtime) -> bool,
     node: &str,
-) -> Result<Runtime, String> {
+) -> Result<Runtime, RuntimeChoiceError> {
     let offered = || {
         let names: Vec<&str> = node_runtimes.iter().map(|r| r.name()).collect();
         if names.is_empty() {
@@ -61,22 +76,25 @@ pub fn choose_runtime(
             names.join(", ")
         }
     };
+    let node = || node.to_string();
     match choice.named() {
-        Some(r) if !node_runtimes.contains(&r) => Err(format!(
-            "{r} is not offered on node {node} (this node offers: {})",
-            offered()
-        )),
-        Some(r) if !installed(r) => Err(format!("{r} is not installed on node {node}")),
+        Some(runtime) if !node_runtimes.contains(&runtime) => Err(RuntimeChoiceError::NotOffered {
+            runtime,
+            node: node(),
+            offered: offered(),
+        }),
+        Some(runtime) if !installed(runtime) => Err(RuntimeChoiceError::NotInstalled {
+            runtime,
+            node: node(),
+        }),
         Some(r) => Ok(r),
         None => node_runtimes
             .iter()
             .copied()
             .find(|r| installed(*r))
-            .ok_or_else(|| {
-                format!(
-                    "no container runtime is installed on node {node} (looked for: {})",
-                    offered()
-                )
+            .ok_or_else(|| RuntimeChoiceError::NoneInstalled {
+                node: node(),
+                offered: offered(),
             }),
     }
 }
@@ -706,7 +724,7 @@ pub fn job_command(
     plan: &ContainerPlan,
     target: &Target<'_>,
     task: &TaskLaunch<'_>,
-) -> Result<JobCommand, String> {
+) -> Result<JobCommand, ApptainerError> {
     let runtime_argv = match target {
         Target::Podman(storage) => podman_argv(plan, &config.podman, storage, task),
         Target::Apptainer {
@@ -722,8 +740,7 @@ pub fn job_command(
             home,
             gpu_control,
             task,
-        )
-        .map_err(|e| e.to_string())?,
+        )?,
     };
     let kept = task.container_args().len();
     let task_prefix = supervised_argv(
@@ -1847,23 +1864,26 @@ mod tests {
             Ok(Runtime::Apptainer)
         );
         assert_eq!(
-            choose_runtime(RuntimeChoice::Auto, &both, &none, "n1"),
-            Err(
-                "no container runtime is installed on node n1 (looked for: podman, apptainer)"
-                    .into()
-            )
+            choose_runtime(RuntimeChoice::Auto, &both, &none, "n1")
+                .unwrap_err()
+                .to_string(),
+            "no container runtime is installed on node n1 (looked for: podman, apptainer)"
         );
         assert_eq!(
             choose_runtime(RuntimeChoice::Apptainer, &both, &all, "n1"),
             Ok(Runtime::Apptainer)
         );
         assert_eq!(
-            choose_runtime(RuntimeChoice::Apptainer, &both, &none, "n1"),
-            Err("apptainer is not installed on node n1".into())
+            choose_runtime(RuntimeChoice::Apptainer, &both, &none, "n1")
+                .unwrap_err()
+                .to_string(),
+            "apptainer is not installed on node n1"
         );
         assert_eq!(
-            choose_runtime(RuntimeChoice::Apptainer, &[Runtime::Podman], &all, "n1"),
-            Err("apptainer is not offered on node n1 (this node offers: podman)".into())
+            choose_runtime(RuntimeChoice::Apptainer, &[Runtime::Podman], &all, "n1")
+                .unwrap_err()
+                .to_string(),
+            "apptainer is not offered on node n1 (this node offers: podman)"
         );
     }
 

@@ -29,10 +29,23 @@ const NOT_SITE_MOUNTABLE: [&str; 9] = [
     "/var/tmp",
 ];
 
+/// Why a `site_mounts` entry is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SiteMountError {
+    #[error("{path:?} is not an absolute path without '.', '..' or a trailing '/'")]
+    NotNormal { path: String },
+    #[error("{path:?}: a site mount cannot hold ',', ':' or control characters")]
+    Character { path: String },
+    #[error("{path:?} overlaps {}, which the container has of its own", .own.display())]
+    Overlaps { path: String, own: PathBuf },
+    #[error("{path:?} is listed twice")]
+    Twice { path: String },
+}
+
 /// Checks one `site_mounts` entry: an absolute, normal path (no `.`, `..`, `//` or
 /// trailing `/`) that both runtimes' mount syntax can express (no `,` or `:`), and
 /// that neither is, holds nor lies under a path the container has of its own.
-pub fn check_site_mount(path: &Path) -> Result<(), String> {
+pub fn check_site_mount(path: &Path) -> Result<(), SiteMountError> {
     let bytes = path.as_os_str().as_encoded_bytes();
     let normal = path.is_absolute()
         && path
@@ -41,28 +54,25 @@ pub fn check_site_mount(path: &Path) -> Result<(), String> {
             .all(|c| matches!(c, std::path::Component::Normal(_)))
         && path.components().collect::<PathBuf>().as_os_str() == path.as_os_str();
     if !normal || path == Path::new("/") {
-        return Err(format!(
-            "{:?} is not an absolute path without '.', '..' or a trailing '/'",
-            path.display().to_string()
-        ));
+        return Err(SiteMountError::NotNormal {
+            path: path.display().to_string(),
+        });
     }
     if bytes
         .iter()
         .any(|b| *b == b',' || *b == b':' || b.is_ascii_control())
     {
-        return Err(format!(
-            "{:?}: a site mount cannot hold ',', ':' or control characters",
-            path.display().to_string()
-        ));
+        return Err(SiteMountError::Character {
+            path: path.display().to_string(),
+        });
     }
     for own in NOT_SITE_MOUNTABLE {
         let own = Path::new(own);
         if path.starts_with(own) || own.starts_with(path) {
-            return Err(format!(
-                "{:?} overlaps {}, which the container has of its own",
-                path.display().to_string(),
-                own.display()
-            ));
+            return Err(SiteMountError::Overlaps {
+                path: path.display().to_string(),
+                own: own.to_path_buf(),
+            });
         }
     }
     Ok(())
@@ -185,7 +195,7 @@ mod tests {
         ] {
             let e = check_site_mount(Path::new(own)).unwrap_err();
             assert!(
-                e.contains("which the container has of its own"),
+                e.to_string().contains("which the container has of its own"),
                 "{own}: {e}"
             );
         }

@@ -3,19 +3,19 @@
 //! it at most `cleanup.epilog_budget` seconds, slurmd not at all.
 //!
 //! Nothing here returns an error to Slurm: an epilog failure drains the node. Problems
-//! are logged to slurmd's log and the record is kept for the next sweep.
+//! are logged to slurmd's log (through `log`: see `spank::log`, which escapes the
+//! users' file names) and the record is kept for the next sweep.
 
 use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use slurm_spank::{spank_log_error, spank_log_info, SpankHandle};
+use slurm_spank::SpankHandle;
 
 use crate::host::cleanup::{read_line, LOG_NAME};
 use crate::host::state::StateDir;
 use crate::host::{job, runtime_dir};
-use crate::rules::audit::log_line;
 use crate::rules::config::Config;
 
 /// The cleanup process for `mode` (`--epilog J` or `--at-slurmd-start`), with the
@@ -45,7 +45,7 @@ pub fn job_epilog(spank: &mut SpankHandle) {
     let config = match job::load_node_config(&args, &job::node_name()) {
         Ok(c) => c,
         Err(e) => {
-            spank_log_error!("tre-spank: job {job_id}: epilog cannot clean up: {e}");
+            log::error!("job {job_id}: epilog cannot clean up: {e}");
             return;
         }
     };
@@ -68,8 +68,8 @@ pub fn job_epilog(spank: &mut SpankHandle) {
     {
         Ok(c) => c,
         Err(e) => {
-            spank_log_error!(
-                "tre-spank: job {job_id}: cannot start {} cleanup: {e}; left for the next sweep",
+            log::error!(
+                "job {job_id}: cannot start {} cleanup: {e}; left for the next sweep",
                 config.tool_path.display()
             );
             return;
@@ -93,11 +93,11 @@ pub fn job_epilog(spank: &mut SpankHandle) {
         match rx.recv_timeout(left) {
             // File names in these lines are the users': no forged log lines.
             Ok(line) => match read_line(&line) {
-                Ok((true, text)) => spank_log_error!("tre-spank: {}", log_line(text)),
-                Ok((false, text)) => spank_log_info!("tre-spank: {}", log_line(text)),
+                Ok((true, text)) => log::error!("{text}"),
+                Ok((false, text)) => log::info!("{text}"),
                 Err(text) => {
-                    spank_log_info!(
-                        "tre-spank: {text} (in the background, pid {}; its notes go to {}/{LOG_NAME})",
+                    log::info!(
+                        "{text} (in the background, pid {}; its notes go to {}/{LOG_NAME})",
                         child.id(),
                         config.state_dir.display()
                     );
@@ -109,8 +109,8 @@ pub fn job_epilog(spank: &mut SpankHandle) {
                 return;
             }
             Err(RecvTimeoutError::Timeout) => {
-                spank_log_error!(
-                    "tre-spank: job {job_id}: cleanup still running after {}s (cleanup.epilog_budget): it goes on in the background (pid {}); its notes go to {}/{LOG_NAME}, what it cannot finish is left for the next sweep",
+                log::error!(
+                    "job {job_id}: cleanup still running after {}s (cleanup.epilog_budget): it goes on in the background (pid {}); its notes go to {}/{LOG_NAME}, what it cannot finish is left for the next sweep",
                     config.cleanup.epilog_budget,
                     child.id(),
                     config.state_dir.display()
@@ -128,7 +128,7 @@ pub fn slurmd_sweep(spank: &mut SpankHandle) {
     let config = match job::load_node_config(&args, &job::node_name()) {
         Ok(c) => c,
         Err(e) => {
-            spank_log_error!("tre-spank: sweep at slurmd start cannot clean up: {e}");
+            log::error!("sweep at slurmd start cannot clean up: {e}");
             return;
         }
     };
@@ -138,17 +138,14 @@ pub fn slurmd_sweep(spank: &mut SpankHandle) {
         .stdout(Stdio::piped())
         .output()
     {
-        Ok(out) if out.status.success() => spank_log_info!(
-            "tre-spank: sweep at slurmd start runs in the background (pid {}); its notes go to {}/{LOG_NAME}",
+        Ok(out) if out.status.success() => log::info!(
+            "sweep at slurmd start runs in the background (pid {}); its notes go to {}/{LOG_NAME}",
             String::from_utf8_lossy(&out.stdout).trim(),
             config.state_dir.display()
         ),
-        Ok(out) => spank_log_error!(
-            "tre-spank: sweep at slurmd start did not start ({})",
-            out.status
-        ),
-        Err(e) => spank_log_error!(
-            "tre-spank: sweep at slurmd start: cannot run {}: {e}",
+        Ok(out) => log::error!("sweep at slurmd start did not start ({})", out.status),
+        Err(e) => log::error!(
+            "sweep at slurmd start: cannot run {}: {e}",
             config.tool_path.display()
         ),
     }

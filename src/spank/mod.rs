@@ -12,6 +12,7 @@
 
 mod client;
 mod epilog;
+mod log;
 mod start;
 mod stepd;
 
@@ -26,6 +27,8 @@ use std::os::unix::ffi::OsStrExt;
 
 use slurm_spank::{spank_log_error, Context, Plugin, SpankHandle, SpankOption, SPANK_PLUGIN};
 
+use crate::host::log::prefixed;
+use crate::host::step::StepError;
 use crate::rules::options::{
     RawOptions, OPTIONS, OPT_BATCH, OPT_CONTAINER, OPT_ENTRYPOINT, OPT_ENV, OPT_INPUTS,
     OPT_PROJECT, OPT_RUNTIME,
@@ -42,7 +45,7 @@ struct TreSpank {
 
 /// Errors shown to users and admins carry the plugin's name.
 fn fail(message: impl std::fmt::Display) -> Box<dyn Error> {
-    format!("tre-spank: {message}").into()
+    prefixed(&message).into()
 }
 
 fn raw_options(spank: &SpankHandle) -> RawOptions {
@@ -62,11 +65,11 @@ fn raw_options(spank: &SpankHandle) -> RawOptions {
     }
 }
 
-fn register_options(spank: &mut SpankHandle) -> Result<(), Box<dyn Error>> {
+fn register_options(spank: &mut SpankHandle) -> Result<(), StepError> {
     for (name, arg, usage) in OPTIONS {
         spank
             .register_option(SpankOption::new(name).takes_value(arg).usage(usage))
-            .map_err(|e| fail(format!("cannot register --{name}: {e}")))?;
+            .map_err(|e| StepError::cannot(format!("register --{name}"), e))?;
     }
     Ok(())
 }
@@ -75,7 +78,12 @@ fn register_options(spank: &mut SpankHandle) -> Result<(), Box<dyn Error>> {
 // method panics across the FFI edge (each returns its error) or keeps a SpankHandle.
 unsafe impl Plugin for TreSpank {
     /// No tracing subscriber: logging from `exit()` in client contexts has crashed.
-    fn setup(&mut self, _spank: &mut SpankHandle) -> Result<(), Box<dyn Error>> {
+    /// The plugin's own `log` lines go to Slurm's log on the node (see [`log`]); the
+    /// client contexts log nothing.
+    fn setup(&mut self, spank: &mut SpankHandle) -> Result<(), Box<dyn Error>> {
+        if !matches!(spank.context(), Ok(Context::Local | Context::Allocator)) {
+            log::install();
+        }
         Ok(())
     }
 
@@ -90,11 +98,11 @@ unsafe impl Plugin for TreSpank {
 
     fn init(&mut self, spank: &mut SpankHandle) -> Result<(), Box<dyn Error>> {
         match spank.context()? {
-            Context::Local | Context::Allocator => register_options(spank),
+            Context::Local | Context::Allocator => register_options(spank).map_err(fail),
             Context::Remote => {
                 // A failure here would fail the step launch (and can drain the node).
                 if let Err(e) = register_options(spank) {
-                    self.step.hold_error(e.to_string());
+                    self.step.hold_error(e);
                 }
                 Ok(())
             }

@@ -18,15 +18,17 @@ use std::ffi::OsString;
 
 use slurm_spank::SpankHandle;
 
+use crate::host::step::StepError;
+
 #[cfg(not(tre_slurm_no_prepend))]
 pub fn start_task(
     spank: &mut SpankHandle,
     prefix: &[OsString],
     _task_argv: &[OsString],
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     spank
         .prepend_task_argv_os(prefix.iter().map(|a| a.as_os_str()).collect())
-        .map_err(|e| format!("tre-spank: cannot start the container: {e}"))
+        .map_err(|e| StepError::cannot("start the container", e))
 }
 
 /// Returns only on failure: on success the task is the supervised runtime command.
@@ -35,13 +37,14 @@ pub fn start_task(
     spank: &mut SpankHandle,
     prefix: &[OsString],
     task_argv: &[OsString],
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
 
     let c_string = |s: &std::ffi::OsStr| {
-        CString::new(s.as_bytes())
-            .map_err(|_| format!("tre-spank: cannot start the container: a NUL byte in {s:?}"))
+        CString::new(s.as_bytes()).map_err(|_| {
+            StepError::cannot("start the container", format_args!("a NUL byte in {s:?}"))
+        })
     };
     // What slurmstepd does after the plugins: TMPDIR is /tmp if the task has none, and
     // created (mode 0700) if it names a missing directory. This runs as the user.
@@ -52,7 +55,7 @@ pub fn start_task(
         }
         _ => spank
             .setenv("TMPDIR", "/tmp", true)
-            .map_err(|e| format!("tre-spank: cannot set TMPDIR: {e}"))?,
+            .map_err(|e| StepError::cannot("set TMPDIR", e))?,
     }
     let argv = prefix
         .iter()
@@ -61,20 +64,20 @@ pub fn start_task(
         .collect::<Result<Vec<_>, _>>()?;
     let env = spank
         .job_env_os()
-        .map_err(|e| format!("tre-spank: cannot read the task's environment: {e}"))?
+        .map_err(|e| StepError::cannot("read the task's environment", e))?
         .into_iter()
         .map(c_string)
         .collect::<Result<Vec<_>, _>>()?;
     let Some(program) = argv.first() else {
-        return Err("tre-spank: cannot start the container: empty command".into());
+        return Err(StepError::cannot("start the container", "empty command"));
     };
     let e = match nix::unistd::execve(program, &argv, &env) {
         Err(e) => e,
         Ok(never) => match never {},
     };
-    Err(format!(
-        "tre-spank: cannot start the container: {}: {e}",
-        program.to_string_lossy()
+    Err(StepError::cannot(
+        "start the container",
+        format_args!("{}: {e}", program.to_string_lossy()),
     ))
 }
 

@@ -1,10 +1,11 @@
-//! The tool's `log` backend: every record to stderr as one `tre-spank: MESSAGE` line,
-//! the house prefix added here once. No environment variable changes it (the tool
+//! The tool's `log` backend: every record to stderr as a `tre-spank: MESSAGE` line, the
+//! house prefix from `host::log::prefixed` (the plugin's backend uses it too). No environment variable changes it (the tool
 //! runs as root, and inside slurmstepd with the job's environment cleared or not).
 
 use std::io::Write;
 
 use log::{LevelFilter, Log, Metadata, Record};
+use tre_spank::host::log::prefixed;
 
 struct Stderr;
 
@@ -18,7 +19,7 @@ impl Log for Stderr {
     fn log(&self, record: &Record) {
         if self.enabled(record.metadata()) {
             // Nothing to do if stderr is gone.
-            let _ = writeln!(std::io::stderr().lock(), "tre-spank: {}", record.args());
+            let _ = writeln!(std::io::stderr().lock(), "{}", prefixed(record.args()));
         }
     }
 

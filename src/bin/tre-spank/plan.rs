@@ -3,16 +3,12 @@
 //! without running anything.
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use tre_spank::host::account::{self, Account};
-use tre_spank::host::dirs;
-use tre_spank::host::job;
-use tre_spank::host::podman_version::podman_version;
-use tre_spank::rules::options::{self, RawOptions, Runtime};
-use tre_spank::rules::plan::{self, JobDirs};
-use tre_spank::rules::runtime::{self, PodmanStorage, Target, TaskLaunch};
+use tre_spank::host::account::Account;
+use tre_spank::host::step;
+use tre_spank::rules::options::RawOptions;
+use tre_spank::rules::runtime;
 
 use crate::plugin_config;
 
@@ -91,42 +87,30 @@ pub fn plan_cmd(opts: &Opts) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
+/// What slurmstepd would do for this job (the same pipeline, `host::step`), printed.
 fn plan_for(opts: &Opts, user: &str, container: &str) -> i32 {
-    // The same steps, in the same order, as slurmstepd (spank/stepd.rs).
-    let (mut config, node, about) = match load(opts) {
-        Ok(x) => x,
+    let about = match load(opts) {
+        Ok((_, _, about)) => about,
         Err(e) => return would_fail(&e),
     };
-    job::keep_present_image_stores(&mut config);
     for line in &about {
         println!("{line}");
     }
-    let raw = RawOptions {
+    let bytes = |v: &Option<String>| v.as_ref().map(|v| v.as_bytes().to_vec());
+    let options = RawOptions {
         container: Some(container.as_bytes().to_vec()),
-        runtime: opts.runtime.as_ref().map(|r| r.as_bytes().to_vec()),
-        project: opts.project.as_ref().map(|p| p.as_bytes().to_vec()),
+        runtime: bytes(&opts.runtime),
+        project: bytes(&opts.project),
         ..RawOptions::default()
     };
-    let request = match options::parse(&raw, &config) {
-        Ok(Some(r)) => r,
-        Ok(None) => return would_fail("tre-spank: --tre-container is missing"),
-        // sbatch itself refuses these before the job is queued, with the same line.
-        Err(e) => return would_fail(&format!("tre-spank: {e}")),
+    let args = plugin_config::plugin_args(opts.config.as_deref()).0;
+    let facts = step::PlannedJob::new(args, user, options, opts.command.clone());
+    // As root, like the plugin (podman's version is cached in run_dir, root's).
+    let prepared = match step::prepare(&facts, &step::NodeHost) {
+        Ok(p) => p,
+        Err(e) => return would_fail(&e.line()),
     };
-    let runtime = match job::choose_runtime(&config, request.runtime, &node) {
-        Ok(r) => r,
-        Err(e) => return would_fail(&format!("tre-spank: {e}")),
-    };
-    let account = match account::lookup_name(user) {
-        Ok(a) => a,
-        Err(e) => return would_fail(&format!("tre-spank: {e}")),
-    };
-    if let Err(e) = std::fs::read(&config.secret_file) {
-        return would_fail(&format!(
-            "tre-spank: cannot read the job number secret {}: {e}",
-            config.secret_file.display()
-        ));
-    }
+    let account = prepared.account.clone();
     println!(
         "user {} (uid {}), groups: {}",
         account.name,
@@ -136,100 +120,40 @@ fn plan_for(opts: &Opts, user: &str, container: &str) -> i32 {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!("image {} (runtime {runtime})", request.image);
-    // As root, like the plugin (the answer is cached in run_dir, root's).
-    let transient_store = runtime == Runtime::Podman
-        && podman_version(&config.podman.path, &config.run_dir)
-            .is_some_and(|v| runtime::podman_has_transient_store(&v));
+    println!(
+        "image {} (runtime {})",
+        prepared.request.image, prepared.runtime
+    );
     let result = as_user(&account, || {
-        let home_fd = match dirs::Dir::open(&account.home) {
-            Ok(fd) => fd,
-            Err(e) => return would_fail(&format!("tre-spank: {e}")),
+        let (resolved, plan) = match step::plan_task(prepared, &facts, &step::NodeHost) {
+            Ok(x) => x,
+            Err(e) => return would_fail(&e.line()),
         };
-        let resolution =
-            match job::resolve_project(&home_fd, &account, &config, request.project.as_deref()) {
-                Ok(r) => r,
-                Err(e) => return would_fail(&e),
-            };
-        // The job number is secret-keyed per job: shown as N; the job id as JOBID.
-        let dirs = JobDirs {
-            number: 0,
-            outputs: account.home.join("outputs-N"),
-            scratch: plan::scratch_parent(&account.home, &config.scratch_root, &account.name)
-                .join("scratch-N"),
-        };
-        let job_dir = config.runtime_dir.join("job-JOBID");
-        let run_dir = config.run_dir.join("job-JOBID");
-        let script = PathBuf::from("/var/spool/slurmd/jobJOBID/slurm_script");
-        let (argv, batch): (Vec<OsString>, Option<&Path>) = if opts.command.is_empty() {
-            (vec![script.clone().into()], Some(&script))
-        } else {
-            (opts.command.clone(), None)
-        };
-        let launch = TaskLaunch {
-            argv: &argv,
-            batch_script: batch,
-            task_env_names: &[],
-            tty: false,
-            user_env: &request.env,
-            entrypoint: request.entrypoint,
-            gpus: &[],
-        };
-        let mut container = plan::container_plan(&request.image, runtime, &resolution, &dirs);
-        container
-            .mounts
-            .extend(plan::site_mounts(&config.site_mounts));
-        let sif = runtime::sif_path(&config.apptainer.sif_dir, &request.image).unwrap_or_default();
-        let scratch = PathBuf::from(plan::CONTAINER_SCRATCH);
-        let target = match runtime {
-            Runtime::Podman => Target::Podman(PodmanStorage {
-                job_dir: &job_dir,
-                run_dir: &run_dir,
-                home: &account.home,
-                user_store_exists: runtime::user_image_store(&account.home).is_dir(),
-                transient_store,
-            }),
-            Runtime::Apptainer => Target::Apptainer {
-                sif: &sif,
-                workdir: &scratch,
-                home: &account.home,
-                gpu_control: &[],
-            },
-        };
-        let command = match runtime::job_command(&config, &container, &target, &launch) {
-            Ok(c) => c,
-            Err(e) => return would_fail(&format!("tre-spank: {e}")),
-        };
+        let r = &resolved.resolution;
         println!(
             "project: {} ({})",
-            resolution
-                .project
-                .as_ref()
+            (r.project.as_ref())
                 .map(|p| format!("{} via group {}", p.name, p.group))
                 .unwrap_or_else(|| "none".into()),
-            resolution.reason
+            r.reason
         );
         println!("mounts:");
-        for m in &container.mounts {
-            println!(
-                "  {} -> {}{}",
-                m.host.display(),
-                m.container.display(),
-                if m.read_only { " (read-only)" } else { "" }
-            );
+        for m in plan.command.iter().flat_map(|c| &c.mounts) {
+            let ro = if m.read_only { " (read-only)" } else { "" };
+            println!("  {} -> {}{ro}", m.host.display(), m.container.display());
         }
         println!("job output would start with:");
-        for line in plan::summary_lines(&resolution, &dirs) {
+        for line in &plan.lines {
             println!("  {line}");
         }
-        println!(
-            "  Running: {}",
-            runtime::display_command(&command.runtime_argv)
-        );
-        // Slurm appends the task's own arguments to what the plugin prepends.
-        let mut task = command.task_prefix.clone();
-        task.extend(argv.iter().cloned());
-        println!("task command: {}", runtime::display_command(&task));
+        match &plan.command {
+            // Slurm appends the task's own arguments to what the plugin prepends.
+            Some(c) => println!(
+                "task command: {}",
+                runtime::display_command(&[&c.task_prefix[..], &c.task_argv[..]].concat())
+            ),
+            None => println!("task command: the batch script itself, on the host"),
+        }
         println!("(N: the job's number, JOBID: its Slurm job id; nothing was created or run)");
         0
     });

@@ -12,6 +12,10 @@
 //!
 //!   rootsquash-fs DIR      (mounts over DIR, serving what DIR held before)
 //!
+//! `ROOTSQUASH_FS_REMOVE_DELAY_MS=N` makes each unlink and rmdir take at least N ms, as
+//! a round trip to a busy NFS server does: a test of a removal that outlasts a time
+//! budget then does not depend on how fast this machine is.
+//!
 //! Every `unsafe` block is a libc call on a descriptor this process owns and a
 //! NUL-terminated path it built; the per-thread credential switch is undone after each
 //! request (`as_caller`).
@@ -34,6 +38,7 @@ struct Fs {
     root: libc::c_int,
     root_ino: u64,
     paths: HashMap<u64, PathBuf>,
+    remove_delay: Duration,
 }
 
 /// A descriptor this process opened, closed when dropped.
@@ -451,10 +456,12 @@ impl Filesystem for Fs {
     }
 
     fn unlink(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+        std::thread::sleep(self.remove_delay);
         self.drop_entry(req, parent, name, 0, reply)
     }
 
     fn rmdir(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+        std::thread::sleep(self.remove_delay);
         self.drop_entry(req, parent, name, libc::AT_REMOVEDIR, reply)
     }
 
@@ -741,6 +748,12 @@ fn main() {
         root,
         root_ino: st.st_ino,
         paths,
+        remove_delay: Duration::from_millis(
+            std::env::var("ROOTSQUASH_FS_REMOVE_DELAY_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        ),
     };
     let opts = [
         MountOption::FSName("rootsquash".into()),

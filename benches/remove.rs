@@ -1,4 +1,4 @@
-//! P3 of `benches/run`: the plugin's scratch remover (`host::remove::remove_tree`)
+//! P3 of `benches/run`: the plugin's scratch remover (`host::dirs::Dir::remove_tree`)
 //! against `rm -rf` on the same kind of tree, alternated in one run.
 //!
 //! ```text
@@ -23,8 +23,8 @@ use std::time::Instant;
 
 use nix::fcntl::AtFlags;
 use nix::sys::stat::fstatat;
-use tre_spank::host::dirs::{open_home, DirId};
-use tre_spank::host::remove::{job_owners, remove_tree};
+use tre_spank::host::dirs::{Dir, DirId};
+use tre_spank::host::remove::job_owners;
 
 const CONTENT: &[u8] = b"scratch data of a job\n";
 
@@ -41,13 +41,14 @@ fn make_tree(root: &Path, dirs: usize, files: usize) -> std::io::Result<()> {
 }
 
 fn time_remover(parent: &Path, name: &str) -> Result<f64, String> {
-    let fd = open_home(parent).map_err(|e| e.to_string())?;
+    let fd = Dir::open(parent).map_err(|e| e.to_string())?;
     let st = fstatat(fd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW)
         .map_err(|e| format!("{}/{name}: {e}", parent.display()))?;
     let start = Instant::now();
     let owners = job_owners(st.st_uid);
-    let report =
-        remove_tree(&fd, parent, name, DirId::of(&st), &owners).map_err(|e| e.to_string())?;
+    let report = fd
+        .remove_tree(name, DirId::of(&st), &owners)
+        .map_err(|e| e.to_string())?;
     let secs = start.elapsed().as_secs_f64();
     if parent.join(name).exists() {
         return Err(format!("{}/{name} is still there", parent.display()));

@@ -14,8 +14,7 @@ use nix::errno::Errno;
 use nix::fcntl::{open, openat2, OFlag, OpenHow};
 use nix::sys::stat::{fstat, Mode};
 use seccompiler::{BpfProgram, SeccompAction, SeccompFilter};
-use tre_spank::host::dirs::{open_dir_nofollow, DirId};
-use tre_spank::host::remove::remove_tree;
+use tre_spank::host::dirs::{Dir, DirId};
 use tre_spank::rules::subid::Owners;
 
 /// Installs, on this thread only, a filter that makes openat2 return ENOSYS.
@@ -70,12 +69,8 @@ fn without_openat2_the_tree_goes_and_links_are_not_followed() {
     )
     .unwrap();
 
-    let home_fd = open_dir_nofollow(
-        open("/", OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()).unwrap(),
-        home.path().strip_prefix("/").unwrap().to_str().unwrap(),
-    )
-    .unwrap();
-    let report = remove_tree(&home_fd, home.path(), "scratch-1", id, &owner()).unwrap();
+    let home_fd = Dir::open(home.path()).unwrap();
+    let report = home_fd.remove_tree("scratch-1", id, &owner()).unwrap();
 
     assert!(!home.path().join("scratch-1").exists());
     assert_eq!(
@@ -116,13 +111,8 @@ fn without_openat2_a_mount_of_another_filesystem_inside_scratch_is_left_alone() 
     .unwrap();
     fs::write(mnt.join("other-fs"), b"z").unwrap();
 
-    let home_fd = open(
-        home.path(),
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY,
-        Mode::empty(),
-    )
-    .unwrap();
-    let result = remove_tree(&home_fd, home.path(), "scratch-1", id, &owner());
+    let home_fd = Dir::open(home.path()).unwrap();
+    let result = home_fd.remove_tree("scratch-1", id, &owner());
 
     assert!(
         result.is_err(),

@@ -35,8 +35,8 @@ use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag, AT_FDCWD};
 use nix::sys::stat::{fchmod, fchmodat, fstat, FchmodatFlags, Mode};
 use nix::unistd::{Gid, Uid, User};
 
-use super::dirs::{open_home, DirId};
-use super::remove::{remove_tree_as, Acting, RemoveError, SUBUID_FILE};
+use super::dirs::{Dir, DirId};
+use super::remove::{Acting, RemoveError, SUBUID_FILE};
 use crate::rules::subid::{id_map_args, ranges_for, usable_ranges, Owners};
 
 /// The subordinate gid ranges (shadow-utils' file).
@@ -283,18 +283,11 @@ fn run(in_userns: bool, args: impl Iterator<Item = OsString>) -> Answer {
 
 fn remove(target: &Target, owners: &Owners) -> Answer {
     let parent_path = Path::new(OsStr::from_bytes(target.parent.as_bytes()));
-    let parent = match open_home(parent_path) {
+    let parent = match Dir::open(parent_path) {
         Ok(fd) => fd,
         Err(e) => return Answer::Failed(e.to_string()),
     };
-    match remove_tree_as(
-        &parent,
-        parent_path,
-        &target.name,
-        target.expected,
-        owners,
-        Acting::Owners,
-    ) {
+    match parent.remove_tree_as(&target.name, target.expected, owners, Acting::Owners) {
         Ok(report) => Answer::Removed(report.removed_entries),
         Err(e @ RemoveError::NotOurs { .. }) => Answer::NotOurs(e.to_string()),
         Err(e) => Answer::Failed(e.to_string()),

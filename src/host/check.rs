@@ -105,18 +105,20 @@ pub fn scratch_root(root: &Path) -> Finding {
         Ok(m) if !m.is_dir() => Finding::problem(format!(
             "scratch_root {shown} is not a directory (a symbolic link is refused too)"
         )),
-        Ok(m) if m.uid() != 0 => Finding::problem(format!(
-            "scratch_root {shown} is owned by uid {}, not root",
-            m.uid()
-        )),
-        Ok(m) if m.mode() & 0o022 != 0 && m.mode() & 0o1000 == 0 => Finding::problem(format!(
-            "scratch_root {shown} has mode {:04o}: writable by others but not sticky (want 1777, or 0755 with a directory per user made by the site)",
-            m.mode() & 0o7777
-        )),
-        Ok(m) => Finding::ok(format!(
-            "scratch_root {shown} (root, mode {:04o}): scratch-N in {shown}/<user>",
-            m.mode() & 0o7777
-        )),
+        // The one ownership check; a sticky root directory others can write is fine.
+        Ok(m) => match trust::check_owned(m.uid(), m.mode(), &[0], true) {
+            Err(trust::Untrusted::Owner { uid, .. }) => Finding::problem(format!(
+                "scratch_root {shown} is owned by uid {uid}, not root"
+            )),
+            Err(_) => Finding::problem(format!(
+                "scratch_root {shown} has mode {:04o}: writable by others but not sticky (want 1777, or 0755 with a directory per user made by the site)",
+                m.mode() & 0o7777
+            )),
+            Ok(()) => Finding::ok(format!(
+                "scratch_root {shown} (root, mode {:04o}): scratch-N in {shown}/<user>",
+                m.mode() & 0o7777
+            )),
+        },
     }
 }
 
@@ -157,25 +159,27 @@ pub fn root_dir(what: &str, path: &Path, mode: u32) -> Finding {
             path.display()
         )),
         Err(e) => Finding::problem(format!("{what} {}: {e}", path.display())),
-        Ok(m) if !m.is_dir() => Finding::problem(format!(
-            "{what} {} is not a directory (a symbolic link is refused too)",
-            path.display()
-        )),
-        Ok(m) if m.uid() != 0 => Finding::problem(format!(
-            "{what} {} is owned by uid {}, not root",
-            path.display(),
-            m.uid()
-        )),
-        Ok(m) if m.mode() & 0o022 != 0 => Finding::problem(format!(
-            "{what} {} has mode {:04o}: group or others can write it (want {mode:04o})",
-            path.display(),
-            m.mode() & 0o7777
-        )),
-        Ok(m) => Finding::ok(format!(
-            "{what} {} (root, mode {:04o})",
-            path.display(),
-            m.mode() & 0o7777
-        )),
+        // The one ownership check (root's, writable by neither group nor others).
+        Ok(m) => match trust::check_owned_dir(&m, 0) {
+            Err(trust::Untrusted::NotADirectory) => Finding::problem(format!(
+                "{what} {} is not a directory (a symbolic link is refused too)",
+                path.display()
+            )),
+            Err(trust::Untrusted::Owner { uid, .. }) => Finding::problem(format!(
+                "{what} {} is owned by uid {uid}, not root",
+                path.display()
+            )),
+            Err(trust::Untrusted::Writable { .. }) => Finding::problem(format!(
+                "{what} {} has mode {:04o}: group or others can write it (want {mode:04o})",
+                path.display(),
+                m.mode() & 0o7777
+            )),
+            Ok(()) => Finding::ok(format!(
+                "{what} {} (root, mode {:04o})",
+                path.display(),
+                m.mode() & 0o7777
+            )),
+        },
     }
 }
 

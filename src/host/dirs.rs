@@ -1,12 +1,13 @@
-//! Creating and recognising the job's directories under `$HOME`.
+//! The directory handle ([`Dir`]) the host works from, and creating and recognising
+//! the job's directories under `$HOME`.
 //!
 //! Called with the user's effective uid (slurmstepd's `user_init`), so the kernel's own
 //! permission checks apply; names are resolved relative to the home directory handle
 //! with `O_NOFOLLOW`, so a planted symbolic link is refused, never followed.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
-use std::path::Path;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -52,33 +53,114 @@ pub enum DirError {
     NotTheUsers { path: String },
 }
 
-fn is_dir(st: &FileStat) -> bool {
-    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
+/// The type bits of a `st_mode` (`S_IFDIR`, `S_IFREG`, ...).
+pub fn file_type(mode: u32) -> SFlag {
+    SFlag::from_bits_truncate(mode) & SFlag::S_IFMT
 }
 
-/// Opens the home directory named by the password database (an administrator's path).
-pub fn open_home(home: &Path) -> Result<OwnedFd, DirError> {
-    openat(
-        AT_FDCWD,
-        home,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|errno| DirError::Home {
-        path: home.display().to_string(),
-        errno,
-    })
+/// Whether a `st_mode` is a directory's.
+pub fn is_dir(mode: u32) -> bool {
+    file_type(mode) == SFlag::S_IFDIR
 }
 
-/// What `$HOME/safe_data` is.
-pub fn probe_home_safe_data(home: impl AsFd) -> HomeSafeData {
-    match fstatat(home.as_fd(), "safe_data", AtFlags::empty()) {
-        Ok(st) if is_dir(&st) => HomeSafeData::Directory,
-        Ok(_) => HomeSafeData::NotADirectory,
-        Err(_) => match fstatat(home.as_fd(), "safe_data", AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(_) => HomeSafeData::DanglingLink,
-            Err(_) => HomeSafeData::Absent,
-        },
+/// An open directory and the path it was opened by. Every operation works from the
+/// handle with names relative to it, following no link (`O_NOFOLLOW`,
+/// `AT_SYMLINK_NOFOLLOW`); the path is for messages and for the paths of what is made
+/// there.
+#[derive(Debug)]
+pub struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl AsFd for Dir {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Dir {
+    /// Opens `path`, an administrator's path (a home from the password database, the
+    /// site's `runtime_dir` or scratch root): links in it are followed, as the caller's
+    /// identity allows.
+    pub fn open(path: &Path) -> Result<Dir, DirError> {
+        let fd = openat(
+            AT_FDCWD,
+            path,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|errno| DirError::Home {
+            path: path.display().to_string(),
+            errno,
+        })?;
+        Ok(Dir {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Opens the directory `name` in this one; a symbolic link there is refused
+    /// (`ELOOP` or `ENOTDIR`), never followed.
+    pub fn open_child(&self, name: &str) -> nix::Result<Dir> {
+        Ok(Dir {
+            fd: open_dir_nofollow(self, name)?,
+            path: self.path.join(name),
+        })
+    }
+
+    /// The path it was opened by.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path of `name` in it, as messages show it.
+    pub fn shown(&self, name: &str) -> String {
+        self.path.join(name).display().to_string()
+    }
+
+    /// Creates `name` with mode 0700 and returns its identity. An existing entry of
+    /// any kind is an error: it is never adopted.
+    pub fn create_private(&self, name: &str) -> Result<DirId, DirError> {
+        let path = self.shown(name);
+        match mkdirat(self.as_fd(), name, Mode::S_IRWXU) {
+            Ok(()) => {}
+            Err(Errno::EEXIST) => return Err(DirError::Exists { path }),
+            Err(errno) => return Err(DirError::Create { path, errno }),
+        }
+        let fd = open_dir_nofollow(self, name).map_err(|errno| DirError::Create {
+            path: path.clone(),
+            errno,
+        })?;
+        // mkdir's mode is filtered by the umask; the contract is exactly 0700.
+        fchmod(fd.as_fd(), Mode::S_IRWXU).map_err(|errno| DirError::Create {
+            path: path.clone(),
+            errno,
+        })?;
+        let st = fstat(fd.as_fd()).map_err(|errno| DirError::Create { path, errno })?;
+        Ok(DirId::of(&st))
+    }
+
+    /// Confirms that `name` is still the directory `expected` (not a link, not a swap).
+    pub fn confirm(&self, name: &str, expected: DirId) -> Result<(), DirError> {
+        match fstatat(self.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) if is_dir(st.st_mode) && DirId::of(&st) == expected => Ok(()),
+            _ => Err(DirError::Replaced {
+                path: self.shown(name),
+            }),
+        }
+    }
+
+    /// What `safe_data` in this (home) directory is.
+    pub fn probe_safe_data(&self) -> HomeSafeData {
+        match fstatat(self.as_fd(), "safe_data", AtFlags::empty()) {
+            Ok(st) if is_dir(st.st_mode) => HomeSafeData::Directory,
+            Ok(_) => HomeSafeData::NotADirectory,
+            Err(_) => match fstatat(self.as_fd(), "safe_data", AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(_) => HomeSafeData::DanglingLink,
+                Err(_) => HomeSafeData::Absent,
+            },
+        }
     }
 }
 
@@ -97,7 +179,7 @@ pub fn can_open_dir(dir: &Path) -> bool {
 /// since the safe_data root and its entries belong to the site).
 pub fn is_directory(path: &Path) -> bool {
     nix::sys::stat::stat(path)
-        .map(|st| is_dir(&st))
+        .map(|st| is_dir(st.st_mode))
         .unwrap_or(false)
 }
 
@@ -110,46 +192,6 @@ pub fn open_dir_nofollow(parent: impl AsFd, name: &str) -> nix::Result<OwnedFd> 
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
-}
-
-/// Creates `name` in `parent` with mode 0700 and returns its identity. An existing
-/// entry of any kind is an error: it is never adopted.
-pub fn create_private_dir(
-    parent: impl AsFd,
-    parent_path: &Path,
-    name: &str,
-) -> Result<DirId, DirError> {
-    let path = parent_path.join(name).display().to_string();
-    match mkdirat(parent.as_fd(), name, Mode::S_IRWXU) {
-        Ok(()) => {}
-        Err(Errno::EEXIST) => return Err(DirError::Exists { path }),
-        Err(errno) => return Err(DirError::Create { path, errno }),
-    }
-    let fd = open_dir_nofollow(parent.as_fd(), name).map_err(|errno| DirError::Create {
-        path: path.clone(),
-        errno,
-    })?;
-    // mkdir's mode is filtered by the umask; the contract is exactly 0700.
-    fchmod(fd.as_fd(), Mode::S_IRWXU).map_err(|errno| DirError::Create {
-        path: path.clone(),
-        errno,
-    })?;
-    let st = fstat(fd.as_fd()).map_err(|errno| DirError::Create { path, errno })?;
-    Ok(DirId::of(&st))
-}
-
-/// Confirms that `parent/name` is still the directory `expected` (not a link, not a swap).
-pub fn confirm_dir(
-    parent: impl AsFd,
-    parent_path: &Path,
-    name: &str,
-    expected: DirId,
-) -> Result<(), DirError> {
-    let path = parent_path.join(name).display().to_string();
-    match fstatat(parent.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-        Ok(st) if is_dir(&st) && DirId::of(&st) == expected => Ok(()),
-        _ => Err(DirError::Replaced { path }),
-    }
 }
 
 /// The job's two directories under `$HOME`.
@@ -204,16 +246,16 @@ impl JobDirSpec<'_> {
 /// must be a directory (never a link) owned by `uid`. With `create`, a missing one is
 /// made (mode 0700), which works where the user may write the root (a sticky
 /// world-writable root such as a node-local /local/scratch).
-pub fn open_scratch_parent(s: ScratchIn, uid: u32, create: bool) -> Result<OwnedFd, DirError> {
+pub fn open_scratch_parent(s: ScratchIn, uid: u32, create: bool) -> Result<Dir, DirError> {
     let path = s.root.join(s.user).display().to_string();
-    let root = open_home(s.root)?;
-    let fd = match open_dir_nofollow(&root, s.user) {
+    let root = Dir::open(s.root)?;
+    let dir = match root.open_child(s.user) {
         Err(Errno::ENOENT) if create => {
             match mkdirat(root.as_fd(), s.user, Mode::S_IRWXU) {
                 Ok(()) | Err(Errno::EEXIST) => {}
                 Err(errno) => return Err(DirError::Create { path, errno }),
             }
-            open_dir_nofollow(&root, s.user)
+            root.open_child(s.user)
         }
         other => other,
     }
@@ -224,8 +266,8 @@ pub fn open_scratch_parent(s: ScratchIn, uid: u32, create: bool) -> Result<Owned
             errno,
         },
     })?;
-    match fstat(fd.as_fd()) {
-        Ok(st) if is_dir(&st) && st.st_uid == uid => Ok(fd),
+    match fstat(dir.as_fd()) {
+        Ok(st) if is_dir(st.st_mode) && st.st_uid == uid => Ok(dir),
         _ => Err(DirError::NotTheUsers { path }),
     }
 }
@@ -234,18 +276,16 @@ pub fn open_scratch_parent(s: ScratchIn, uid: u32, create: bool) -> Result<Owned
 /// created them (see [`crate::rules::proof`]). Anything else already at either name is
 /// refused, never adopted. `home` is the open `spec.home`. Runs as the user.
 pub fn create_or_join(
-    home: impl AsFd,
+    home: &Dir,
     spec: &JobDirSpec,
     wait: Duration,
 ) -> Result<(JobDirIds, Origin), DirError> {
-    let home = home.as_fd();
-    let scratch_root_fd = match spec.scratch_in {
+    let scratch_root = match spec.scratch_in {
         None => None,
         Some(s) => Some(open_scratch_parent(s, spec.facts.uid, true)?),
     };
-    let scratch_parent = scratch_root_fd.as_ref().map_or(home, |fd| fd.as_fd());
-    let scratch_path = spec.scratch_parent();
-    let outputs = match create_private_dir(home, spec.home, spec.outputs) {
+    let scratch_parent = scratch_root.as_ref().unwrap_or(home);
+    let outputs = match home.create_private(spec.outputs) {
         Ok(id) => id,
         Err(DirError::Exists { path }) => return join(spec, wait, path),
         Err(e) => return Err(e),
@@ -261,7 +301,7 @@ pub fn create_or_join(
         }
         let _ = nix::unistd::unlinkat(home, spec.outputs, nix::unistd::UnlinkatFlags::RemoveDir);
     };
-    let scratch = match create_private_dir(scratch_parent, &scratch_path, spec.scratch) {
+    let scratch = match scratch_parent.create_private(spec.scratch) {
         Ok(id) => id,
         Err(e) => {
             undo(false);
@@ -312,9 +352,7 @@ pub fn read_proof_file(dir: impl AsFd, file: &str) -> Result<Vec<u8>, Errno> {
         Mode::empty(),
     )?;
     let st = fstat(fd.as_fd())?;
-    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG
-        || st.st_size > MAX_PROOF_LEN as i64
-    {
+    if file_type(st.st_mode) != SFlag::S_IFREG || st.st_size > MAX_PROOF_LEN as i64 {
         return Err(Errno::EINVAL);
     }
     let mut content = Vec::with_capacity(MAX_PROOF_LEN);
@@ -373,21 +411,19 @@ fn join(
 fn try_join(spec: &JobDirSpec) -> Result<JobDirIds, NotJoined> {
     // Opened afresh each time: on NFS an open revalidates the directory, so a name
     // created on another node is seen (close-to-open consistency).
-    let home = open_home(spec.home).map_err(|_| NotJoined::Refuse)?;
-    let owned_dir = |st: &FileStat| is_dir(st) && st.st_uid == spec.facts.uid;
+    let home = Dir::open(spec.home).map_err(|_| NotJoined::Refuse)?;
+    let owned_dir = |st: &FileStat| is_dir(st.st_mode) && st.st_uid == spec.facts.uid;
     let outputs = match fstatat(&home, spec.outputs, AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(st) if owned_dir(&st) => DirId::of(&st),
         _ => return Err(NotJoined::Refuse),
     };
-    let scratch_root_fd = match spec.scratch_in {
+    let scratch_root = match spec.scratch_in {
         None => None,
         Some(s) => {
             Some(open_scratch_parent(s, spec.facts.uid, false).map_err(|_| NotJoined::Wait)?)
         }
     };
-    let scratch_parent = scratch_root_fd
-        .as_ref()
-        .map_or(home.as_fd(), |fd| fd.as_fd());
+    let scratch_parent = scratch_root.as_ref().unwrap_or(&home);
     let scratch_fd = match open_dir_nofollow(scratch_parent, spec.scratch) {
         Ok(fd) => fd,
         Err(Errno::ENOENT) => return Err(NotJoined::Wait),
@@ -420,13 +456,67 @@ mod tests {
     #[test]
     fn creates_a_private_directory_once() {
         let t = tempfile::tempdir().unwrap();
-        let home = open_home(t.path()).unwrap();
-        let id = create_private_dir(&home, t.path(), "outputs-1234567").unwrap();
+        let home = Dir::open(t.path()).unwrap();
+        let id = home.create_private("outputs-1234567").unwrap();
         let meta = std::fs::metadata(t.path().join("outputs-1234567")).unwrap();
         assert_eq!(meta.permissions().mode() & 0o7777, 0o700);
-        confirm_dir(&home, t.path(), "outputs-1234567", id).unwrap();
-        let again = create_private_dir(&home, t.path(), "outputs-1234567").unwrap_err();
+        home.confirm("outputs-1234567", id).unwrap();
+        let again = home.create_private("outputs-1234567").unwrap_err();
         assert!(again.to_string().contains("already exists"), "{again}");
+    }
+
+    #[test]
+    fn a_dir_handle_stays_on_the_directory_it_opened() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("home")).unwrap();
+        let home = Dir::open(&t.path().join("home")).unwrap();
+        assert_eq!(home.path(), t.path().join("home"));
+        assert_eq!(
+            home.shown("outputs-1"),
+            format!("{}/home/outputs-1", t.path().display())
+        );
+        // Renamed away and replaced: the handle still works on the directory it opened,
+        // and what it makes lands there, not at the path.
+        std::fs::rename(t.path().join("home"), t.path().join("moved")).unwrap();
+        std::fs::create_dir(t.path().join("home")).unwrap();
+        let id = home.create_private("outputs-1").unwrap();
+        assert!(t.path().join("moved/outputs-1").is_dir());
+        assert!(!t.path().join("home/outputs-1").exists());
+        home.confirm("outputs-1", id).unwrap();
+        // A child is opened as a directory, never through a link.
+        let child = home.open_child("outputs-1").unwrap();
+        assert_eq!(child.path(), t.path().join("home/outputs-1"));
+        assert_eq!(
+            DirId::of(&fstat(child.as_fd()).unwrap()),
+            id,
+            "the child is the directory made"
+        );
+        std::os::unix::fs::symlink("outputs-1", t.path().join("moved/link")).unwrap();
+        // (O_DIRECTORY | O_NOFOLLOW on a link: Linux says ENOTDIR, some kernels ELOOP.)
+        assert!(matches!(
+            home.open_child("link"),
+            Err(Errno::ELOOP | Errno::ENOTDIR)
+        ));
+        std::fs::write(t.path().join("moved/file"), b"x").unwrap();
+        assert_eq!(home.open_child("file").unwrap_err(), Errno::ENOTDIR);
+        assert!(matches!(
+            home.confirm("link", id),
+            Err(DirError::Replaced { .. })
+        ));
+        assert!(matches!(
+            Dir::open(&t.path().join("absent")),
+            Err(DirError::Home { .. })
+        ));
+    }
+
+    #[test]
+    fn file_types_from_the_mode() {
+        assert!(is_dir(0o040755));
+        assert!(!is_dir(0o100644));
+        assert!(!is_dir(0o120777));
+        assert_eq!(file_type(0o100644), SFlag::S_IFREG);
+        assert_eq!(file_type(0o120777), SFlag::S_IFLNK);
+        assert_eq!(file_type(0o041777), SFlag::S_IFDIR);
     }
 
     #[test]
@@ -434,9 +524,9 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let target = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(target.path(), t.path().join("scratch-1")).unwrap();
-        let home = open_home(t.path()).unwrap();
+        let home = Dir::open(t.path()).unwrap();
         assert!(matches!(
-            create_private_dir(&home, t.path(), "scratch-1"),
+            home.create_private("scratch-1"),
             Err(DirError::Exists { .. })
         ));
         assert_eq!(std::fs::read_dir(target.path()).unwrap().count(), 0);
@@ -445,29 +535,29 @@ mod tests {
     #[test]
     fn a_swapped_directory_is_detected() {
         let t = tempfile::tempdir().unwrap();
-        let home = open_home(t.path()).unwrap();
-        let id = create_private_dir(&home, t.path(), "scratch-2").unwrap();
+        let home = Dir::open(t.path()).unwrap();
+        let id = home.create_private("scratch-2").unwrap();
         std::fs::rename(t.path().join("scratch-2"), t.path().join("moved")).unwrap();
         std::fs::create_dir(t.path().join("scratch-2")).unwrap();
-        assert!(confirm_dir(&home, t.path(), "scratch-2", id).is_err());
+        assert!(home.confirm("scratch-2", id).is_err());
         std::fs::remove_dir(t.path().join("scratch-2")).unwrap();
         std::os::unix::fs::symlink(t.path().join("moved"), t.path().join("scratch-2")).unwrap();
-        assert!(confirm_dir(&home, t.path(), "scratch-2", id).is_err());
+        assert!(home.confirm("scratch-2", id).is_err());
     }
 
     #[test]
     fn home_safe_data_kinds() {
         let t = tempfile::tempdir().unwrap();
-        let home = open_home(t.path()).unwrap();
-        assert_eq!(probe_home_safe_data(&home), HomeSafeData::Absent);
+        let home = Dir::open(t.path()).unwrap();
+        assert_eq!(home.probe_safe_data(), HomeSafeData::Absent);
         std::os::unix::fs::symlink("/nonexistent/x", t.path().join("safe_data")).unwrap();
-        assert_eq!(probe_home_safe_data(&home), HomeSafeData::DanglingLink);
+        assert_eq!(home.probe_safe_data(), HomeSafeData::DanglingLink);
         std::fs::remove_file(t.path().join("safe_data")).unwrap();
         std::fs::write(t.path().join("safe_data"), b"x").unwrap();
-        assert_eq!(probe_home_safe_data(&home), HomeSafeData::NotADirectory);
+        assert_eq!(home.probe_safe_data(), HomeSafeData::NotADirectory);
         std::fs::remove_file(t.path().join("safe_data")).unwrap();
         std::fs::create_dir(t.path().join("safe_data")).unwrap();
-        assert_eq!(probe_home_safe_data(&home), HomeSafeData::Directory);
+        assert_eq!(home.probe_safe_data(), HomeSafeData::Directory);
     }
 
     fn spec<'a>(home: &'a Path, key: &'a ProofKey, job_id: u32) -> JobDirSpec<'a> {
@@ -490,7 +580,7 @@ mod tests {
     const SHORT: Duration = Duration::from_millis(300);
 
     fn make(s: &JobDirSpec, wait: Duration) -> Result<(JobDirIds, Origin), DirError> {
-        create_or_join(open_home(s.home)?, s, wait)
+        create_or_join(&Dir::open(s.home)?, s, wait)
     }
 
     #[test]

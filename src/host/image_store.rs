@@ -16,13 +16,15 @@ use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt, Permi
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use super::trust::{check_owned, check_owned_dir};
+use crate::rules::archive::{archive_kind, is_sif, tar_member, ArchiveKind};
 use crate::rules::config::Config;
 use crate::rules::image::ImageRef;
 use crate::rules::image_store::{
-    self, apptainer_build, archive_kind, image_id_in_list, is_sif, names_to_restore,
-    sif_digest_from_record, sif_digest_path, sif_digest_record, sif_target, sif_temporary,
-    store_locked_dir_mode, store_mode, tar_member, unapproved_names, xattr_kept, ApptainerSource,
-    ArchiveKind, EntryKind, PodmanStore, SifStamp, StoreError, STORE_IMAGE_LIST,
+    self, apptainer_build, image_id_in_list, names_to_restore, sif_digest_from_record,
+    sif_digest_path, sif_digest_record, sif_target, sif_temporary, store_locked_dir_mode,
+    store_mode, unapproved_names, xattr_kept, ApptainerSource, EntryKind, PodmanStore, SifStamp,
+    StoreError, STORE_IMAGE_LIST,
 };
 use crate::rules::options::Runtime;
 use crate::rules::runtime::display_command;
@@ -156,7 +158,7 @@ impl Input {
         if !m.is_file() {
             return Err(refuse("not a regular file"));
         }
-        if m.uid() != 0 || m.mode() & 0o022 != 0 {
+        if check_owned(m.uid(), m.mode(), &[0], false).is_err() {
             return Err(refuse(
                 "someone other than root can write it; copy it as root into a directory only root can write, check the copy, and load that",
             ));
@@ -288,11 +290,9 @@ fn ensure_root_dir(dir: &Path) -> Result<(), ImageStoreError> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(io(dir))?;
     }
     let m = std::fs::symlink_metadata(dir).map_err(io(dir))?;
-    if !m.is_dir() || m.uid() != 0 || m.mode() & 0o022 != 0 {
-        return Err(ImageStoreError::Unsafe {
-            path: dir.to_path_buf(),
-        });
-    }
+    check_owned_dir(&m, 0).map_err(|_| ImageStoreError::Unsafe {
+        path: dir.to_path_buf(),
+    })?;
     Ok(())
 }
 

@@ -15,7 +15,7 @@ use nix::errno::Errno;
 use nix::fcntl::AtFlags;
 use nix::sys::stat::{fstat, fstatat, SFlag};
 
-use super::dirs::{open_dir_nofollow, read_proof_file, write_new_read_only_file, DirId};
+use super::dirs::{file_type, open_dir_nofollow, read_proof_file, write_new_read_only_file, DirId};
 use crate::rules::plan::outputs_name;
 use crate::rules::proof::{ProofKey, OUTPUTS_RECORD_FILE};
 
@@ -75,10 +75,6 @@ pub fn check_inputs(
         .collect()
 }
 
-fn is_kind(st: &nix::sys::stat::FileStat, kind: SFlag) -> bool {
-    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == kind
-}
-
 fn check_one(
     home: impl AsFd,
     home_path: &Path,
@@ -98,10 +94,10 @@ fn check_one(
         Err(Errno::ENOENT) => return Err(InputError::Missing { path }),
         Err(errno) => return Err(InputError::Unreadable { path, errno }),
     };
-    if is_kind(&st, SFlag::S_IFLNK) {
+    if file_type(st.st_mode) == SFlag::S_IFLNK {
         return Err(InputError::Link { path });
     }
-    if !is_kind(&st, SFlag::S_IFDIR) {
+    if file_type(st.st_mode) != SFlag::S_IFDIR {
         return Err(InputError::NotADirectory { path });
     }
     if st.st_uid != uid {
@@ -127,7 +123,7 @@ fn check_one(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::dirs::{create_private_dir, open_home};
+    use crate::host::dirs::Dir;
 
     fn uid() -> u32 {
         nix::unistd::geteuid().as_raw()
@@ -137,8 +133,8 @@ mod tests {
     fn only_recorded_outputs_of_this_user_are_inputs() {
         let t = tempfile::tempdir().unwrap();
         let key = ProofKey::derive(b"secret").unwrap();
-        let home = open_home(t.path()).unwrap();
-        let id = create_private_dir(&home, t.path(), "outputs-11").unwrap();
+        let home = Dir::open(t.path()).unwrap();
+        let id = home.create_private("outputs-11").unwrap();
         write_outputs_record(&home, t.path(), 11, id, uid(), &key).unwrap();
         let got = check_inputs(&home, t.path(), &[11], 99, uid(), &key).unwrap();
         assert_eq!(got, vec![t.path().join("outputs-11")]);

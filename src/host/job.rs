@@ -1,10 +1,8 @@
 //! Node facts that the step pipeline ([`super::step`]), the epilog and the
 //! `tre-spank` tool share: this node's name, its config, its runtimes, the project.
 
-use std::os::fd::OwnedFd;
-
 use super::account::Account;
-use super::dirs;
+use super::dirs::{self, Dir};
 use super::trust;
 use crate::rules::config::{self, Config, ConfigError};
 use crate::rules::options::{Runtime, RuntimeChoice};
@@ -27,7 +25,7 @@ pub fn load_node_config(plugstack_args: &[&str], node: &str) -> Result<Config, C
         trust::check_file("config", &path, &[])
             .map_err(|e| ConfigError::Untrusted(e.to_string()))?;
     }
-    Ok(config::load(plugstack_args)?.for_node(node))
+    Ok(super::config_file::load(plugstack_args)?.for_node(node))
 }
 
 /// Whether the runtime can run on this node; the error is the line the job shows.
@@ -56,12 +54,12 @@ pub fn choose_runtime(
 /// Which project data the job sees. Must run with the job user's identity: what the
 /// user can open decides.
 pub fn resolve_project(
-    home_fd: &OwnedFd,
+    home: &Dir,
     account: &Account,
     config: &Config,
     requested: Option<&str>,
 ) -> Result<Resolution, ProjectError> {
-    let home_safe_data = dirs::probe_home_safe_data(home_fd);
+    let home_safe_data = home.probe_safe_data();
     // Followed as the user (this runs with the user's ids): a link to a read-only
     // project keeps it read-only (project::resolve).
     let target = (home_safe_data == HomeSafeData::Directory)

@@ -16,15 +16,14 @@
 //! reported, as the user could not have emptied it either.
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::Path;
 
-use nix::dir::{Dir, Type};
+use nix::dir::Type;
 use nix::errno::Errno;
 use nix::fcntl::{openat, openat2, AtFlags, OFlag, OpenHow, ResolveFlag};
-use nix::sys::stat::{fstat, fstatat, Mode, SFlag};
+use nix::sys::stat::{fstat, fstatat, Mode};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
-use super::dirs::{open_dir_nofollow, DirId};
+use super::dirs::{is_dir, open_dir_nofollow, Dir, DirId};
 use crate::rules::subid::{ranges_for, Owners};
 
 /// Where the subordinate uid ranges are (shadow-utils' file; a subid NSS module is not
@@ -87,10 +86,6 @@ impl RemoveError {
     }
 }
 
-fn is_dir(mode: u32) -> bool {
-    SFlag::from_bits_truncate(mode) & SFlag::S_IFMT == SFlag::S_IFDIR
-}
-
 /// Opens the subdirectory `name` of `dir` without following a symbolic link and without
 /// crossing a mount point: `EXDEV` means `name` is a mount point.
 pub(super) fn open_child_dir(dir: impl AsFd, name: &std::ffi::CStr) -> nix::Result<OwnedFd> {
@@ -118,29 +113,44 @@ pub enum Acting {
     Owners,
 }
 
-/// Removes `parent/name` if it is still `expected`, entering only directories `owners`
-/// allows (the top one included). A missing entry is not an error.
-pub fn remove_tree(
-    parent: impl AsFd,
-    parent_path: &Path,
-    name: &str,
-    expected: DirId,
-    owners: &Owners,
-) -> Result<RemoveReport, RemoveError> {
-    remove_tree_as(parent, parent_path, name, expected, owners, Acting::Root)
+impl Dir {
+    /// Removes `name` in this directory if it is still `expected`, entering only
+    /// directories `owners` allows (the top one included). A missing entry is not an
+    /// error.
+    pub fn remove_tree(
+        &self,
+        name: &str,
+        expected: DirId,
+        owners: &Owners,
+    ) -> Result<RemoveReport, RemoveError> {
+        self.remove_tree_as(name, expected, owners, Acting::Root)
+    }
+
+    /// [`Dir::remove_tree`], done by `acting`.
+    pub fn remove_tree_as(
+        &self,
+        name: &str,
+        expected: DirId,
+        owners: &Owners,
+        acting: Acting,
+    ) -> Result<RemoveReport, RemoveError> {
+        remove_tree(self, &self.shown(name), name, expected, owners, acting)
+    }
 }
 
-/// [`remove_tree`], done by `acting`.
-pub fn remove_tree_as(
-    parent: impl AsFd,
-    parent_path: &Path,
+/// Removes `parent/name` (shown as `path`) if it is still `expected`, entering only
+/// directories `owners` allows, done by `acting`. The walk itself; callers use
+/// [`Dir::remove_tree`] and [`Dir::remove_tree_as`].
+fn remove_tree(
+    parent: &Dir,
+    path: &str,
     name: &str,
     expected: DirId,
     owners: &Owners,
     acting: Acting,
 ) -> Result<RemoveReport, RemoveError> {
-    let path = parent_path.join(name).display().to_string();
-    let top = match open_dir_nofollow(parent.as_fd(), name) {
+    let path = path.to_string();
+    let top = match open_dir_nofollow(parent, name) {
         Ok(fd) => fd,
         Err(Errno::ENOENT) => return Ok(RemoveReport::default()),
         Err(Errno::ELOOP) | Err(Errno::ENOTDIR) => return Err(RemoveError::NotOurs { path }),
@@ -267,7 +277,7 @@ impl Walk<'_> {
             OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
-        .and_then(Dir::from_fd)
+        .and_then(nix::dir::Dir::from_fd)
         {
             Ok(d) => d,
             Err(e) => {
@@ -378,17 +388,16 @@ impl Walk<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::dirs::{create_private_dir, open_home};
     use std::fs;
 
     fn me() -> Owners {
         Owners::new(nix::unistd::geteuid().as_raw(), Vec::new())
     }
 
-    fn setup() -> (tempfile::TempDir, OwnedFd, DirId) {
+    fn setup() -> (tempfile::TempDir, Dir, DirId) {
         let t = tempfile::tempdir().unwrap();
-        let home = open_home(t.path()).unwrap();
-        let id = create_private_dir(&home, t.path(), "scratch-1").unwrap();
+        let home = Dir::open(t.path()).unwrap();
+        let id = home.create_private("scratch-1").unwrap();
         (t, home, id)
     }
 
@@ -404,7 +413,7 @@ mod tests {
             std::os::unix::fs::PermissionsExt::from_mode(0o500),
         )
         .unwrap();
-        let r = remove_tree(&home, t.path(), "scratch-1", id, &me()).unwrap();
+        let r = home.remove_tree("scratch-1", id, &me()).unwrap();
         assert_eq!(r.removed_entries, 5);
         assert!(!s.exists());
     }
@@ -420,7 +429,7 @@ mod tests {
             t.path().join("scratch-1/hard"),
         )
         .unwrap();
-        remove_tree(&home, t.path(), "scratch-1", id, &me()).unwrap();
+        home.remove_tree("scratch-1", id, &me()).unwrap();
         assert_eq!(fs::read(outside.path().join("canary")).unwrap(), b"keep");
     }
 
@@ -432,7 +441,7 @@ mod tests {
         fs::remove_dir(t.path().join("scratch-1")).unwrap();
         std::os::unix::fs::symlink(victim.path(), t.path().join("scratch-1")).unwrap();
         assert!(matches!(
-            remove_tree(&home, t.path(), "scratch-1", id, &me()),
+            home.remove_tree("scratch-1", id, &me()),
             Err(RemoveError::NotOurs { .. })
         ));
         assert!(victim.path().join("canary").exists());
@@ -444,7 +453,7 @@ mod tests {
         fs::rename(t.path().join("scratch-1"), t.path().join("elsewhere")).unwrap();
         fs::create_dir(t.path().join("scratch-1")).unwrap();
         fs::write(t.path().join("scratch-1/f"), b"x").unwrap();
-        assert!(remove_tree(&home, t.path(), "scratch-1", id, &me()).is_err());
+        assert!(home.remove_tree("scratch-1", id, &me()).is_err());
         assert!(t.path().join("scratch-1/f").exists());
     }
 
@@ -457,10 +466,12 @@ mod tests {
             .unwrap()
             .parse()
             .unwrap();
-        let fd = open_home(&home).unwrap();
+        let fd = Dir::open(&home).unwrap();
         let st = fstatat(fd.as_fd(), "scratch-1", AtFlags::AT_SYMLINK_NOFOLLOW).unwrap();
         assert_eq!(st.st_ino, ino);
-        let e = remove_tree(&fd, &home, "scratch-1", DirId::of(&st), &me()).unwrap_err();
+        let e = fd
+            .remove_tree("scratch-1", DirId::of(&st), &me())
+            .unwrap_err();
         assert!(e.to_string().contains("mounted here"), "{e}");
         println!("BIND-CHILD-OK");
     }
@@ -514,7 +525,7 @@ mod tests {
         )
         .unwrap();
         fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
-        let r = remove_tree(&home, t.path(), "scratch-1", id, &me());
+        let r = home.remove_tree("scratch-1", id, &me());
         if nix::unistd::geteuid().is_root() {
             r.unwrap();
             assert!(!t.path().join("scratch-1").exists());
@@ -562,7 +573,7 @@ mod tests {
                     count: 65536,
                 }],
             );
-            let e = remove_tree(&home, t.path(), "scratch-1", id, &owners).unwrap_err();
+            let e = home.remove_tree("scratch-1", id, &owners).unwrap_err();
             assert!(
                 e.to_string().contains("run1: a directory of uid 4001"),
                 "{e}"
@@ -570,14 +581,9 @@ mod tests {
             assert!(!s.join("sub").exists());
             assert_eq!(fs::read(s.join("run1/raw/data")).unwrap(), b"keep");
         } else {
-            let e = remove_tree(
-                &home,
-                t.path(),
-                "scratch-1",
-                id,
-                &Owners::new(me + 1, vec![]),
-            )
-            .unwrap_err();
+            let e = home
+                .remove_tree("scratch-1", id, &Owners::new(me + 1, vec![]))
+                .unwrap_err();
             assert!(e.to_string().contains("not the job's user's"), "{e}");
             assert!(s.join("sub/x/f").exists());
             assert_eq!(fs::read(s.join("run1/raw/data")).unwrap(), b"keep");
@@ -589,7 +595,7 @@ mod tests {
         let (t, home, id) = setup();
         fs::remove_dir(t.path().join("scratch-1")).unwrap();
         assert_eq!(
-            remove_tree(&home, t.path(), "scratch-1", id, &me()).unwrap(),
+            home.remove_tree("scratch-1", id, &me()).unwrap(),
             RemoveReport::default()
         );
     }
@@ -602,12 +608,12 @@ mod tests {
             p.push("d");
         }
         // create_dir_all with very long paths can exceed PATH_MAX; build relative.
-        let mut fd = open_home(&t.path().join("scratch-1")).unwrap();
+        let mut fd = Dir::open(&t.path().join("scratch-1")).unwrap();
         for _ in 0..(MAX_DEPTH + 3) {
             nix::sys::stat::mkdirat(fd.as_fd(), "d", Mode::S_IRWXU).unwrap();
-            fd = open_dir_nofollow(fd.as_fd(), "d").unwrap();
+            fd = fd.open_child("d").unwrap();
         }
-        let e = remove_tree(&home, t.path(), "scratch-1", id, &me()).unwrap_err();
+        let e = home.remove_tree("scratch-1", id, &me()).unwrap_err();
         assert!(e.to_string().contains("deeper than"), "{e}");
     }
 }

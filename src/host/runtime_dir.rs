@@ -15,7 +15,7 @@
 //! the node's memory through it.
 
 use std::os::fd::AsFd;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -24,9 +24,11 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{fstat, fstatat, mkdirat, Mode};
 use nix::unistd::{fchownat, Gid, Uid};
 
-use super::dirs::{open_home, DirId};
-use super::remove::{job_owners, remove_tree, RemoveError, RemoveReport};
+use super::dirs::{is_dir, Dir, DirId};
+use super::remove::{job_owners, RemoveError, RemoveReport};
 use super::state::StateError;
+use super::trust::check_owned_dir;
+use crate::rules::plan::job_dir_name;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeDirError {
@@ -48,8 +50,9 @@ pub enum RuntimeDirError {
 /// (`podman.shm_size`), not this one.
 pub const RUN_TMPFS_OPTIONS: &str = "size=16m,nr_inodes=4096";
 
-fn job_dir_name(job_id: u32) -> String {
-    format!("job-{job_id}")
+/// The job's runtime directory under `root` (`runtime_dir`), whether it exists or not.
+pub fn job_dir(root: &Path, job_id: u32) -> PathBuf {
+    root.join(job_dir_name(job_id))
 }
 
 /// Creates the parent if needed (mode 0711: users reach their own job's directory but
@@ -72,18 +75,15 @@ fn open_parent(root: &Path) -> Result<(), RuntimeDirError> {
         Err(e) => return Err(io(e)),
     }
     let meta = std::fs::symlink_metadata(root).map_err(io)?;
-    if !meta.is_dir() || meta.uid() != Uid::effective().as_raw() || meta.mode() & 0o022 != 0 {
-        return Err(RuntimeDirError::Parent(StateError::Unsafe(
-            root.to_path_buf(),
-        )));
-    }
+    check_owned_dir(&meta, Uid::effective().as_raw())
+        .map_err(|_| RuntimeDirError::Parent(StateError::Unsafe(root.to_path_buf())))?;
     Ok(())
 }
 
 /// Creates (or, for a later step of the same job, finds) the job's runtime directory.
 pub fn ensure(root: &Path, job_id: u32, uid: u32, gid: u32) -> Result<PathBuf, RuntimeDirError> {
     open_parent(root)?;
-    let parent = open_home(root).map_err(|_| RuntimeDirError::NotOurs {
+    let parent = Dir::open(root).map_err(|_| RuntimeDirError::NotOurs {
         path: root.to_path_buf(),
     })?;
     let name = job_dir_name(job_id);
@@ -107,8 +107,7 @@ pub fn ensure(root: &Path, job_id: u32, uid: u32, gid: u32) -> Result<PathBuf, R
                     errno,
                 },
             )?;
-            let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
-            if !is_dir || st.st_uid != uid {
+            if !is_dir(st.st_mode) || st.st_uid != uid {
                 return Err(RuntimeDirError::NotOurs { path });
             }
         }
@@ -128,7 +127,7 @@ pub fn ensure_tmpfs(
     gid: u32,
 ) -> Result<PathBuf, RuntimeDirError> {
     let path = ensure(root, job_id, uid, gid)?;
-    let parent = open_home(root).map_err(|_| RuntimeDirError::NotOurs {
+    let parent = Dir::open(root).map_err(|_| RuntimeDirError::NotOurs {
         path: root.to_path_buf(),
     })?;
     let mount_error = |errno| RuntimeDirError::Mount {
@@ -136,7 +135,8 @@ pub fn ensure_tmpfs(
         errno,
     };
     let lock_fd = parent
-        .try_clone()
+        .as_fd()
+        .try_clone_to_owned()
         .map_err(|e| mount_error(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))))?;
     let _lock = Flock::lock(std::fs::File::from(lock_fd), FlockArg::LockExclusive)
         .map_err(|(_, errno)| mount_error(errno))?;
@@ -177,7 +177,7 @@ pub fn ensure_tmpfs(
 /// Unmounted lazily: a process of the job still holding it (there should be none at
 /// the epilog) keeps only its own reference.
 pub fn remove_tmpfs(root: &Path, job_id: u32) -> Result<RemoveReport, RuntimeDirError> {
-    let path = root.join(job_dir_name(job_id));
+    let path = job_dir(root, job_id);
     // Stacked mounts are not made (see ensure_tmpfs), but a bounded loop costs nothing.
     for _ in 0..4 {
         match umount2(&path, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
@@ -196,7 +196,7 @@ pub fn remove_tmpfs(root: &Path, job_id: u32) -> Result<RemoveReport, RuntimeDir
 /// Removes the job's runtime directory, if any (the parent is root's, so the entry
 /// there is the one `ensure` made).
 pub fn remove(root: &Path, job_id: u32) -> Result<RemoveReport, RuntimeDirError> {
-    let parent = match open_home(root) {
+    let parent = match Dir::open(root) {
         Ok(fd) => fd,
         Err(_) => return Ok(RemoveReport::default()),
     };
@@ -212,12 +212,13 @@ pub fn remove(root: &Path, job_id: u32) -> Result<RemoveReport, RuntimeDirError>
             })
         }
     };
-    Ok(remove_tree(&parent, root, &name, id, &job_owners(uid))?)
+    Ok(parent.remove_tree(&name, id, &job_owners(uid))?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn created_for_the_user_then_removed() {

@@ -2,12 +2,14 @@
 //! cleanup removes exactly that (device and inode) and nothing a user put in its place.
 
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::dirs::DirId;
+use super::trust::check_owned_dir;
+use crate::rules::plan::{job_dir_name, job_id_of_dir_name};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,17 +77,15 @@ impl StateDir {
             Err(e) => return Err(io(path)(e)),
         }
         let meta = std::fs::symlink_metadata(path).map_err(io(path))?;
-        let euid = nix::unistd::geteuid().as_raw();
-        if !meta.is_dir() || meta.uid() != euid || meta.mode() & 0o022 != 0 {
-            return Err(StateError::Unsafe(path.to_path_buf()));
-        }
+        check_owned_dir(&meta, nix::unistd::geteuid().as_raw())
+            .map_err(|_| StateError::Unsafe(path.to_path_buf()))?;
         Ok(StateDir {
             path: path.to_path_buf(),
         })
     }
 
     fn record_path(&self, job_id: u32) -> PathBuf {
-        self.path.join(format!("job-{job_id}.toml"))
+        self.path.join(format!("{}.toml", job_dir_name(job_id)))
     }
 
     pub fn load(&self, job_id: u32) -> Result<Option<JobRecord>, StateError> {
@@ -148,9 +148,11 @@ impl StateDir {
     /// Writes the record atomically (temporary file, then rename).
     pub fn save(&self, record: &JobRecord) -> Result<(), StateError> {
         let path = self.record_path(record.job_id);
-        let tmp = self
-            .path
-            .join(format!(".job-{}.{}.tmp", record.job_id, std::process::id()));
+        let tmp = self.path.join(format!(
+            ".{}.{}.tmp",
+            job_dir_name(record.job_id),
+            std::process::id()
+        ));
         let text = toml::to_string(record).map_err(|e| StateError::Corrupt {
             path: path.clone(),
             message: e.to_string(),
@@ -217,10 +219,7 @@ impl StateDir {
             .filter_map(|e| e.ok())
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
-                name.strip_prefix("job-")?
-                    .strip_suffix(".toml")?
-                    .parse()
-                    .ok()
+                job_id_of_dir_name(name.strip_suffix(".toml")?)
             })
             .collect();
         ids.sort_unstable();
@@ -231,6 +230,7 @@ impl StateDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     fn record(job_id: u32) -> JobRecord {
         JobRecord {

@@ -15,14 +15,13 @@
 //! [`Step`] is the step's state between slurmstepd's callbacks.
 
 use std::ffi::OsString;
-use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::account::{self, Account, AccountError};
 use super::devices;
-use super::dirs::{self, DirError, DirId, JobDirSpec, ScratchIn};
+use super::dirs::{self, Dir, DirError, DirId, JobDirSpec, ScratchIn};
 use super::inputs::{self, InputError};
 use super::job;
 use super::liveness;
@@ -966,7 +965,7 @@ fn step_name(facts: &impl StepFacts) -> String {
 pub struct NodeHost;
 
 impl StepHost for NodeHost {
-    type Home = OwnedFd;
+    type Home = Dir;
 
     fn node_name(&self) -> String {
         job::node_name()
@@ -1059,13 +1058,13 @@ impl StepHost for NodeHost {
         super::image_store::image_id(config, runtime, image, sif)
     }
 
-    fn open_home(&self, home: &Path) -> Result<OwnedFd, StepError> {
-        Ok(dirs::open_home(home)?)
+    fn open_home(&self, home: &Path) -> Result<Dir, StepError> {
+        Ok(Dir::open(home)?)
     }
 
     fn resolve_project(
         &self,
-        home: &OwnedFd,
+        home: &Dir,
         account: &Account,
         config: &Config,
         requested: Option<&str>,
@@ -1075,7 +1074,7 @@ impl StepHost for NodeHost {
 
     fn check_inputs(
         &self,
-        home: &OwnedFd,
+        home: &Dir,
         account: &Account,
         numbers: &[u32],
         number: u32,
@@ -1091,16 +1090,16 @@ impl StepHost for NodeHost {
         )?)
     }
 
-    fn make_dirs(&self, home: &OwnedFd, plan: &DirPlan<'_>) -> Result<MadeDirs, StepError> {
+    fn make_dirs(&self, home: &Dir, plan: &DirPlan<'_>) -> Result<MadeDirs, StepError> {
         match &plan.action {
             DirAction::Confirm { outputs, scratch } => {
-                dirs::confirm_dir(home, plan.home, &plan.outputs, *outputs)?;
+                home.confirm(&plan.outputs, *outputs)?;
                 let parent_fd = match plan.scratch_in {
                     None => None,
                     Some(s) => Some(dirs::open_scratch_parent(s, plan.uid, false)?),
                 };
-                let parent = parent_fd.as_ref().map_or(home.as_fd(), |fd| fd.as_fd());
-                dirs::confirm_dir(parent, &plan.scratch_parent, &plan.scratch, *scratch)?;
+                let parent = parent_fd.as_ref().unwrap_or(home);
+                parent.confirm(&plan.scratch, *scratch)?;
                 Ok(MadeDirs {
                     outputs: *outputs,
                     scratch: *scratch,

@@ -11,12 +11,12 @@ use std::path::Path;
 use nix::errno::Errno;
 
 use super::as_user::{self, AsUserError};
-use super::dirs::{open_home, DirError};
-use super::remove::{job_owners, remove_tree, RemoveError};
+use super::dirs::{Dir, DirError};
+use super::remove::{job_owners, RemoveError};
 use super::runtime_dir;
 use super::state::{JobRecord, StateDir, StateError};
 use crate::rules::config::Config;
-use crate::rules::plan::scratch_name;
+use crate::rules::plan::{job_dir_name, job_id_of_dir_name, scratch_name};
 
 /// One line for a log; `problem` lines go out as errors.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +52,7 @@ pub fn clean_job(config: &Config, state: &StateDir, job_id: u32, wait_for_lock: 
 pub fn clean_runtime_state(config: &Config, job_id: u32) -> Vec<Note> {
     let mut notes = Vec::new();
     for (root, tmpfs) in [(&config.run_dir, true), (&config.runtime_dir, false)] {
-        let job_dir = root.join(format!("job-{job_id}"));
+        let job_dir = runtime_dir::job_dir(root, job_id);
         let existed = std::fs::symlink_metadata(&job_dir).is_ok();
         let removed = if tmpfs {
             runtime_dir::remove_tmpfs(root, job_id)
@@ -61,8 +61,9 @@ pub fn clean_runtime_state(config: &Config, job_id: u32) -> Vec<Note> {
         };
         match removed {
             Ok(r) if existed => notes.push(info(format!(
-                "job {job_id}: removed {}/job-{job_id} ({} entries)",
+                "job {job_id}: removed {}/{} ({} entries)",
                 root.display(),
+                job_dir_name(job_id),
                 r.removed_entries
             ))),
             Ok(_) => {}
@@ -115,7 +116,7 @@ enum ByRoot {
 }
 
 fn remove_as_root(record: &JobRecord, parent_path: &Path, name: &str) -> ByRoot {
-    let parent = match open_home(parent_path) {
+    let parent = match Dir::open(parent_path) {
         Ok(fd) => fd,
         Err(
             e @ DirError::Home {
@@ -125,13 +126,7 @@ fn remove_as_root(record: &JobRecord, parent_path: &Path, name: &str) -> ByRoot 
         ) => return ByRoot::Refused(e.to_string()),
         Err(e) => return ByRoot::Failed(e.to_string()),
     };
-    match remove_tree(
-        &parent,
-        parent_path,
-        name,
-        record.scratch,
-        &job_owners(record.uid),
-    ) {
+    match parent.remove_tree(name, record.scratch, &job_owners(record.uid)) {
         Ok(report) => ByRoot::Removed(report.removed_entries),
         Err(e @ RemoveError::NotOurs { .. }) => ByRoot::NotOurs(e.to_string()),
         Err(e) if e.denied() => ByRoot::Refused(e.to_string()),
@@ -209,7 +204,7 @@ fn runtime_dir_jobs(root: &Path) -> Vec<u32> {
     };
     entries
         .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str()?.strip_prefix("job-")?.parse().ok())
+        .filter_map(|e| job_id_of_dir_name(e.file_name().to_str()?))
         .collect()
 }
 
@@ -333,7 +328,7 @@ mod tests {
         );
         assert!(jobs_with_a_stepd(Path::new("/nonexistent")).is_empty());
     }
-    use crate::host::dirs::{create_private_dir, DirId};
+    use crate::host::dirs::{Dir, DirId};
     use nix::unistd::{Gid, Uid};
 
     /// A node's state and runtime directories and a home, in a temporary directory.
@@ -355,9 +350,9 @@ mod tests {
     fn sweeps_dead_jobs_and_keeps_live_ones() {
         let (_t, home, config, state) = node();
         let (uid, gid) = (Uid::effective().as_raw(), Gid::effective().as_raw());
-        let home_fd = open_home(&home).unwrap();
+        let home_fd = Dir::open(&home).unwrap();
         for (job, number) in [(10u32, 111u32), (11, 222)] {
-            let scratch = create_private_dir(&home_fd, &home, &scratch_name(number)).unwrap();
+            let scratch = home_fd.create_private(&scratch_name(number)).unwrap();
             std::fs::write(home.join(scratch_name(number)).join("f"), b"x").unwrap();
             state
                 .save(&JobRecord {
@@ -402,8 +397,8 @@ mod tests {
     #[test]
     fn retired_records_are_swept_whatever_the_job_id_does() {
         let (_t, home, config, state) = node();
-        let home_fd = open_home(&home).unwrap();
-        let scratch = create_private_dir(&home_fd, &home, &scratch_name(333)).unwrap();
+        let home_fd = Dir::open(&home).unwrap();
+        let scratch = home_fd.create_private(&scratch_name(333)).unwrap();
         let old = JobRecord {
             job_id: 20,
             submitted: None,

@@ -6,8 +6,7 @@
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
-use super::options::{BatchMode, Runtime, RuntimeChoice};
-use super::plan;
+use super::vocab::{self, BatchMode, Runtime, RuntimeChoice};
 
 /// Where the config lives unless plugstack.conf says `config=PATH`.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/slurm/tre-spank.toml";
@@ -426,24 +425,8 @@ pub fn config_named(plugstack_args: &[&str]) -> bool {
     plugstack_args.iter().any(|a| a.starts_with("config="))
 }
 
-/// Reads the file and applies the other plugstack arguments on top. A missing file at
-/// the default path means the defaults (configless sites: every setting on the
-/// plugstack line); a missing file named by `config=` and an unreadable file are errors.
-pub fn load(plugstack_args: &[&str]) -> Result<Config, ConfigError> {
-    let path = config_path(plugstack_args);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !config_named(plugstack_args) => {
-            String::new()
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ConfigError::Missing { path })
-        }
-        Err(source) => return Err(ConfigError::Read { path, source }),
-    };
-    parse(&text, &path, plugstack_args)
-}
-
+/// The config from the file's text (`path` names it in errors), the other plugstack
+/// arguments applied on top. Reading the file is the host's (`host::config_file::load`).
 pub fn parse(text: &str, path: &Path, plugstack_args: &[&str]) -> Result<Config, ConfigError> {
     // The file alone first, so that errors carry its line numbers.
     let from_file: Config = toml::from_str(text).map_err(|e| located(text, path, &e))?;
@@ -467,11 +450,11 @@ pub fn parse(text: &str, path: &Path, plugstack_args: &[&str]) -> Result<Config,
     Ok(config)
 }
 
-fn check_site_mounts(paths: &[PathBuf]) -> Result<(), plan::SiteMountError> {
+fn check_site_mounts(paths: &[PathBuf]) -> Result<(), vocab::SiteMountError> {
     for (i, p) in paths.iter().enumerate() {
-        plan::check_site_mount(p)?;
+        vocab::check_site_mount(p)?;
         if paths[..i].contains(p) {
-            return Err(plan::SiteMountError::Twice {
+            return Err(vocab::SiteMountError::Twice {
                 path: p.display().to_string(),
             });
         }
@@ -642,22 +625,6 @@ mod tests {
         assert_eq!(c.allowed_registries, vec!["ghcr.io/"]);
         assert_eq!(c.podman.network, Network::Host);
         assert_eq!(c.multiple_projects, MultipleProjects::Refuse);
-    }
-
-    #[test]
-    fn a_missing_file_named_by_config_is_an_error_not_the_defaults() {
-        // (A missing file at the default path is the defaults: not assumed of the build
-        // host's /etc here; the bed tests it, test_configless_every_setting_from_the_plugstack_line.)
-        let dir = tempfile::tempdir().unwrap();
-        let arg = format!("config={}/absent.toml", dir.path().display());
-        assert!(config_named(&[&arg]) && !config_named(&["safe_data=false"]));
-        assert_eq!(
-            load(&[&arg, "safe_data=false"]).unwrap_err().to_string(),
-            format!(
-                "config {}/absent.toml (config= on the plugstack line) does not exist",
-                dir.path().display()
-            )
-        );
     }
 
     #[test]

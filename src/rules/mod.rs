@@ -2,6 +2,7 @@
 //! config, project resolution, the job's directories and mounts, runtime command lines.
 //! Everything here is unit-tested without root.
 
+pub mod archive;
 pub mod audit;
 pub mod config;
 pub mod image;
@@ -15,3 +16,4 @@ pub mod project;
 pub mod proof;
 pub mod runtime;
 pub mod subid;
+pub mod vocab;

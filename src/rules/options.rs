@@ -3,11 +3,13 @@
 //! Values arrive as bytes written by the user's client (or the job environment), so
 //! they are hostile until parsed here.
 
-use serde::Deserialize;
-use std::fmt;
-
 use super::config::Config;
 use super::image::{ImageError, ImageRef};
+// The values the options take are the rules' shared vocabulary (the config uses them
+// too); they are re-exported here, where a job names them.
+pub use super::vocab::{BatchMode, Entrypoint, Runtime, RuntimeChoice};
+
+use super::project::valid_project_name;
 
 pub const OPT_CONTAINER: &str = "tre-container";
 pub const OPT_RUNTIME: &str = "tre-runtime";
@@ -40,79 +42,6 @@ pub const MAX_INPUTS: usize = 16;
 
 /// Longest option value accepted (values are copied into the job environment).
 pub const MAX_VALUE_LEN: usize = 4096;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Runtime {
-    Podman,
-    Apptainer,
-}
-
-impl Runtime {
-    pub fn name(self) -> &'static str {
-        match self {
-            Runtime::Podman => "podman",
-            Runtime::Apptainer => "apptainer",
-        }
-    }
-}
-
-impl fmt::Display for Runtime {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// What the site or the job asked for: a runtime, or the first one the node has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RuntimeChoice {
-    Auto,
-    Podman,
-    Apptainer,
-}
-
-impl From<Runtime> for RuntimeChoice {
-    fn from(runtime: Runtime) -> Self {
-        match runtime {
-            Runtime::Podman => RuntimeChoice::Podman,
-            Runtime::Apptainer => RuntimeChoice::Apptainer,
-        }
-    }
-}
-
-impl RuntimeChoice {
-    pub fn named(self) -> Option<Runtime> {
-        match self {
-            RuntimeChoice::Auto => None,
-            RuntimeChoice::Podman => Some(Runtime::Podman),
-            RuntimeChoice::Apptainer => Some(Runtime::Apptainer),
-        }
-    }
-}
-
-/// What runs in the container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Entrypoint {
-    /// The step's own command (the image's ENTRYPOINT is bypassed), like pyxis.
-    #[default]
-    Command,
-    /// The image's ENTRYPOINT/CMD (apptainer: its runscript), given the step's
-    /// arguments (for the batch step: the batch script's arguments).
-    Image,
-}
-
-/// Where a batch job's script runs (its `srun` steps always run in the container).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BatchMode {
-    /// In the container on the first node: a job is one container run.
-    #[default]
-    Container,
-    /// On the host, so that it can start `srun` steps (on one node or several); the
-    /// job's directories exist and `TRE_*` name their host paths.
-    Host,
-}
 
 /// Raw option values as Slurm hands them over (`None`: option not given).
 #[derive(Debug, Default, Clone)]
@@ -282,14 +211,6 @@ pub fn parse_inputs(s: &str) -> Result<Vec<u32>, OptionError> {
         return Err(OptionError::TooManyInputs);
     }
     Ok(numbers)
-}
-
-/// Project names are Unix-group-like: they become a path component under the safe_data root.
-pub fn valid_project_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric() || c == '_')
-        && s.len() <= 64
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 /// Validates the raw values. `Ok(None)`: no container was asked for.
@@ -467,15 +388,6 @@ mod tests {
         for (input, want) in cases {
             let got = parse(&input, &cfg()).unwrap_err().to_string();
             assert!(got.contains(want), "{input:?}: {got}");
-        }
-    }
-
-    #[test]
-    fn project_names() {
-        assert!(valid_project_name("proj1"));
-        assert!(valid_project_name("Proj_2.x-y"));
-        for bad in ["", ".", "..", "-x", "a/b", "a b", &"p".repeat(65)] {
-            assert!(!valid_project_name(bad), "{bad:?}");
         }
     }
 

@@ -5,12 +5,15 @@
 use std::path::{Path, PathBuf};
 
 use super::image::ImageRef;
-use super::options::Runtime;
 use super::project::{Resolution, SafeData};
+use super::vocab::Runtime;
 
-pub const CONTAINER_SAFE_DATA: &str = "/safe_data";
-pub const CONTAINER_OUTPUTS: &str = "/safe_outputs";
-pub const CONTAINER_SCRATCH: &str = "/scratch";
+// The container's own paths and the check of a site mount against them are shared
+// vocabulary (`rules::vocab`): the config checks `site_mounts` without importing the plan.
+pub use super::vocab::{
+    check_site_mount, SiteMountError, CONTAINER_INPUTS, CONTAINER_OUTPUTS, CONTAINER_SAFE_DATA,
+    CONTAINER_SCRATCH,
+};
 
 /// Set inside the container so that a step started from inside is not wrapped again.
 pub const IN_CONTAINER_VAR: &str = "TRE_IN_CONTAINER";
@@ -54,6 +57,18 @@ pub fn outputs_name(number: u32) -> String {
 
 pub fn scratch_name(number: u32) -> String {
     format!("scratch-{number}")
+}
+
+/// The one name of a job's node-local, root-managed entries, by Slurm job id: its
+/// runtime directory `job-N` under `runtime_dir`, its record `job-N.toml` in the state
+/// directory. A `Display` so that the tool can show the placeholder `job-JOBID`.
+pub fn job_dir_name(job_id: impl std::fmt::Display) -> String {
+    format!("job-{job_id}")
+}
+
+/// The job id a `job-N` name (see [`job_dir_name`]) stands for; `None`: not such a name.
+pub fn job_id_of_dir_name(name: &str) -> Option<u32> {
+    name.strip_prefix("job-")?.parse().ok()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,69 +150,6 @@ pub fn container_plan(
     }
 }
 
-/// Container paths a site mount may not be, lie under or hold: the job's own mounts,
-/// the container's own `/dev`, `/proc`, `/sys`, `/tmp` and `/var/tmp`, and `/`.
-const NOT_SITE_MOUNTABLE: [&str; 9] = [
-    CONTAINER_SAFE_DATA,
-    CONTAINER_OUTPUTS,
-    CONTAINER_SCRATCH,
-    CONTAINER_INPUTS,
-    "/dev",
-    "/proc",
-    "/sys",
-    "/tmp",
-    "/var/tmp",
-];
-
-/// Why a `site_mounts` entry is refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SiteMountError {
-    #[error("{path:?} is not an absolute path without '.', '..' or a trailing '/'")]
-    NotNormal { path: String },
-    #[error("{path:?}: a site mount cannot hold ',', ':' or control characters")]
-    Character { path: String },
-    #[error("{path:?} overlaps {}, which the container has of its own", .own.display())]
-    Overlaps { path: String, own: PathBuf },
-    #[error("{path:?} is listed twice")]
-    Twice { path: String },
-}
-
-/// Checks one `site_mounts` entry: an absolute, normal path (no `.`, `..`, `//` or
-/// trailing `/`) that both runtimes' mount syntax can express (no `,` or `:`), and
-/// that neither is, holds nor lies under a path the container has of its own.
-pub fn check_site_mount(path: &Path) -> Result<(), SiteMountError> {
-    let bytes = path.as_os_str().as_encoded_bytes();
-    let normal = path.is_absolute()
-        && path
-            .components()
-            .skip(1)
-            .all(|c| matches!(c, std::path::Component::Normal(_)))
-        && path.components().collect::<PathBuf>().as_os_str() == path.as_os_str();
-    if !normal || path == Path::new("/") {
-        return Err(SiteMountError::NotNormal {
-            path: path.display().to_string(),
-        });
-    }
-    if bytes
-        .iter()
-        .any(|b| *b == b',' || *b == b':' || b.is_ascii_control())
-    {
-        return Err(SiteMountError::Character {
-            path: path.display().to_string(),
-        });
-    }
-    for own in NOT_SITE_MOUNTABLE {
-        let own = Path::new(own);
-        if path.starts_with(own) || own.starts_with(path) {
-            return Err(SiteMountError::Overlaps {
-                path: path.display().to_string(),
-                own: own.to_path_buf(),
-            });
-        }
-    }
-    Ok(())
-}
-
 /// The site's `site_mounts` (checked by [`check_site_mount`] when the config is read):
 /// each host path read-only at the same path, under either runtime. Nothing else of
 /// the host is mounted (apptainer's `bind path` entries included).
@@ -211,9 +163,6 @@ pub fn site_mounts(paths: &[PathBuf]) -> Vec<Mount> {
         })
         .collect()
 }
-
-/// Where `--tre-inputs` directories appear inside the container.
-pub const CONTAINER_INPUTS: &str = "/inputs";
 
 /// Read-only mounts of earlier jobs' outputs (checked by host::inputs) at
 /// `/inputs/<directory name>`.
@@ -304,6 +253,23 @@ mod tests {
     use super::*;
     use crate::rules::project::Project;
 
+    #[test]
+    fn a_jobs_node_local_entries_have_one_name_by_job_id() {
+        assert_eq!(job_dir_name(42), "job-42");
+        assert_eq!(job_dir_name("JOBID"), "job-JOBID");
+        assert_eq!(job_id_of_dir_name(&job_dir_name(u32::MAX)), Some(u32::MAX));
+        for other in [
+            "job-",
+            "job-x",
+            "jobs-1",
+            "outputs-1",
+            "job-1.toml",
+            "job--1",
+        ] {
+            assert_eq!(job_id_of_dir_name(other), None, "{other}");
+        }
+    }
+
     fn resolution(safe: SafeData) -> Resolution {
         Resolution {
             safe_data: safe,
@@ -338,52 +304,6 @@ mod tests {
                 read_only: true,
             }]
         );
-    }
-
-    #[test]
-    fn site_mounts_must_be_normal_paths_away_from_the_containers_own() {
-        for good in [
-            "/etc/localtime",
-            "/etc/hosts",
-            "/opt/site/licences",
-            "/scratchpad",
-        ] {
-            assert_eq!(check_site_mount(Path::new(good)), Ok(()), "{good}");
-        }
-        for bad in [
-            "",
-            "etc/hosts",
-            "/",
-            "/etc/../etc/shadow",
-            "/etc/./hosts",
-            "/etc//hosts",
-            "/etc/hosts/",
-            "/a,b",
-            "/a:b",
-            "/a\nb",
-        ] {
-            assert!(check_site_mount(Path::new(&bad)).is_err(), "{bad:?}");
-        }
-        for own in [
-            "/safe_data",
-            "/safe_data/x",
-            "/safe_outputs",
-            "/scratch/a",
-            "/inputs",
-            "/dev",
-            "/dev/nvidia1",
-            "/proc",
-            "/sys/fs",
-            "/tmp",
-            "/var/tmp",
-            "/var",
-        ] {
-            let e = check_site_mount(Path::new(own)).unwrap_err();
-            assert!(
-                e.to_string().contains("which the container has of its own"),
-                "{own}: {e}"
-            );
-        }
     }
 
     #[test]

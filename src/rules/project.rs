@@ -66,6 +66,14 @@ pub enum ProjectError {
     Ambiguous(Vec<String>),
 }
 
+/// Project names are Unix-group-like: they become a path component under the safe_data root.
+pub fn valid_project_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric() || c == '_')
+        && s.len() <= 64
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
 fn list_or_none(v: &[String]) -> String {
     if v.is_empty() {
         "you have none".to_string()
@@ -117,8 +125,7 @@ pub fn user_projects(
             );
         }
         let hit = names.into_iter().find(|name| {
-            super::options::valid_project_name(name)
-                && is_project_dir(&config.safe_data_root.join(name))
+            valid_project_name(name) && is_project_dir(&config.safe_data_root.join(name))
         });
         if let Some(name) = hit {
             if !found.iter().any(|p| p.name == name) {
@@ -224,6 +231,15 @@ pub fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn project_names() {
+        assert!(valid_project_name("proj1"));
+        assert!(valid_project_name("Proj_2.x-y"));
+        for bad in ["", ".", "..", "-x", "a/b", "a b", &"p".repeat(65)] {
+            assert!(!valid_project_name(bad), "{bad:?}");
+        }
+    }
 
     fn dirs(list: &'static [&'static str]) -> impl Fn(&Path) -> bool {
         move |p: &Path| list.iter().any(|d| Path::new(d) == p)

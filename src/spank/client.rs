@@ -9,7 +9,7 @@ use slurm_spank::SpankHandle;
 
 use super::{fail, raw_options};
 use crate::host::audit as host_audit;
-use crate::host::{account, dirs, job};
+use crate::host::{account, config_file, dirs, job};
 use crate::rules::audit::Event;
 use crate::rules::options::RawOptions;
 use crate::rules::project::{self, ProjectError};
@@ -23,7 +23,7 @@ pub fn init_post_opt(spank: &mut SpankHandle) -> Result<(), Box<dyn Error>> {
     let args = spank
         .plugin_argv()
         .map_err(|e| fail(format!("cannot read plugstack arguments: {e}")))?;
-    let config = config::load(&args).map_err(fail)?;
+    let config = config_file::load(&args).map_err(fail)?;
     validate(&raw, &config).inspect_err(|e| audit_refusal(&raw, &e.to_string()))
 }
 

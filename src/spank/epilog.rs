@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use slurm_spank::SpankHandle;
 
 use crate::host::cleanup::{read_line, LOG_NAME};
-use crate::host::job;
 use crate::host::state::StateDir;
+use crate::host::{job, runtime_dir};
 use crate::rules::config::Config;
 
 /// The cleanup process for `mode` (`--epilog J` or `--at-slurmd-start`), with the
@@ -54,7 +54,7 @@ pub fn job_epilog(spank: &mut SpankHandle) {
     let has_record = StateDir::open(&config.state_dir)
         .and_then(|s| s.load(job_id))
         .map_or(true, |r| r.is_some());
-    let job_dir = |root: &std::path::Path| root.join(format!("job-{job_id}"));
+    let job_dir = |root: &std::path::Path| runtime_dir::job_dir(root, job_id);
     if !has_record
         && std::fs::symlink_metadata(job_dir(&config.runtime_dir)).is_err()
         && std::fs::symlink_metadata(job_dir(&config.run_dir)).is_err()

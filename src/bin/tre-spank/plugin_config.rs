@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use tre_spank::host::job;
+use tre_spank::host::{config_file, job};
 use tre_spank::rules::config::{self, Config, ConfigError};
 
 const SLURM_CONF: &str = "/etc/slurm/slurm.conf";
@@ -132,7 +132,7 @@ pub fn load(config_arg: Option<&str>) -> Result<(Config, String, Vec<String>), C
             args.join(" ")
         }
     )];
-    let base = config::load(&refs)?;
+    let base = config_file::load(&refs)?;
     let sections = base.matching_sections(&node);
     about.push(if sections.is_empty() {
         format!("node {node}: no [[node]] section applies")

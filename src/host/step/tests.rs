@@ -220,7 +220,9 @@ impl StepHost for FakeNode {
         _uid: u32,
         _gid: u32,
     ) -> Result<PathBuf, StepError> {
-        Ok(config.runtime_dir.join(format!("job-{job_id}")))
+        Ok(config
+            .runtime_dir
+            .join(crate::rules::plan::job_dir_name(job_id)))
     }
     fn submit_time(&self, _config: &Config, job_id: u32) -> Result<u64, StepError> {
         Ok(self
@@ -234,7 +236,9 @@ impl StepHost for FakeNode {
         _uid: u32,
         _gid: u32,
     ) -> Result<PathBuf, StepError> {
-        Ok(config.run_dir.join(format!("job-{job_id}")))
+        Ok(config
+            .run_dir
+            .join(crate::rules::plan::job_dir_name(job_id)))
     }
     fn transient_store(&self, _config: &Config) -> bool {
         self.transient_store

@@ -37,6 +37,7 @@ use crate::rules::options::Runtime;
 use crate::rules::runtime::{
     diagnose_runtime_exit, image_stores_of, missing_image_message, runtime_env, RuntimeFailure,
 };
+use crate::rules::vocab::prefixed;
 
 /// Signals passed on to the runtime (which passes them into the container).
 const FORWARDED: &[Signal] = &[
@@ -76,6 +77,11 @@ impl Launch {
     }
 }
 
+/// A message of the plugin's, with its name in front.
+fn note(message: &dyn std::fmt::Display) {
+    say(&prefixed(message));
+}
+
 fn say(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
@@ -85,20 +91,20 @@ fn say(line: &str) {
 pub fn supervise(launch: &Launch) -> i32 {
     let argv = launch.command();
     let Some((program, args)) = argv.split_first() else {
-        say("tre-spank: launch: no command");
+        note(&"launch: no command");
         return 125;
     };
     let mut mask = forwarded_mask();
     mask.add(Signal::SIGCHLD);
     // Blocked here and collected with sigwait; std resets the mask in the child.
     if let Err(e) = mask.thread_block() {
-        say(&format!("tre-spank: launch: cannot block signals: {e}"));
+        note(&format_args!("launch: cannot block signals: {e}"));
         return 125;
     }
     let env = match runtime_environment(launch.runtime, &argv) {
         Ok(env) => env,
         Err(e) => {
-            say(&format!("tre-spank: launch: {e}"));
+            note(&format_args!("launch: {e}"));
             return 125;
         }
     };
@@ -114,8 +120,8 @@ pub fn supervise(launch: &Launch) -> i32 {
     {
         Ok(c) => c,
         Err(e) => {
-            say(&format!(
-                "tre-spank: cannot start {}: {e}",
+            note(&format_args!(
+                "cannot start {}: {e}",
                 program.to_string_lossy()
             ));
             return 127;
@@ -131,7 +137,7 @@ pub fn supervise(launch: &Launch) -> i32 {
                 Ok(WaitStatus::Signaled(_, sig, _)) => break Err(sig),
                 Ok(_) => {}
                 Err(e) => {
-                    say(&format!("tre-spank: launch: waiting for the runtime: {e}"));
+                    note(&format_args!("launch: waiting for the runtime: {e}"));
                     break Ok(125);
                 }
             },
@@ -493,8 +499,8 @@ fn explain_exit(launch: &Launch, argv: &[OsString], program: &OsString, code: i3
     {
         say(&missing_image_message(&launch.image, argv));
     } else {
-        say(&format!(
-            "tre-spank: {runtime} exited with status {code}: {}",
+        note(&format_args!(
+            "{runtime} exited with status {code}: {}",
             failure.describe()
         ));
     }

@@ -16,18 +16,10 @@ use std::fmt::Display;
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 use crate::rules::audit::log_line;
-
-/// What every line of the plugin starts with.
-pub const PREFIX: &str = "tre-spank: ";
+pub use crate::rules::vocab::{prefixed, PREFIX};
 
 /// The `log` target of the audit records' copy in slurmd's log.
 pub const AUDIT_TARGET: &str = "tre_spank::audit";
-
-/// A message as a user or an administrator reads it: the plugin's name, once. The one
-/// place the prefix is added.
-pub fn prefixed(message: &dyn Display) -> String {
-    format!("{PREFIX}{message}")
-}
 
 /// The line a log record becomes (before the sink).
 pub fn format_line(target: &str, message: &dyn Display) -> String {

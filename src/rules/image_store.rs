@@ -11,7 +11,7 @@ use super::archive::ArchiveKind;
 use super::config::Config;
 use super::image::{ImageError, ImageRef};
 use super::runtime::sif_path;
-use super::vocab::Runtime;
+use super::vocab::{prefixed, Runtime};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StoreError {
@@ -270,11 +270,11 @@ pub const STORE_FILES_JOBS_READ: [&str; 2] = [STORE_IMAGE_LIST, "overlay-layers/
 
 /// The job's message when a site store is there but the job cannot read it.
 pub fn unreadable_store_message(store: &Path, entry: &Path, error: &str) -> String {
-    format!(
-        "tre-spank: the site image store {} cannot be read by this job ({}: {error}); ask your TRE administrators to run `tre-spank image list` on this node, which makes the store readable again",
+    prefixed(&format_args!(
+        "the site image store {} cannot be read by this job ({}: {error}); ask your TRE administrators to run `tre-spank image list` on this node, which makes the store readable again",
         store.display(),
         entry.display()
-    )
+    ))
 }
 
 /// The mount a path is on, from `/proc/self/mountinfo`: its mount point and whether it

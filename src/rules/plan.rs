@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::image::ImageRef;
 use super::project::{Resolution, SafeData};
-use super::vocab::Runtime;
+use super::vocab::{prefixed, Runtime};
 
 // The container's own paths and the check of a site mount against them are shared
 // vocabulary (`rules::vocab`): the config checks `site_mounts` without importing the plan.
@@ -185,11 +185,11 @@ pub fn input_lines(inputs: &[Mount]) -> Vec<String> {
     inputs
         .iter()
         .map(|m| {
-            format!(
-                "tre-spank: input: {} -> {} read-only (an earlier job's outputs)",
+            prefixed(&format_args!(
+                "input: {} -> {} read-only (an earlier job's outputs)",
                 m.host.display(),
                 m.container.display()
-            )
+            ))
         })
         .collect()
 }
@@ -219,8 +219,8 @@ pub fn host_env(resolution: &Resolution, dirs: &JobDirs) -> Vec<(String, String)
 pub fn summary_lines(resolution: &Resolution, dirs: &JobDirs) -> Vec<String> {
     let mut lines = Vec::new();
     match safe_data_host(resolution) {
-        Some(p) => lines.push(format!(
-            "tre-spank: safe data: {} -> {CONTAINER_SAFE_DATA}{} ({})",
+        Some(p) => lines.push(prefixed(&format_args!(
+            "safe data: {} -> {CONTAINER_SAFE_DATA}{} ({})",
             p.display(),
             if resolution.read_only {
                 " read-only"
@@ -228,23 +228,23 @@ pub fn summary_lines(resolution: &Resolution, dirs: &JobDirs) -> Vec<String> {
                 ""
             },
             resolution.reason
-        )),
-        None => lines.push(format!(
-            "tre-spank: safe data: none ({})",
+        ))),
+        None => lines.push(prefixed(&format_args!(
+            "safe data: none ({})",
             resolution.reason
-        )),
+        ))),
     }
     if let Some(p) = &resolution.project {
-        lines.push(format!("tre-spank: project: {}", p.name));
+        lines.push(prefixed(&format_args!("project: {}", p.name)));
     }
-    lines.push(format!(
-        "tre-spank: outputs: {} -> {CONTAINER_OUTPUTS} (kept after the job)",
+    lines.push(prefixed(&format_args!(
+        "outputs: {} -> {CONTAINER_OUTPUTS} (kept after the job)",
         dirs.outputs.display()
-    ));
-    lines.push(format!(
-        "tre-spank: scratch: {} -> {CONTAINER_SCRATCH} (deleted when the job ends)",
+    )));
+    lines.push(prefixed(&format_args!(
+        "scratch: {} -> {CONTAINER_SCRATCH} (deleted when the job ends)",
         dirs.scratch.display()
-    ));
+    )));
     lines
 }
 

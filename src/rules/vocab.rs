@@ -9,6 +9,15 @@ use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+/// What every line of the plugin starts with.
+pub const PREFIX: &str = "tre-spank: ";
+
+/// A message as a user or an administrator reads it: the plugin's name, once. The one
+/// place the prefix is added (the plugin's log backend, the job's messages, the tool).
+pub fn prefixed(message: &dyn fmt::Display) -> String {
+    format!("{PREFIX}{message}")
+}
+
 pub const CONTAINER_SAFE_DATA: &str = "/safe_data";
 pub const CONTAINER_OUTPUTS: &str = "/safe_outputs";
 pub const CONTAINER_SCRATCH: &str = "/scratch";

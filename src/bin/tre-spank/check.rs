@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use tre_spank::host::check::{self, Finding, Host};
 use tre_spank::rules::config;
+use tre_spank::rules::vocab::prefixed;
 
 use crate::plugin_config::{load, plugin_args, slurm_conf_for_spool};
 
@@ -49,7 +50,8 @@ pub fn run(args: &Args) -> ExitCode {
         Ok(x) => x,
         Err(e) => {
             print(&Finding::problem(format!(
-                "tre-spank: {e} (container jobs fail with this message; jobs without --tre-container run as usual)"
+                "{} (container jobs fail with this message; jobs without --tre-container run as usual)",
+                prefixed(&e)
             )));
             println!("1 problem");
             return ExitCode::from(1);

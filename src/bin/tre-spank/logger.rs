@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use log::{LevelFilter, Log, Metadata, Record};
-use tre_spank::host::log::prefixed;
+use tre_spank::rules::vocab::prefixed;
 
 struct Stderr;
 

@@ -9,6 +9,7 @@ use tre_spank::host::account::Account;
 use tre_spank::host::step;
 use tre_spank::rules::options::RawOptions;
 use tre_spank::rules::runtime;
+use tre_spank::rules::vocab::prefixed;
 
 use crate::plugin_config;
 
@@ -36,7 +37,7 @@ pub struct Opts {
 
 /// The config as `load` gives it, its error as the job would show it.
 fn load(opts: &Opts) -> Result<(tre_spank::rules::config::Config, String, Vec<String>), String> {
-    plugin_config::load(opts.config.as_deref()).map_err(|e| format!("tre-spank: {e}"))
+    plugin_config::load(opts.config.as_deref()).map_err(|e| prefixed(&e))
 }
 
 /// Runs `f` in a child process with the user's identity (groups, gid, uid), as the

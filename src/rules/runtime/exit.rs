@@ -1,6 +1,6 @@
 //! What a runtime's exit status means (runtime failures, a missing image).
 
-use crate::rules::vocab::Runtime;
+use crate::rules::vocab::{prefixed, Runtime};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
@@ -64,9 +64,9 @@ pub fn missing_image_message(image: &str, argv: &[OsString]) -> String {
     } else {
         format!("looked in {}", stores.join(", "))
     };
-    format!(
-        "tre-spank: image {image} is not on this node: images reach the nodes only through the site's approved process, and jobs never pull ({looked}; ask your TRE administrators to approve it)"
-    )
+    prefixed(&format_args!(
+        "image {image} is not on this node: images reach the nodes only through the site's approved process, and jobs never pull ({looked}; ask your TRE administrators to approve it)"
+    ))
 }
 
 #[cfg(test)]

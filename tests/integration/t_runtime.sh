@@ -92,10 +92,12 @@ test_runtime_a_user_tagged_image_is_refused_by_default() {
   assert_exists /home/alice/.local/share/containers/storage/overlay-images/images.json
   # scripts/demo approves $IMAGE into the site store of the same bed (README: demo, then
   # the tests): take it out again, so the user's copy is the only one.
-  if bed exec tre-spank image list 2>/dev/null | grep -qF "$IMAGE"; then
+  # (`image list` prints podman's REPOSITORY and TAG columns.)
+  in_site_store() { bed exec tre-spank image list | awk -v r="${IMAGE%:*}" -v t="${IMAGE##*:}" '$1 == r && $2 == t { n++ } END { exit !n }'; }
+  if in_site_store; then
     bed exec tre-spank image remove "$IMAGE" > /dev/null
   fi
-  ! bed exec tre-spank image list 2>/dev/null | grep -qF "$IMAGE" || fail "$IMAGE is still in the site store"
+  ! in_site_store || fail "$IMAGE is still in the site store"
   job=$(run_job alice --tre-container=$IMAGE --wrap 'echo STARTED')
   out=$(job_output alice "$job")
   assert_contains "$out" "tre-spank: image $IMAGE is not on this node"

@@ -1,6 +1,6 @@
-//! The plugin's and the tool's own log lines, through the `log` facade.
+//! The plugin's own log lines, through the `log` facade.
 //!
-//! One backend, [`Logger`]: it puts the plugin's name in front of each line once
+//! The plugin's backend, [`Logger`]: it puts the plugin's name in front of each line once
 //! ([`prefixed`], also used for the errors and notes a job shows) and escapes every
 //! control byte (a file name or value with a newline must not forge a line in slurmd's
 //! log, nor rewrite the terminal of whoever reads it), then hands the line to its
@@ -16,7 +16,7 @@ use std::fmt::Display;
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 use crate::rules::audit::log_line;
-pub use crate::rules::vocab::{prefixed, PREFIX};
+pub use crate::rules::vocab::prefixed;
 
 /// The `log` target of the audit records' copy in slurmd's log.
 pub const AUDIT_TARGET: &str = "tre_spank::audit";

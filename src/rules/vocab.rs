@@ -10,7 +10,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// What every line of the plugin starts with.
-pub const PREFIX: &str = "tre-spank: ";
+const PREFIX: &str = "tre-spank: ";
 
 /// A message as a user or an administrator reads it: the plugin's name, once. The one
 /// place the prefix is added (the plugin's log backend, the job's messages, the tool).

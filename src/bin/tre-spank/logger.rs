@@ -1,6 +1,7 @@
 //! The tool's `log` backend: every record to stderr as a `tre-spank: MESSAGE` line, the
-//! house prefix from `host::log::prefixed` (the plugin's backend uses it too). No environment variable changes it (the tool
-//! runs as root, and inside slurmstepd with the job's environment cleared or not).
+//! prefix from `rules::vocab::prefixed` (as in the plugin's backend). No environment
+//! variable changes it (the tool runs as root, and inside slurmstepd with the job's
+//! environment cleared or not).
 
 use std::io::Write;
 

@@ -10,6 +10,28 @@ use crate::rules::project::{self, HomeSafeData, ProjectError, ProjectFacts, Reso
 use crate::rules::runtime::{self, RuntimeChoiceError};
 
 /// This node's own name (never anything from the job's environment).
+/// Reading the job-number secret failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("refusing {0}")]
+    Untrusted(#[from] trust::TrustError),
+    #[error("cannot read the job number secret {}: {source}", .path.display())]
+    Unreadable {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The job-number secret, once it is known to be root's (the munge key, the default
+/// secret, is munge's). The plugin and `tre-spank number` read it here.
+pub fn read_secret(config: &Config) -> Result<Vec<u8>, SecretError> {
+    trust::check_file("secret_file", &config.secret_file, trust::SECRET_OWNERS)?;
+    std::fs::read(&config.secret_file).map_err(|source| SecretError::Unreadable {
+        path: config.secret_file.clone(),
+        source,
+    })
+}
+
 pub fn node_name() -> String {
     nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())

@@ -23,7 +23,7 @@ use super::account::{self, Account, AccountError};
 use super::devices;
 use super::dirs::{self, Dir, DirError, DirId, JobDirSpec, ScratchIn};
 use super::inputs::{self, InputError};
-use super::job;
+use super::job::{self, SecretError};
 use super::liveness;
 use super::podman_version;
 use super::runtime_dir::{self, RuntimeDirError};
@@ -69,11 +69,8 @@ pub enum StepError {
     Account(#[from] AccountError),
     #[error("refusing {0}")]
     Untrusted(#[from] TrustError),
-    #[error("cannot read the job number secret {}: {source}", .path.display())]
-    Secret {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Secret(#[from] SecretError),
     #[error(transparent)]
     Number(#[from] NumberError),
     #[error("the job number secret is empty")]
@@ -990,12 +987,9 @@ impl StepHost for NodeHost {
     fn secret(&self, config: &Config) -> Result<Vec<u8>, StepError> {
         // Root reads the secret and every container task runs tool_path: both must be
         // root's (the munge key, the default secret, is munge's).
-        trust::check_file("secret_file", &config.secret_file, trust::SECRET_OWNERS)?;
+        let secret = job::read_secret(config)?;
         trust::check_file("tool_path", &config.tool_path, &[])?;
-        std::fs::read(&config.secret_file).map_err(|source| StepError::Secret {
-            path: config.secret_file.clone(),
-            source,
-        })
+        Ok(secret)
     }
 
     fn record(&self, config: &Config, job_id: u32) -> Result<Option<JobRecord>, StepError> {

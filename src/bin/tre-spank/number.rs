@@ -8,7 +8,6 @@ use std::process::ExitCode;
 
 use tre_spank::host::job;
 use tre_spank::host::liveness::submit_time;
-use tre_spank::host::trust;
 use tre_spank::rules::job_number::{job_number, JobIdentity};
 
 #[derive(clap::Args, Debug)]
@@ -33,14 +32,7 @@ fn number(args: &Args) -> Result<u32, String> {
     let plugin_args: Vec<&str> = config_arg.iter().map(String::as_str).collect();
     let config =
         job::load_node_config(&plugin_args, &job::node_name()).map_err(|e| e.to_string())?;
-    trust::check_file("secret_file", &config.secret_file, trust::SECRET_OWNERS)
-        .map_err(|e| format!("refusing {e}"))?;
-    let secret = std::fs::read(&config.secret_file).map_err(|e| {
-        format!(
-            "cannot read the job number secret {}: {e}",
-            config.secret_file.display()
-        )
-    })?;
+    let secret = job::read_secret(&config).map_err(|e| e.to_string())?;
     let submitted = match args.submit_time {
         Some(s) => s,
         None => submit_time(&config.cleanup, args.job_id).map_err(|e| e.to_string())?,

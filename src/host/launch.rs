@@ -39,6 +39,8 @@ use crate::rules::runtime::{
 };
 use crate::rules::vocab::prefixed;
 
+use super::userns;
+
 /// Signals passed on to the runtime (which passes them into the container).
 const FORWARDED: &[Signal] = &[
     Signal::SIGHUP,
@@ -62,6 +64,9 @@ pub struct Launch {
     /// `(start, count)`: task arguments Slurm appended that are not for the runtime
     /// (see `TaskLaunch::dropped_args`); `start` indexes `argv`.
     pub drop: Option<(usize, usize)>,
+    /// Make podman's user namespace here ([`super::userns`]) rather than leave it to
+    /// podman.
+    pub user_namespace: bool,
 }
 
 impl Launch {
@@ -112,22 +117,13 @@ pub fn supervise(launch: &Launch) -> i32 {
     // become this process's children instead of init's: see `settle`. Without it
     // (it cannot fail on Linux) they are only not waited for.
     let _ = set_child_subreaper(true);
-    let child = match Command::new(program)
-        .args(args)
-        .env_clear()
-        .envs(env)
-        .spawn()
-    {
-        Ok(c) => c,
+    let pid = match start_runtime(launch, program, args, env) {
+        Ok(pid) => pid,
         Err(e) => {
-            note(&format_args!(
-                "cannot start {}: {e}",
-                program.to_string_lossy()
-            ));
+            note(&e);
             return 127;
         }
     };
-    let pid = Pid::from_raw(child.id() as i32);
     // Without a sentinel every signal is passed on (the behaviour before it existed).
     let mut sentinel = Sentinel::start(&forwarded_mask());
     let outcome = loop {
@@ -158,6 +154,51 @@ pub fn supervise(launch: &Launch) -> i32 {
         Ok(code) => explain_exit(launch, &argv, program, code),
         Err(sig) => die_of(sig),
     }
+}
+
+/// Starts the runtime as this process's child: for podman, in a user namespace made
+/// here when the plugin asked for it and the user has subordinate ids (else podman
+/// makes its own, as it would without the supervisor).
+fn start_runtime(
+    launch: &Launch,
+    program: &OsString,
+    args: &[OsString],
+    env: Vec<(OsString, OsString)>,
+) -> Result<Pid, StartError> {
+    if launch.user_namespace && launch.runtime == Runtime::Podman {
+        if let Some(maps) = userns::podman_maps() {
+            match userns::spawn_in_user_namespace(program, args, &env, &maps) {
+                Ok(pid) => return Ok(pid),
+                Err(e @ userns::UsernsError::Exec { .. }) => return Err(StartError::Userns(e)),
+                // Nothing has run yet: podman's own way gives what it would anyway.
+                Err(_) => {}
+            }
+        }
+    }
+    match Command::new(program)
+        .args(args)
+        .env_clear()
+        .envs(env)
+        .spawn()
+    {
+        // Waited for by pid (waitpid), never through the handle.
+        Ok(child) => Ok(Pid::from_raw(child.id() as i32)),
+        Err(source) => Err(StartError::Spawn {
+            program: program.to_string_lossy().into_owned(),
+            source,
+        }),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error(transparent)]
+    Userns(userns::UsernsError),
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
 }
 
 /// Why the runtime's `HOME` is not known.
@@ -643,6 +684,7 @@ mod tests {
             runtime: Runtime::Apptainer,
             argv: argv.clone(),
             drop: Some((3, 1)),
+            user_namespace: false,
         };
         assert_eq!(l.command(), ["apptainer", "run", "x.sif", "a b", "c"]);
         let l = Launch { drop: None, ..l };

@@ -42,3 +42,4 @@ pub mod state;
 pub mod step;
 pub mod sweep;
 pub mod trust;
+pub mod userns;

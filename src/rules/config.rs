@@ -233,6 +233,22 @@ pub struct PodmanConfig {
     /// exists, else the package's (`/usr/share/tre-spank/containers.conf`): the
     /// user's own `~/.config/containers/containers.conf` is never read.
     pub containers_conf: PathBuf,
+    /// Who makes the rootless user namespace a container task's podman runs in.
+    pub user_namespace: UserNamespace,
+}
+
+/// Who makes the user namespace of a container task's podman (docs/job-semantics.md,
+/// "How a step starts").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UserNamespace {
+    /// The task's supervisor, with `newuidmap`/`newgidmap` and podman's own maps, for
+    /// users with ranges in `/etc/subuid` and `/etc/subgid`: podman then starts once,
+    /// not twice, and leaves no pause process. Users without ranges get `Podman`.
+    TreSpank,
+    /// podman itself: it re-executes itself in a namespace it makes and keeps a pause
+    /// process for it, which the supervisor ends when the task ends.
+    Podman,
 }
 
 /// A size as podman's `--shm-size` takes it: digits and an optional unit `b`, `k`, `m`
@@ -363,6 +379,7 @@ impl Default for PodmanConfig {
             user_image_store: false,
             gpu_cdi_kind: "nvidia.com/gpu".to_string(),
             containers_conf: PathBuf::from("/etc/containers/containers.conf"),
+            user_namespace: UserNamespace::TreSpank,
         }
     }
 }
@@ -927,6 +944,17 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("node.scratch_root"), "{e}");
+    }
+
+    #[test]
+    fn the_supervisor_makes_podmans_user_namespace_unless_the_site_says_podman() {
+        let c = parse("", p(), &[]).unwrap();
+        assert_eq!(c.podman.user_namespace, UserNamespace::TreSpank);
+        let c = parse("[podman]\nuser_namespace = \"podman\"\n", p(), &[]).unwrap();
+        assert_eq!(c.podman.user_namespace, UserNamespace::Podman);
+        let c = parse("", p(), &["podman.user_namespace=tre-spank"]).unwrap();
+        assert_eq!(c.podman.user_namespace, UserNamespace::TreSpank);
+        assert!(parse("[podman]\nuser_namespace = \"auto\"\n", p(), &[]).is_err());
     }
 
     #[test]

@@ -59,6 +59,23 @@ pub fn id_map_args(own: u32, ranges: &[IdRange]) -> Vec<String> {
     args
 }
 
+/// The arguments of `newuidmap PID ...` (or `newgidmap`) for the namespace rootless
+/// podman runs in, laid out as podman lays out its own: `own` is 0 inside, and the
+/// ranges follow one after another from 1. A range that would reach past the last id
+/// is left out with those after it.
+pub fn podman_id_map_args(own: u32, ranges: &[IdRange]) -> Vec<String> {
+    let mut args = vec!["0".to_string(), own.to_string(), "1".to_string()];
+    let mut inside: u32 = 1;
+    for r in ranges {
+        let Some(next) = inside.checked_add(r.count) else {
+            break;
+        };
+        args.extend([inside.to_string(), r.start.to_string(), r.count.to_string()]);
+        inside = next;
+    }
+    args
+}
+
 /// The owners whose directories root may empty for a job: the user and the user's
 /// subordinate ids. Root (uid 0) is never one of them through a range, only as the
 /// job's own user.
@@ -112,6 +129,25 @@ mod tests {
             ["1001", "1001", "1", "100000", "100000", "65536", "300000", "300000", "10"]
         );
         assert_eq!(id_map_args(1001, &[]), ["1001", "1001", "1"]);
+    }
+
+    #[test]
+    fn podmans_maps_put_the_user_at_0_and_the_ranges_after_it() {
+        let r = |start, count| IdRange { start, count };
+        assert_eq!(
+            podman_id_map_args(1001, &[r(100000, 65536), r(300000, 10)]),
+            ["0", "1001", "1", "1", "100000", "65536", "65537", "300000", "10"]
+        );
+        assert_eq!(podman_id_map_args(1001, &[]), ["0", "1001", "1"]);
+        // Past the last id inside: that range and the ones after it are left out.
+        assert_eq!(
+            podman_id_map_args(7, &[r(100, u32::MAX), r(5000, 10)]),
+            ["0", "7", "1"]
+        );
+        assert_eq!(
+            podman_id_map_args(7, &[r(100, u32::MAX - 1), r(5000, 10)]),
+            ["0", "7", "1", "1", "100", &(u32::MAX - 1).to_string()]
+        );
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub struct Args {
     /// COUNT task arguments from index START of COMMAND are not the runtime's
     #[arg(long, value_name = "START,COUNT", value_parser = drop_args)]
     pub drop_args: Option<(usize, usize)>,
+    /// Make podman's rootless user namespace before starting it (host::userns)
+    #[arg(long)]
+    pub user_namespace: bool,
     /// The runtime's command line (the plugin's prefix, then what Slurm appends)
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
@@ -41,6 +44,7 @@ pub fn run(args: Args) -> ExitCode {
         runtime: args.runtime,
         argv: args.command,
         drop: args.drop_args,
+        user_namespace: args.user_namespace,
     };
     ExitCode::from(u8::try_from(supervise(&launch)).unwrap_or(125))
 }

@@ -198,6 +198,7 @@ mod tests {
                 &image,
                 runtime,
                 dropped,
+                runtime == Runtime::Podman,
                 prefix.clone(),
             );
             let Command::Launch(a) = Cli::try_parse_from(&argv).unwrap().command else {
@@ -209,6 +210,7 @@ mod tests {
                 a.drop_args,
                 (dropped > 0).then_some((prefix.len(), dropped))
             );
+            assert_eq!(a.user_namespace, runtime == Runtime::Podman);
             // Everything after `--` is the runtime's, bytes and dashes included.
             assert_eq!(a.command, prefix);
         }

@@ -567,7 +567,7 @@ fn a_podman_task_runs_under_the_supervisor_with_the_sites_config_only() {
     );
     assert!(
         text(&command.task_prefix).starts_with(
-            "/usr/sbin/tre-spank launch --image ghcr.io/tre/analysis:1.0 --runtime podman -- /usr/bin/podman "
+            "/usr/sbin/tre-spank launch --image ghcr.io/tre/analysis:1.0 --runtime podman --user-namespace -- /usr/bin/podman "
         ),
         "{}",
         text(&command.task_prefix)

@@ -1,7 +1,7 @@
 //! Runtime command lines. Flags come from code and the site config only; nothing the
 //! user typed becomes a flag (the image and the task's own argv come last).
 
-use super::config::Config;
+use super::config::{Config, UserNamespace};
 use super::plan::ContainerPlan;
 use super::vocab::{Entrypoint, Runtime, RuntimeChoice};
 use std::ffi::{OsStr, OsString};
@@ -164,6 +164,8 @@ pub fn job_command(
         &plan.image,
         plan.runtime,
         task.dropped_args(),
+        matches!(target, Target::Podman(_))
+            && config.podman.user_namespace == UserNamespace::TreSpank,
         runtime_argv[..runtime_argv.len() - kept].to_vec(),
     );
     Ok(JobCommand {

@@ -5,15 +5,20 @@ use crate::rules::vocab::Runtime;
 use std::ffi::OsString;
 use std::path::Path;
 
+/// `tre-spank launch`'s flag for a user namespace the supervisor makes.
+pub const USER_NAMESPACE_FLAG: &str = "--user-namespace";
+
 /// The task's real command line: the `tre-spank` tool supervising the runtime.
 /// `prefix` is the runtime command line without the task's own arguments (Slurm
 /// appends those); `dropped` of them, right after the prefix, are removed by the tool
-/// (see [`TaskLaunch::dropped_args`]).
+/// (see [`TaskLaunch::dropped_args`]). `user_namespace`: the supervisor makes podman's
+/// user namespace itself (`podman.user_namespace = "tre-spank"`).
 pub fn supervised_argv(
     tool: &Path,
     image: &ImageRef,
     runtime: Runtime,
     dropped: usize,
+    user_namespace: bool,
     prefix: Vec<OsString>,
 ) -> Vec<OsString> {
     let mut argv: Vec<OsString> = vec![
@@ -29,6 +34,9 @@ pub fn supervised_argv(
             "--drop-args".into(),
             format!("{},{dropped}", prefix.len()).into(),
         ]);
+    }
+    if user_namespace {
+        argv.push(USER_NAMESPACE_FLAG.into());
     }
     argv.push("--".into());
     argv.extend(prefix);
@@ -52,6 +60,7 @@ mod tests {
             &image,
             Runtime::Apptainer,
             1,
+            false,
             os(&["apptainer", "run", "/x.sif"]),
         ));
         assert_eq!(
@@ -76,6 +85,7 @@ mod tests {
             &image,
             Runtime::Podman,
             0,
+            true,
             os(&["podman"]),
         ));
         assert_eq!(
@@ -87,6 +97,7 @@ mod tests {
                 "ghcr.io/mikej888/hello-tre:1.0",
                 "--runtime",
                 "podman",
+                "--user-namespace",
                 "--",
                 "podman"
             ]

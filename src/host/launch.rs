@@ -39,7 +39,7 @@ use crate::rules::runtime::{
 };
 use crate::rules::vocab::prefixed;
 
-use super::userns;
+use super::{poll, userns};
 
 /// Signals passed on to the runtime (which passes them into the container).
 const FORWARDED: &[Signal] = &[
@@ -315,13 +315,15 @@ fn settle(runtime: Runtime) {
     let me = Pid::this();
     let pause = pause_pid(runtime);
     let deadline = Instant::now() + LEFTOVER_WAIT;
+    let mut round = 0;
     loop {
         reap_exited();
         let left = own_children(me).into_iter().any(|c| Some(c) != pause);
         if !left || Instant::now() >= deadline {
             break;
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(poll::pause(round, Duration::from_millis(5)));
+        round += 1;
     }
     if let Some(p) = pause {
         end_pause_process(p, me);

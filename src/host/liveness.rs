@@ -7,6 +7,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::poll;
 use crate::rules::config::CleanupConfig;
 use crate::rules::job_number::{
     parse_submit_time, submit_time_args, SubmitTimeError, SUBMIT_TIME_FORMAT,
@@ -71,10 +72,15 @@ fn run_squeue(
         child.stderr.take().map(|e| read_bounded(Box::new(e))),
     ];
     let deadline = Instant::now() + Duration::from_secs(config.controller_timeout.max(1));
+    let mut round = 0;
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) if Instant::now() < deadline => {
+                // squeue answers in a few milliseconds: a container step waits for it.
+                std::thread::sleep(poll::pause(round, Duration::from_millis(20)));
+                round += 1;
+            }
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();

@@ -36,6 +36,7 @@ pub mod launch;
 pub mod liveness;
 pub mod log;
 pub mod podman_version;
+pub mod poll;
 pub mod remove;
 pub mod runtime_dir;
 pub mod state;

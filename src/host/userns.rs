@@ -238,27 +238,36 @@ fn parent(
         Some((stage, errno)) => return Err(failure(stage, errno, "")),
     }
     let pid = child.to_string();
-    for (helper, map) in [(NEWUIDMAP, &maps.uid_map), (NEWGIDMAP, &maps.gid_map)] {
-        let done = Command::new(helper)
+    // Both helpers at once: each is a setuid start of its own.
+    let helpers = [(NEWUIDMAP, &maps.uid_map), (NEWGIDMAP, &maps.gid_map)].map(|(helper, map)| {
+        let started = Command::new(helper)
             .arg(&pid)
             .args(map)
             .env_clear()
             .env("PATH", PATH)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .output();
-        match done {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => {
-                return Err(UsernsError::Map(format!(
-                    "{helper} {pid} {} failed ({}): {}",
-                    map.join(" "),
-                    o.status,
-                    String::from_utf8_lossy(&o.stderr).trim()
-                )))
-            }
-            Err(e) => return Err(UsernsError::Map(format!("cannot run {helper}: {e}"))),
-        }
+            .stderr(Stdio::piped())
+            .spawn();
+        (helper, map, started)
+    });
+    let mut problem = None;
+    for (helper, map, started) in helpers {
+        let done = started.and_then(|c| c.wait_with_output());
+        let failed = match done {
+            Ok(o) if o.status.success() => continue,
+            Ok(o) => format!(
+                "{helper} {pid} {} failed ({}): {}",
+                map.join(" "),
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => format!("cannot run {helper}: {e}"),
+        };
+        problem.get_or_insert(failed);
+    }
+    if let Some(p) = problem {
+        return Err(UsernsError::Map(p));
     }
     if write(&go, &[GO]) != Ok(1) {
         return Err(UsernsError::Lost);

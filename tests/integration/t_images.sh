@@ -206,7 +206,7 @@ test_images_per_job_state_goes_after_the_job_after_scancel_and_after_the_sweep()
   for _ in $(seq 100); do job_output erin "$job" 2>/dev/null | grep -q '^started$' && break; sleep 0.2; done
   bed exec test -d "/var/lib/tre-spank/jobs/job-$job/storage/overlay-containers"
   assert_eq "$(bed exec stat -c '%U %a' "/var/lib/tre-spank/jobs/job-$job")" "erin 700"
-  bed exec ps -u erin -o args= | grep -q -e 'podman pause' -e 'catatonit -P' || fail "no pause process while the job runs"
+  bed exec pgrep -u erin -x conmon >/dev/null || fail "no conmon while the job runs"
   bed exec scancel "$job"
   wait_job "$job"
   assert_absent "/var/lib/tre-spank/jobs/job-$job"
@@ -305,4 +305,21 @@ test_images_admin_loads_a_sif_for_apptainer_and_jobs_run_it() {
   assert_contains "$out" "tre-spank: image $STORE_IMAGE is not on node tbnode: no SIF file $sif"
   assert_not_contains "$out" "STARTED"
   bed exec rmdir /var/lib/tre-spank/sif/ghcr.io/tre-approved 2>/dev/null || true
+}
+
+# A user without subordinate ids (no line in /etc/subuid or /etc/subgid): the supervisor
+# leaves the user namespace to podman, which says why it cannot run an image whose files
+# belong to other ids, as it would by hand; nothing is left behind.
+test_images_a_user_without_subordinate_ids_gets_podmans_own_namespace_and_its_message() {
+  local out rc=0
+  store_ready
+  bed exec sh -c 'id -u nina >/dev/null 2>&1 || useradd -m -U -G proj1 -K SUB_UID_COUNT=0 -K SUB_GID_COUNT=0 -s /bin/bash nina
+    sed -i "/^nina:/d" /etc/subuid /etc/subgid'
+  reconfigure_and_wait
+  out=$(as nina srun --tre-container=$STORE_IMAGE sh -c 'echo "in the container"' 2>&1) || rc=$?
+  [ "$rc" -ne 0 ] || fail "srun succeeded: $out"
+  assert_contains "$out" 'cannot find UID/GID for user nina: no subuid ranges found'
+  assert_contains "$out" "exit code 125"
+  ! grep -qx "in the container" <<<"$out" || fail "the command ran: $out"
+  assert_no_job_processes nina
 }

@@ -121,3 +121,69 @@ test_scancel_of_a_running_srun_step_leaves_no_process() {
   assert_eq "$(job_field "$job" JobState)" CANCELLED
   assert_no_job_processes alice
 }
+
+# The supervisor makes podman's user namespace (podman.user_namespace = "tre-spank",
+# the default): podman is its direct child, in a namespace of its own mapped as podman
+# maps it (the user at 0, the user's /etc/subuid range from 1), started once (no copy of
+# itself waiting outside), and no pause process is made. The user's groups still reach
+# the project's data.
+test_the_supervisor_makes_podmans_user_namespace_with_podmans_maps_and_no_pause_process() {
+  local job sup pod uid sub want got
+  job=$(submit alice --tre-container=$IMAGE --wrap 'cat /safe_data/README.txt >/dev/null && echo data-ok; sleep 4; echo done')
+  wait_job_process alice 'sleep 4'
+  sup=$(bed exec pgrep -o -u alice -f '^/usr/sbin/tre-spank launch .* --user-namespace --') || fail "no supervisor with --user-namespace"
+  pod=$(bed exec pgrep -u alice -P "$sup" -x podman) || fail "podman is not the supervisor's child"
+  [ "$(wc -w <<<"$pod")" = 1 ] || fail "more than one podman under the supervisor: $pod"
+  [ -z "$(bed exec pgrep -u alice -P "$pod" -x podman)" ] || fail "podman started a copy of itself"
+  [ "$(bed exec readlink "/proc/$sup/ns/user")" != "$(bed exec readlink "/proc/$pod/ns/user")" ] ||
+    fail "podman runs in the supervisor's user namespace"
+  uid=$(bed exec id -u alice)
+  sub=$(bed exec awk -F: '$1 == "alice" { print $2, $3; exit }' /etc/subuid)
+  want="0 $uid 1|1 $sub"
+  got=$(bed exec cat "/proc/$pod/uid_map" | awk '{ print $1, $2, $3 }' | paste -sd'|')
+  assert_eq "$got" "$want" "podman's uid map"
+  bed exec cat "/proc/$pod/environ" | tr '\0' '\n' | grep -qx '_CONTAINERS_USERNS_CONFIGURED=done' ||
+    fail "podman was not told its namespace is made"
+  for p in $(bed exec pgrep -u alice -x catatonit) $(bed exec pgrep -u alice -f '^podman pause'); do
+    ! is_job_pause_process "$p" || fail "a pause process for the job: $(bed exec ps -o args= -p "$p")"
+  done
+  wait_job "$job"
+  assert_eq "$(job_field "$job" JobState)" COMPLETED "$(job_output alice "$job")"
+  assert_line "$(job_output alice "$job")" data-ok
+  assert_line "$(job_output alice "$job")" done
+  assert_step_ended_without_the_poll "$job" batch
+  assert_no_job_processes alice
+}
+
+# podman.user_namespace = "podman": podman makes its own namespace and pause process,
+# as by hand; the supervisor still ends the pause process, so steps end at once, alone
+# and side by side.
+test_with_podmans_own_user_namespace_steps_still_end_at_once_and_leave_nothing() {
+  local job out
+  with_config '[podman]
+user_namespace = "podman"'
+  job=$(submit alice -n2 --tre-container=$IMAGE --tre-batch=host --wrap '
+    srun -n1 --exact sh -c "sleep 3; echo long" &
+    sleep 1
+    srun -n1 --exact sh -c "echo short" &
+    wait
+    srun -n2 sh -c "sleep \$((SLURM_PROCID * 2)); echo task \$SLURM_PROCID"
+    echo "steps done"')
+  wait_job_process alice 'sleep 3'
+  bed exec pgrep -u alice -f '^/usr/sbin/tre-spank launch ' >/dev/null || fail "no supervisor"
+  ! bed exec pgrep -u alice -f '^/usr/sbin/tre-spank launch .* --user-namespace --' >/dev/null ||
+    fail "the supervisor was asked to make the namespace"
+  local p found=
+  for p in $(bed exec pgrep -u alice -x catatonit) $(bed exec pgrep -u alice -f '^podman pause'); do
+    is_job_pause_process "$p" && found=1
+  done
+  [ -n "$found" ] || fail "podman made no pause process of its own"
+  wait_job "$job"
+  out=$(job_output alice "$job")
+  assert_eq "$(job_field "$job" JobState)" COMPLETED "$out"
+  for l in long short "task 0" "task 1" "steps done"; do assert_line "$out" "$l"; done
+  assert_step_ended_without_the_poll "$job" 0
+  assert_step_ended_without_the_poll "$job" 1
+  assert_step_ended_without_the_poll "$job" 2
+  assert_no_job_processes alice
+}

@@ -117,7 +117,9 @@ pub fn spawn_in_user_namespace(
     env: &[(OsString, OsString)],
     maps: &IdMaps,
 ) -> Result<Pid, UsernsError> {
-    let path = CString::new(program.as_bytes())?;
+    // execve does not search PATH: a bare name is looked up here, as std's Command
+    // does, in the environment the runtime gets.
+    let path = CString::new(resolve(program, env).as_os_str().as_bytes())?;
     let argv: Vec<CString> = std::iter::once(program)
         .chain(args.iter().map(OsString::as_os_str))
         .map(|a| CString::new(a.as_bytes()))
@@ -165,6 +167,27 @@ pub fn spawn_in_user_namespace(
             started.map(|()| child)
         }
     }
+}
+
+/// `program` itself if it names a path, else the first executable file of that name
+/// in `PATH` of `env` (or `program` unchanged, which then fails to execute).
+fn resolve(program: &OsStr, env: &[(OsString, OsString)]) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    if program.as_bytes().contains(&b'/') {
+        return program.into();
+    }
+    let path = env
+        .iter()
+        .find(|(name, _)| name == "PATH")
+        .map(|(_, value)| value.clone())
+        .unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .unwrap_or_else(|| program.into())
 }
 
 fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
@@ -325,6 +348,28 @@ mod tests {
 
     const SUBUID: &str = "alice:100000:65536\nbob:165536:65536\n";
     const SUBGID: &str = "alice:100000:65536\n1002:165536:100\n";
+
+    #[test]
+    fn a_bare_program_name_is_found_in_the_runtimes_path() {
+        let t = tempfile::tempdir().unwrap();
+        let exe = t.path().join("podman");
+        std::fs::write(&exe, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        std::fs::write(t.path().join("plain"), "").unwrap();
+        let env = [(
+            OsString::from("PATH"),
+            OsString::from(format!("/nonexistent:{}", t.path().display())),
+        )];
+        assert_eq!(resolve(OsStr::new("podman"), &env), exe);
+        assert_eq!(
+            resolve(OsStr::new("/usr/bin/podman"), &env),
+            std::path::Path::new("/usr/bin/podman")
+        );
+        // Not executable, or nowhere: the name as given (execve then fails with ENOENT).
+        assert_eq!(resolve(OsStr::new("plain"), &env), std::path::Path::new("plain"));
+        assert_eq!(resolve(OsStr::new("podman"), &[]), std::path::Path::new("podman"));
+    }
 
     #[test]
     fn podmans_maps_come_from_both_files_or_not_at_all() {

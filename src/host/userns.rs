@@ -367,8 +367,14 @@ mod tests {
             std::path::Path::new("/usr/bin/podman")
         );
         // Not executable, or nowhere: the name as given (execve then fails with ENOENT).
-        assert_eq!(resolve(OsStr::new("plain"), &env), std::path::Path::new("plain"));
-        assert_eq!(resolve(OsStr::new("podman"), &[]), std::path::Path::new("podman"));
+        assert_eq!(
+            resolve(OsStr::new("plain"), &env),
+            std::path::Path::new("plain")
+        );
+        assert_eq!(
+            resolve(OsStr::new("podman"), &[]),
+            std::path::Path::new("podman")
+        );
     }
 
     #[test]

@@ -150,7 +150,7 @@ test_the_supervisor_makes_podmans_user_namespace_with_podmans_maps_and_no_pause_
   wait_job "$job"
   assert_eq "$(job_field "$job" JobState)" COMPLETED "$(job_output alice "$job")"
   assert_line "$(job_output alice "$job")" data-ok
-  assert_line "$(job_output alice "$job")" done
+  assert_line "$(job_output alice "$job")" "done"
   assert_step_ended_without_the_poll "$job" batch
   assert_no_job_processes alice
 }

@@ -26,6 +26,7 @@ pub mod audit;
 pub mod check;
 pub mod cleanup;
 pub mod config_file;
+pub mod conmon;
 pub mod devices;
 pub mod dirs;
 pub mod image_store;

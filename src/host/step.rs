@@ -752,6 +752,7 @@ pub fn task(
                 Path::new(runtime::SHIPPED_CONTAINERS_CONF)
             };
             env.push(EnvChange::Set("CONTAINERS_CONF".into(), conf.into()));
+            let wrapper = Path::new(runtime::CONMON_WRAPPER);
             Target::Podman(runtime::PodmanStorage {
                 job_dir: &p.runtime_dir,
                 run_dir: &p.run_dir,
@@ -759,6 +760,8 @@ pub fn task(
                 // task_init runs as the user: this stat works on a root-squashed home.
                 user_store_exists: host.is_dir(&runtime::user_image_store(&p.account.home)),
                 transient_store: p.transient_store,
+                // A node without the package's wrapper runs podman's own conmon.
+                conmon: (p.config.podman.exit_guard && host.is_file(wrapper)).then_some(wrapper),
             })
         }
     };

@@ -235,6 +235,9 @@ pub struct PodmanConfig {
     pub containers_conf: PathBuf,
     /// Who makes the rootless user namespace a container task's podman runs in.
     pub user_namespace: UserNamespace,
+    /// podman runs the plugin's conmon wrapper, whose exit guard keeps podman's own
+    /// clean-up from racing the step's `podman run --rm` (rules::runtime::conmon).
+    pub exit_guard: bool,
 }
 
 /// Who makes the user namespace of a container task's podman (docs/job-semantics.md,
@@ -380,6 +383,7 @@ impl Default for PodmanConfig {
             gpu_cdi_kind: "nvidia.com/gpu".to_string(),
             containers_conf: PathBuf::from("/etc/containers/containers.conf"),
             user_namespace: UserNamespace::TreSpank,
+            exit_guard: true,
         }
     }
 }
@@ -955,6 +959,9 @@ mod tests {
         let c = parse("", p(), &["podman.user_namespace=tre-spank"]).unwrap();
         assert_eq!(c.podman.user_namespace, UserNamespace::TreSpank);
         assert!(parse("[podman]\nuser_namespace = \"auto\"\n", p(), &[]).is_err());
+        assert!(parse("", p(), &[]).unwrap().podman.exit_guard);
+        let c = parse("", p(), &["podman.exit_guard=false"]).unwrap();
+        assert!(!c.podman.exit_guard);
     }
 
     #[test]

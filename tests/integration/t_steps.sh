@@ -187,3 +187,71 @@ user_namespace = "podman"'
   assert_step_ended_without_the_poll "$job" 2
   assert_no_job_processes alice
 }
+
+# The exit guard (podman.exit_guard, default on): podman runs the package's conmon
+# wrapper, whose conmon has the guard as its exit command instead of a second podman;
+# the step still removes its container (its record is gone from the job's run root
+# after the step) and leaves nothing. With the guard off, conmon runs podman's own
+# clean-up, as by hand.
+conmon_args_of_the_job() {  # U: the args of U's one running conmon, a word per line
+  local pid
+  pid=$(bed exec pgrep -n -u "$1" -x conmon) || fail "no conmon of $1"
+  bed exec cat "/proc/$pid/cmdline" | tr '\0' '\n'
+}
+test_the_exit_guard_replaces_conmons_exit_command_and_the_container_is_still_removed() {
+  local job out args
+  job=$(submit alice --tre-container=$IMAGE --tre-batch=host --wrap '
+    srun sh -c "sleep 3; echo step-one"
+    for d in /run/tre-spank/jobs/job-$SLURM_JOB_ID/run /var/lib/tre-spank/jobs/job-$SLURM_JOB_ID/storage; do
+      ls "$d/overlay-containers" 2>/dev/null; done | grep -v -e "^containers.lock$" -e "^volatile-containers.json$" -e "^containers.json$" || echo "no container left"
+    srun sh -c "echo step-two"')
+  wait_job_process alice 'sleep 3'
+  args=$(conmon_args_of_the_job alice)
+  assert_line "$args" "exit-guard"
+  assert_eq "$(sed -n '/^--exit-command$/{n;p;q}' <<<"$args")" /usr/sbin/tre-spank "conmon's exit command"
+  wait_job "$job"
+  out=$(job_output alice "$job")
+  assert_eq "$(job_field "$job" JobState)" COMPLETED "$out"
+  assert_line "$out" step-one
+  assert_line "$out" "no container left"
+  assert_line "$out" step-two
+  assert_step_ended_without_the_poll "$job" 0
+  assert_step_ended_without_the_poll "$job" 1
+  assert_no_job_processes alice
+}
+
+test_with_the_exit_guard_off_conmon_runs_podmans_own_clean_up() {
+  local job args
+  with_config '[podman]
+exit_guard = false'
+  job=$(submit alice --tre-container=$IMAGE --wrap 'sleep 3; echo done-off')
+  wait_job_process alice 'sleep 3'
+  args=$(conmon_args_of_the_job alice)
+  assert_eq "$(sed -n '/^--exit-command$/{n;p;q}' <<<"$args")" /usr/bin/podman "conmon's exit command"
+  ! grep -qx 'exit-guard' <<<"$args" || fail "the guard is there with exit_guard = false"
+  wait_job "$job"
+  assert_eq "$(job_field "$job" JobState)" COMPLETED "$(job_output alice "$job")"
+  assert_line "$(job_output alice "$job")" done-off
+  assert_step_ended_without_the_poll "$job" batch
+  assert_no_job_processes alice
+}
+
+# The guard itself, as conmon runs it: once the podman it names is gone, it runs the
+# clean-up command (every word as given) only while the container's record is there.
+test_the_exit_guard_runs_podmans_clean_up_only_while_the_container_is_there() {
+  local d=/tmp/tre-guard-test out
+  bed exec rm -rf "$d"
+  bed exec install -d -o alice "$d" "$d/root" "$d/run"
+  printf '#!/bin/sh\nfor a; do echo "$a"; done > %s/ran\n' "$d" | bed exec sh -c "cat > $d/fake-podman; chmod 755 $d/fake-podman"
+  guard() {
+    as alice /usr/sbin/tre-spank exit-guard 999999 1 -- "$d/fake-podman" --root "$d/root" \
+      --runroot "$d/run" --log-level warning container cleanup --rm 89d0a1
+  }
+  guard || fail "the guard failed with no record"
+  assert_absent "$d/ran"
+  bed exec install -d -o alice "$d/run/overlay-containers/89d0a1"
+  guard || fail "the guard failed with a record"
+  out=$(bed exec cat "$d/ran")
+  assert_eq "$(paste -sd' ' <<<"$out")" "--root $d/root --runroot $d/run --log-level warning container cleanup --rm 89d0a1"
+  bed exec rm -rf "$d"
+}

@@ -26,11 +26,14 @@ mod plugin_config;
 mod sweep;
 
 use std::ffi::OsString;
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
+use tre_spank::host::conmon;
 use tre_spank::rules::options::{self, Runtime};
+use tre_spank::rules::runtime;
 
 /// Every form of the command, as `--help` shows it.
 const USAGE: &str = "
@@ -85,11 +88,15 @@ enum Command {
     /// Internal: the cleanup starts it as the job's user where root is refused
     /// (root-squashed homes); its arguments are host::as_user's own
     #[command(hide = true, name = "remove-as-user")]
-    RemoveAsUser(RemoveAsUserArgs),
+    RemoveAsUser(RawArgs),
+    /// Internal: conmon runs it when a container exits; its arguments are
+    /// host::conmon's own
+    #[command(hide = true, name = "exit-guard")]
+    ExitGuard(RawArgs),
 }
 
 #[derive(clap::Args, Debug)]
-struct RemoveAsUserArgs {
+struct RawArgs {
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     raw: Vec<OsString>,
 }
@@ -126,6 +133,11 @@ fn refuse(e: &clap::Error, args: &[OsString]) -> ExitCode {
 fn main() -> ExitCode {
     logger::init();
     let args: Vec<OsString> = std::env::args_os().collect();
+    // Started by podman as its conmon (`podman --conmon=`, the exit guard).
+    let name = args.first().map(Path::new).and_then(Path::file_name);
+    if name.is_some_and(|n| n == runtime::CONMON_NAME) {
+        return ExitCode::from(conmon::run_wrapper(&args[1..]));
+    }
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => return refuse(&e, &args),
@@ -139,6 +151,7 @@ fn main() -> ExitCode {
         Command::Image(a) => image::run(&a),
         Command::Number(a) => number::run(&a),
         Command::RemoveAsUser(a) => tre_spank::host::as_user::subcommand(a.raw.into_iter()),
+        Command::ExitGuard(a) => ExitCode::from(conmon::run_guard(&a.raw)),
     }
 }
 
@@ -214,6 +227,34 @@ mod tests {
             // Everything after `--` is the runtime's, bytes and dashes included.
             assert_eq!(a.command, prefix);
         }
+    }
+
+    #[test]
+    fn exit_guard_takes_every_word_conmon_passes_dashes_included() {
+        let words = [
+            "exit-guard",
+            "4242",
+            "99",
+            "--",
+            "/usr/bin/podman",
+            "--root",
+            "/r",
+            "--log-level",
+            "warning",
+            "container",
+            "cleanup",
+            "--rm",
+            "89d0",
+        ];
+        let Ok(Command::ExitGuard(a)) = parse(&words) else {
+            panic!("exit-guard not parsed");
+        };
+        let raw: Vec<String> = a
+            .raw
+            .iter()
+            .map(|w| w.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(raw, words[1..]);
     }
 
     #[test]

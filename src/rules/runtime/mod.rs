@@ -8,6 +8,7 @@ use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
 mod apptainer;
+mod conmon;
 mod display;
 mod env;
 mod exit;
@@ -16,6 +17,7 @@ mod podman;
 mod supervisor;
 
 pub use apptainer::*;
+pub use conmon::*;
 pub use display::*;
 pub use env::*;
 pub use exit::*;
@@ -290,6 +292,7 @@ mod fixtures {
             home: Path::new("/home/alice"),
             user_store_exists: true,
             transient_store: true,
+            conmon: None,
         }
     }
     pub(super) fn strings(v: &[OsString]) -> Vec<String> {

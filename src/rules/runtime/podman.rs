@@ -26,6 +26,9 @@ pub struct PodmanStorage<'a> {
     /// podman's database and container records go to the run root (the tmpfs) instead
     /// of the graph root; the container's writable layer stays in the graph root.
     pub transient_store: bool,
+    /// The conmon wrapper of the exit guard ([`super::CONMON_WRAPPER`]), where the
+    /// site has it on and the node has the file.
+    pub conmon: Option<&'a Path>,
 }
 /// Whether the podman that printed `version_line` (`podman --version`: "podman version
 /// 4.3.1") has `--transient-store` (4.4 and later). Anything unreadable counts as old:
@@ -53,6 +56,9 @@ impl PodmanStorage<'_> {
         ];
         if self.transient_store {
             flags.push("--transient-store".into());
+        }
+        if let Some(conmon) = self.conmon {
+            flags.push(flag("conmon", conmon));
         }
         if !config.image_stores.is_empty() && !config.store_mount_program.as_os_str().is_empty() {
             // The site store's files are root's: squashed to the container's root so
@@ -325,6 +331,16 @@ mod tests {
             ..storage()
         };
         assert_eq!(fresh.global_flags(&user_only).len(), 3);
+        // The exit guard's conmon, where the node has it.
+        let guarded = PodmanStorage {
+            conmon: Some(Path::new("/usr/libexec/tre-spank/conmon")),
+            ..storage()
+        };
+        assert!(strings(&guarded.global_flags(&user_only))
+            .contains(&"--conmon=/usr/libexec/tre-spank/conmon".to_string()));
+        assert!(!strings(&storage().global_flags(&user_only))
+            .iter()
+            .any(|f| f.starts_with("--conmon")));
         // podman before 4.4 has no transient store: its database stays in the storage.
         let old = PodmanStorage {
             transient_store: false,

@@ -10,7 +10,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::poll;
-use crate::rules::runtime::{container_records, guarded_conmon_args, parse_guard, REAL_CONMON};
+use crate::rules::runtime::{
+    container_records, guarded_conmon_args, parse_guard, Guard, REAL_CONMON,
+};
 
 /// How long the guard waits for the step's podman before it runs podman's clean-up
 /// anyway (podman removes an exited container in tens of milliseconds).
@@ -62,14 +64,29 @@ pub fn run_wrapper(args: &[OsString]) -> u8 {
     127
 }
 
-/// Runs as conmon's exit command: waits for the podman that started conmon to end, then
-/// runs podman's clean-up only if the container's record is still there. Returns the
-/// exit code (or does not return, having become the clean-up).
+/// Runs as conmon's exit command. conmon waits for its exit command, and the step's
+/// podman waits for conmon, so the guard answers at once and leaves a child of its own
+/// to wait for that podman to end; the child then runs podman's clean-up only if the
+/// container's record is still there. (The child becomes the supervisor's, the step's
+/// subreaper, which waits for it.) Returns the exit code.
 pub fn run_guard(args: &[OsString]) -> u8 {
     let Some(guard) = parse_guard(args) else {
         eprintln!("tre-spank: exit-guard: needs PID START -- COMMAND...");
         return 125;
     };
+    // SAFETY: this process has one thread (the tool starts none before this), and
+    // the child goes on as an ordinary process: it waits, reads /proc and executes.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Parent { .. }) => 0,
+        // Without a child the guard waits itself: the step only waits longer.
+        Ok(nix::unistd::ForkResult::Child) | Err(_) => watch(&guard),
+    }
+}
+
+/// Waits (at most [`PODMAN_WAIT`]) for the guard's podman to end, then runs podman's
+/// clean-up if the container's record is still there. Returns the exit code (or does
+/// not return, having become the clean-up).
+fn watch(guard: &Guard) -> u8 {
     let deadline = Instant::now() + PODMAN_WAIT;
     let mut round = 0;
     while start_time_of(guard.podman_pid) == Some(guard.podman_start) && Instant::now() < deadline {
@@ -129,9 +146,10 @@ mod tests {
         .iter()
         .map(OsString::from)
         .collect();
-        assert_eq!(run_guard(&args), 0, "nothing left: nothing to run");
+        let guard = parse_guard(&args).unwrap();
+        assert_eq!(watch(&guard), 0, "nothing left: nothing to run");
         // The record still there: the clean-up is run (here it cannot start).
         std::fs::create_dir_all(run.join("overlay-containers/abc123")).unwrap();
-        assert_eq!(run_guard(&args), 125);
+        assert_eq!(watch(&guard), 125);
     }
 }

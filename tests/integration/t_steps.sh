@@ -243,9 +243,16 @@ test_the_exit_guard_runs_podmans_clean_up_only_while_the_container_is_there() {
   bed exec rm -rf "$d"
   bed exec install -d -o alice "$d" "$d/root" "$d/run"
   printf '#!/bin/sh\nfor a; do echo "$a"; done > %s/ran\n' "$d" | bed exec sh -c "cat > $d/fake-podman; chmod 755 $d/fake-podman"
+  # The guard answers at once and leaves a child to wait: wait for that child too.
   guard() {
+    local i
     as alice /usr/sbin/tre-spank exit-guard 999999 1 -- "$d/fake-podman" --root "$d/root" \
-      --runroot "$d/run" --log-level warning container cleanup --rm 89d0a1
+      --runroot "$d/run" --log-level warning container cleanup --rm 89d0a1 || return 1
+    for ((i = 0; i < 100; i++)); do
+      bed exec pgrep -u alice -f '^/usr/sbin/tre-spank exit-guard' >/dev/null || return 0
+      sleep 0.05
+    done
+    fail "the guard's child is still there after 5 s"
   }
   guard || fail "the guard failed with no record"
   assert_absent "$d/ran"

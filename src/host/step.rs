@@ -186,6 +186,10 @@ pub trait StepHost {
     ) -> Result<PathBuf, StepError>;
     /// The node's podman has `--transient-store` (host::podman_version).
     fn transient_store(&self, config: &Config) -> bool;
+    /// The exit guard applies: the site has it on, the node has the package's conmon
+    /// wrapper and its podman is 5.0 or later (podman 4 waits for its own clean-up
+    /// before `podman run` exits, so there the guard would only hold the step).
+    fn exit_guard(&self, config: &Config) -> bool;
     /// The GPU control devices this node has (`/dev/nvidiactl` and the like), for an
     /// apptainer step that was given GPUs.
     fn gpu_control(&self) -> Vec<PathBuf>;
@@ -256,6 +260,8 @@ pub struct Prepared {
     pub run_dir: PathBuf,
     /// The node's podman has `--transient-store`.
     pub transient_store: bool,
+    /// podman runs the exit guard's conmon wrapper (StepHost::exit_guard).
+    pub exit_guard: bool,
     pub node: String,
     /// The step runs the batch script.
     pub is_batch: bool,
@@ -400,6 +406,7 @@ pub fn prepare(facts: &impl StepFacts, host: &impl StepHost) -> Result<Prepared,
             runtime_dir: config.runtime_dir.join("job-JOBID"),
             run_dir: config.run_dir.join("job-JOBID"),
             transient_store: runtime == Runtime::Podman && host.transient_store(&config),
+            exit_guard: runtime == Runtime::Podman && host.exit_guard(&config),
             config,
             request,
             runtime,
@@ -438,6 +445,7 @@ pub fn prepare(facts: &impl StepFacts, host: &impl StepHost) -> Result<Prepared,
     let runtime_dir = host.runtime_dir(&config, job_id, uid, gid)?;
     let run_dir = host.run_dir(&config, job_id, uid, gid)?;
     let transient_store = runtime == Runtime::Podman && host.transient_store(&config);
+    let exit_guard = runtime == Runtime::Podman && host.exit_guard(&config);
     let image_id = host.image_id(&config, runtime, &request.image, sif.as_deref());
     Ok(Prepared {
         config,
@@ -462,6 +470,7 @@ pub fn prepare(facts: &impl StepFacts, host: &impl StepHost) -> Result<Prepared,
         runtime_dir,
         run_dir,
         transient_store,
+        exit_guard,
         node,
         is_batch,
         host_batch,
@@ -752,7 +761,6 @@ pub fn task(
                 Path::new(runtime::SHIPPED_CONTAINERS_CONF)
             };
             env.push(EnvChange::Set("CONTAINERS_CONF".into(), conf.into()));
-            let wrapper = Path::new(runtime::CONMON_WRAPPER);
             Target::Podman(runtime::PodmanStorage {
                 job_dir: &p.runtime_dir,
                 run_dir: &p.run_dir,
@@ -760,8 +768,7 @@ pub fn task(
                 // task_init runs as the user: this stat works on a root-squashed home.
                 user_store_exists: host.is_dir(&runtime::user_image_store(&p.account.home)),
                 transient_store: p.transient_store,
-                // A node without the package's wrapper runs podman's own conmon.
-                conmon: (p.config.podman.exit_guard && host.is_file(wrapper)).then_some(wrapper),
+                conmon: p.exit_guard.then_some(Path::new(runtime::CONMON_WRAPPER)),
             })
         }
     };
@@ -1039,6 +1046,13 @@ impl StepHost for NodeHost {
     fn transient_store(&self, config: &Config) -> bool {
         podman_version::podman_version(&config.podman.path, &config.run_dir)
             .is_some_and(|v| runtime::podman_has_transient_store(&v))
+    }
+
+    fn exit_guard(&self, config: &Config) -> bool {
+        config.podman.exit_guard
+            && Path::new(runtime::CONMON_WRAPPER).is_file()
+            && podman_version::podman_version(&config.podman.path, &config.run_dir)
+                .is_some_and(|v| runtime::podman_takes_the_exit_guard(&v))
     }
 
     fn gpu_control(&self) -> Vec<PathBuf> {

@@ -52,7 +52,7 @@ test_plan_shows_project_mounts_and_command_without_running_anything() {
   assert_line "$out" "  /home/alice/outputs-N -> /safe_outputs"
   assert_line "$out" "  /home/alice/scratch-N -> /scratch"
   assert_contains "$out" "  Running: /usr/bin/podman --root=/var/lib/tre-spank/jobs/job-JOBID/storage "
-  assert_contains "$out" "task command: /usr/sbin/tre-spank launch --image $IMAGE --runtime podman -- /usr/bin/podman "
+  assert_contains "$out" "task command: /usr/sbin/tre-spank launch --image $IMAGE --runtime podman --user-namespace -- /usr/bin/podman "
   assert_eq "$(job_dirs alice)" "$before" "alice's directories"
 }
 

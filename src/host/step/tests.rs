@@ -118,6 +118,8 @@ struct FakeNode {
     submitted: Option<u64>,
     /// The node's podman has `--transient-store`.
     transient_store: bool,
+    /// The exit guard applies on the node.
+    exit_guard: bool,
     /// The GPU control devices the node has.
     gpu_control: Vec<PathBuf>,
     project: Result<Resolution, ProjectError>,
@@ -158,6 +160,7 @@ impl FakeNode {
             record: None,
             submitted: Some(SUBMITTED),
             transient_store: false,
+            exit_guard: false,
             gpu_control: vec![],
             project: Ok(proj1()),
             save_fails: false,
@@ -242,6 +245,9 @@ impl StepHost for FakeNode {
     }
     fn transient_store(&self, _config: &Config) -> bool {
         self.transient_store
+    }
+    fn exit_guard(&self, _config: &Config) -> bool {
+        self.exit_guard
     }
     fn gpu_control(&self) -> Vec<PathBuf> {
         self.gpu_control.clone()
@@ -938,4 +944,29 @@ fn an_apptainer_gpu_step_binds_its_gpus_and_the_nodes_control_devices_only() {
     let facts = FakeStep::srun(IMAGE).option(apptainer);
     let running = text(&task_plan(&facts, &node).command.unwrap().runtime_argv);
     assert!(!running.contains("/dev/nvidia"), "{running}");
+}
+
+#[test]
+fn podman_runs_the_exit_guards_conmon_where_the_node_takes_it() {
+    let facts = FakeStep::srun(IMAGE);
+    let running = |node: &FakeNode| {
+        let plan = task_plan(&facts, node);
+        text(
+            &plan
+                .command
+                .as_ref()
+                .expect("a container command")
+                .runtime_argv,
+        )
+    };
+    let guarded = running(&FakeNode {
+        exit_guard: true,
+        ..FakeNode::new()
+    });
+    assert!(
+        guarded.contains(" --conmon=/usr/libexec/tre-spank/conmon "),
+        "{guarded}"
+    );
+    let plain = running(&FakeNode::new());
+    assert!(!plain.contains("--conmon"), "{plain}");
 }

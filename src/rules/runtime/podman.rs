@@ -34,15 +34,24 @@ pub struct PodmanStorage<'a> {
 /// 4.3.1") has `--transient-store` (4.4 and later). Anything unreadable counts as old:
 /// the command line then works with every podman, only slower.
 pub fn podman_has_transient_store(version_line: &str) -> bool {
+    podman_version_at_least(version_line, (4, 4))
+}
+fn podman_version_at_least(version_line: &str, least: (u32, u32)) -> bool {
     let Some(version) = version_line.trim().strip_prefix("podman version ") else {
         return false;
     };
     let mut parts = version.split(['.', '-', '+', '~']);
     let number = |p: Option<&str>| p.and_then(|s| s.parse::<u32>().ok());
     match (number(parts.next()), number(parts.next())) {
-        (Some(major), Some(minor)) => (major, minor) >= (4, 4),
+        (Some(major), Some(minor)) => (major, minor) >= least,
         _ => false,
     }
+}
+/// Whether the podman that printed `version_line` takes the exit guard (5.0 and
+/// later: `podman run` there does not wait for conmon's exit command). Anything
+/// unreadable counts as old.
+pub fn podman_takes_the_exit_guard(version_line: &str) -> bool {
+    podman_version_at_least(version_line, (5, 0))
 }
 /// The user's own rootless podman storage.
 pub fn user_image_store(home: &Path) -> PathBuf {
@@ -361,6 +370,15 @@ mod tests {
             || a.contains("no-new-priv")
             || a.contains("cgroups")));
     }
+    #[test]
+    fn the_exit_guard_is_for_podman_5_and_later() {
+        assert!(podman_takes_the_exit_guard("podman version 5.0.0"));
+        assert!(podman_takes_the_exit_guard("podman version 5.8.6\n"));
+        assert!(!podman_takes_the_exit_guard("podman version 4.9.3"));
+        assert!(!podman_takes_the_exit_guard("podman version 4.3.1"));
+        assert!(!podman_takes_the_exit_guard("garbage"));
+    }
+
     #[test]
     fn the_transient_store_is_used_from_podman_4_4_on() {
         for (line, has) in [

@@ -195,9 +195,13 @@ user_namespace = "podman"'
 # after the step) and leaves nothing. With the guard off, conmon runs podman's own
 # clean-up, as by hand.
 podman_major() { bed exec podman --version | sed -n 's/^podman version \([0-9]*\)\..*/\1/p'; }
-conmon_args_of_the_job() {  # U: the args of U's one running conmon, a word per line
-  local pid
-  pid=$(bed exec pgrep -n -u "$1" -x conmon) || fail "no conmon of $1"
+conmon_args_of_the_job() {  # U: the args of U's running conmon (<= 15 s), a word per line
+  local pid i
+  for ((i = 0; i < 75; i++)); do
+    pid=$(bed exec pgrep -n -u "$1" -x conmon) && break
+    sleep 0.2
+  done
+  [ -n "$pid" ] || fail "no conmon of $1"
   bed exec cat "/proc/$pid/cmdline" | tr '\0' '\n'
 }
 test_the_exit_guard_replaces_conmons_exit_command_and_the_container_is_still_removed() {

@@ -60,7 +60,7 @@ test_the_deb_installs_plugin_tool_config_snippet_and_man_pages() {
   bed install-deb "$deb" >/dev/null
   assert_eq "$(bed exec dpkg-query -W -f '${Status}' tre-spank)" "install ok installed"
   assert_eq "$(bed exec dpkg-query -W -f '${Status}' tre-spank-client)" "install ok installed"
-  for f in /usr/lib/slurm-tre/tre_spank.so /usr/sbin/tre-spank \
+  for f in /usr/lib/slurm-tre/tre_spank.so /usr/sbin/tre-spank /usr/libexec/tre-spank/conmon \
     $SNIPPET /etc/slurm/tre-spank.toml /usr/share/tre-spank/tre-spank.toml \
     /usr/share/tre-spank/plugstack.conf /usr/share/doc/tre-spank/audit-log.md \
     /usr/share/doc/tre-spank/operations.md \
@@ -233,13 +233,15 @@ test_the_rpm_is_built_for_real_and_lists_what_a_site_needs() {
     assert_line "$list" "$f"
   done
   list=$(rpm -qlp "$rpm")
-  for f in /usr/sbin/tre-spank /usr/share/man/man8/tre-spank.8 /var/spool/tre-spank \
+  for f in /usr/sbin/tre-spank /usr/libexec/tre-spank/conmon /usr/share/man/man8/tre-spank.8 /var/spool/tre-spank \
     /var/lib/tre-spank/jobs /usr/share/doc/tre-spank/operations.md \
     /usr/share/tre-spank/containers.conf /usr/share/tre-spank/storage.conf \
     /usr/share/tre-spank/registries.conf /usr/share/tre-spank/mounts.conf \
     /usr/share/tre-spank/runtime-home; do
     assert_line "$list" "$f"
   done
+  # The exit guard's conmon wrapper is a link to the tool.
+  assert_line "$(rpm -qlpv "$rpm" | awk '$NF == "../../sbin/tre-spank" && $(NF-2) == "/usr/libexec/tre-spank/conmon" { print "linked" }')" linked
   assert_not_contains "$list" tre_spank.so
   assert_eq "$(rpm -qp --qf '%{NAME} %{VERSION}' "$rpm")" "tre-spank 0.1.0"
   # The Slurm series is pinned, as in the deb, and is in the release.

@@ -312,6 +312,47 @@ fn enter_and_remove(target: &Target, owners: &Owners) -> Answer {
     remove(target, owners)
 }
 
+/// Why a user namespace's maps were not written: the helper, its arguments and what it
+/// said.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct IdMapError(String);
+
+/// Has `newuidmap` and `newgidmap` (side by side: each is a setuid start of its own)
+/// write the maps of process `pid`'s user namespace; `uid_map` and `gid_map` are their
+/// arguments after the pid. The remover's namespace and podman's (host::userns) are
+/// mapped here.
+pub fn write_id_maps(pid: u32, uid_map: &[String], gid_map: &[String]) -> Result<(), IdMapError> {
+    let pid = pid.to_string();
+    let helpers = [(NEWUIDMAP, uid_map), (NEWGIDMAP, gid_map)].map(|(helper, map)| {
+        let started = Command::new(helper)
+            .arg(&pid)
+            .args(map)
+            .env_clear()
+            .env("PATH", PATH)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn();
+        (helper, map, started)
+    });
+    let mut problem = None;
+    for (helper, map, started) in helpers {
+        let failed = match started.and_then(|c| c.wait_with_output()) {
+            Ok(o) if o.status.success() => continue,
+            Ok(o) => format!(
+                "{helper} {pid} {} failed ({}): {}",
+                map.join(" "),
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => format!("cannot run {helper} (the uidmap package): {e}"),
+        };
+        problem.get_or_insert(failed);
+    }
+    problem.map_or(Ok(()), |p| Err(IdMapError(p)))
+}
+
 /// The process outside (the user, in the host's namespace): starts the one inside, has
 /// `newuidmap`/`newgidmap` map it, and passes its answer on.
 fn in_a_user_namespace(
@@ -353,25 +394,7 @@ fn in_a_user_namespace(
             "the remover in the user namespace did not start".into(),
         ));
     }
-    let pid = child.id().to_string();
-    for (helper, map) in [(NEWUIDMAP, uid_map), (NEWGIDMAP, gid_map)] {
-        let done = Command::new(helper)
-            .arg(&pid)
-            .args(map)
-            .env_clear()
-            .env("PATH", PATH)
-            .stdin(Stdio::null())
-            .output();
-        let problem = match done {
-            Ok(o) if o.status.success() => continue,
-            Ok(o) => format!(
-                "{helper} {pid} {} failed ({}): {}",
-                map.join(" "),
-                o.status,
-                String::from_utf8_lossy(&o.stderr).trim()
-            ),
-            Err(e) => format!("cannot run {helper} (the uidmap package): {e}"),
-        };
+    if let Err(problem) = write_id_maps(child.id(), uid_map, gid_map) {
         let _ = child.kill();
         let _ = child.wait();
         return Answer::Failed(format!(

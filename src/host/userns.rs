@@ -20,7 +20,6 @@
 use std::ffi::{CString, OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::process::{Command, Stdio};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -29,11 +28,9 @@ use nix::sys::signal::{signal, SigHandler, SigSet, Signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, pipe2, read, setresgid, setresuid, write, ForkResult, Gid, Pid, Uid};
 
-use super::as_user::{NEWGIDMAP, NEWUIDMAP, SUBGID_FILE};
+use super::as_user::{write_id_maps, IdMapError, SUBGID_FILE};
 use super::remove::SUBUID_FILE;
 use crate::rules::subid::{podman_id_map_args, ranges_for, usable_ranges};
-
-const PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The arguments of `newuidmap PID ...` and `newgidmap PID ...` after the pid.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,8 +83,8 @@ pub enum UsernsError {
     Fork(Errno),
     #[error("cannot create a user namespace: {0}")]
     Unshare(Errno),
-    #[error("{0}")]
-    Map(String),
+    #[error(transparent)]
+    Map(#[from] IdMapError),
     #[error("cannot become root in the user namespace: {0}")]
     SetIds(Errno),
     /// The runtime itself could not be started (no fallback helps).
@@ -260,38 +257,7 @@ fn parent(
         Some((READY, _)) => {}
         Some((stage, errno)) => return Err(failure(stage, errno, "")),
     }
-    let pid = child.to_string();
-    // Both helpers at once: each is a setuid start of its own.
-    let helpers = [(NEWUIDMAP, &maps.uid_map), (NEWGIDMAP, &maps.gid_map)].map(|(helper, map)| {
-        let started = Command::new(helper)
-            .arg(&pid)
-            .args(map)
-            .env_clear()
-            .env("PATH", PATH)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn();
-        (helper, map, started)
-    });
-    let mut problem = None;
-    for (helper, map, started) in helpers {
-        let done = started.and_then(|c| c.wait_with_output());
-        let failed = match done {
-            Ok(o) if o.status.success() => continue,
-            Ok(o) => format!(
-                "{helper} {pid} {} failed ({}): {}",
-                map.join(" "),
-                o.status,
-                String::from_utf8_lossy(&o.stderr).trim()
-            ),
-            Err(e) => format!("cannot run {helper}: {e}"),
-        };
-        problem.get_or_insert(failed);
-    }
-    if let Some(p) = problem {
-        return Err(UsernsError::Map(p));
-    }
+    write_id_maps(child.as_raw().unsigned_abs(), &maps.uid_map, &maps.gid_map)?;
     if write(&go, &[GO]) != Ok(1) {
         return Err(UsernsError::Lost);
     }

@@ -184,12 +184,8 @@ pub trait StepHost {
         uid: u32,
         gid: u32,
     ) -> Result<PathBuf, StepError>;
-    /// The node's podman has `--transient-store` (host::podman_version).
-    fn transient_store(&self, config: &Config) -> bool;
-    /// The exit guard applies: the site has it on, the node has the package's conmon
-    /// wrapper and its podman is 5.0 or later (podman 4 waits for its own clean-up
-    /// before `podman run` exits, so there the guard would only hold the step).
-    fn exit_guard(&self, config: &Config) -> bool;
+    /// What the node's podman can do for a job (one look at host::podman_version).
+    fn podman_features(&self, config: &Config) -> PodmanFeatures;
     /// The GPU control devices this node has (`/dev/nvidiactl` and the like), for an
     /// apptainer step that was given GPUs.
     fn gpu_control(&self) -> Vec<PathBuf>;
@@ -363,6 +359,17 @@ pub struct TaskCommand {
 }
 
 /// A step that runs in a container: root's checks (`init_post_opt`).
+/// What the node's podman can do for a job's command line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PodmanFeatures {
+    /// `--transient-store` (podman 4.4 and later).
+    pub transient_store: bool,
+    /// The exit guard applies: the site has it on, the node has the package's conmon
+    /// wrapper and its podman is 5.0 or later (podman 4 waits for its own clean-up
+    /// before `podman run` exits, so there the guard would only hold the step).
+    pub exit_guard: bool,
+}
+
 pub fn prepare(facts: &impl StepFacts, host: &impl StepHost) -> Result<Prepared, StepError> {
     let args = facts.plugin_args()?;
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -401,12 +408,17 @@ pub fn prepare(facts: &impl StepFacts, host: &impl StepHost) -> Result<Prepared,
     let secret = host.secret(&config)?;
     let is_batch = facts.step_id() == Some(BATCH_STEP_ID);
     let host_batch = request.batch == BatchMode::Host && is_batch;
+    let podman = if runtime == Runtime::Podman {
+        host.podman_features(&config)
+    } else {
+        PodmanFeatures::default()
+    };
     let Some(job_id) = job_id else {
         return Ok(Prepared {
             runtime_dir: config.runtime_dir.join("job-JOBID"),
             run_dir: config.run_dir.join("job-JOBID"),
-            transient_store: runtime == Runtime::Podman && host.transient_store(&config),
-            exit_guard: runtime == Runtime::Podman && host.exit_guard(&config),
+            transient_store: podman.transient_store,
+            exit_guard: podman.exit_guard,
             config,
             request,
             runtime,
@@ -444,8 +456,6 @@ pub fn prepare(facts: &impl StepFacts, host: &impl StepHost) -> Result<Prepared,
     }
     let runtime_dir = host.runtime_dir(&config, job_id, uid, gid)?;
     let run_dir = host.run_dir(&config, job_id, uid, gid)?;
-    let transient_store = runtime == Runtime::Podman && host.transient_store(&config);
-    let exit_guard = runtime == Runtime::Podman && host.exit_guard(&config);
     let image_id = host.image_id(&config, runtime, &request.image, sif.as_deref());
     Ok(Prepared {
         config,
@@ -469,8 +479,8 @@ pub fn prepare(facts: &impl StepFacts, host: &impl StepHost) -> Result<Prepared,
         },
         runtime_dir,
         run_dir,
-        transient_store,
-        exit_guard,
+        transient_store: podman.transient_store,
+        exit_guard: podman.exit_guard,
         node,
         is_batch,
         host_batch,
@@ -1043,16 +1053,17 @@ impl StepHost for NodeHost {
         )?)
     }
 
-    fn transient_store(&self, config: &Config) -> bool {
-        podman_version::podman_version(&config.podman.path, &config.run_dir)
-            .is_some_and(|v| runtime::podman_has_transient_store(&v))
-    }
-
-    fn exit_guard(&self, config: &Config) -> bool {
-        config.podman.exit_guard
-            && Path::new(runtime::CONMON_WRAPPER).is_file()
-            && podman_version::podman_version(&config.podman.path, &config.run_dir)
-                .is_some_and(|v| runtime::podman_takes_the_exit_guard(&v))
+    fn podman_features(&self, config: &Config) -> PodmanFeatures {
+        let Some(version) = podman_version::podman_version(&config.podman.path, &config.run_dir)
+        else {
+            return PodmanFeatures::default();
+        };
+        PodmanFeatures {
+            transient_store: runtime::podman_has_transient_store(&version),
+            exit_guard: config.podman.exit_guard
+                && runtime::podman_takes_the_exit_guard(&version)
+                && Path::new(runtime::CONMON_WRAPPER).is_file(),
+        }
     }
 
     fn gpu_control(&self) -> Vec<PathBuf> {

@@ -243,11 +243,11 @@ impl StepHost for FakeNode {
             .run_dir
             .join(crate::rules::plan::job_dir_name(job_id)))
     }
-    fn transient_store(&self, _config: &Config) -> bool {
-        self.transient_store
-    }
-    fn exit_guard(&self, _config: &Config) -> bool {
-        self.exit_guard
+    fn podman_features(&self, _config: &Config) -> PodmanFeatures {
+        PodmanFeatures {
+            transient_store: self.transient_store,
+            exit_guard: self.exit_guard,
+        }
     }
     fn gpu_control(&self) -> Vec<PathBuf> {
         self.gpu_control.clone()

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use super::launch::stat_field;
 use super::poll;
 use crate::rules::runtime::{
     container_records, guarded_conmon_args, parse_guard, Guard, REAL_CONMON,
@@ -21,8 +22,7 @@ const PODMAN_WAIT: Duration = Duration::from_secs(60);
 /// The start time (clock ticks after boot) in a `/proc/PID/stat` line: field 22, after
 /// the command name in parentheses (which may hold spaces and parentheses).
 pub fn start_time(stat: &str) -> Option<u64> {
-    let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(19)?.parse().ok()
+    stat_field(stat, 19)?.parse().ok()
 }
 
 fn start_time_of(pid: u32) -> Option<u64> {

@@ -292,11 +292,16 @@ fn own_children(me: Pid) -> Vec<Pid> {
     }
 }
 
-/// The parent pid in a /proc/PID/stat line: the second field after the command name,
-/// which is in parentheses and may itself contain spaces and parentheses.
-fn parent_pid(stat: &str) -> Option<i32> {
+/// Field `n` after the command name of a /proc/PID/stat line (0: the state; the name
+/// is in parentheses and may itself contain spaces and parentheses).
+pub fn stat_field(stat: &str, n: usize) -> Option<&str> {
     let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(1)?.parse().ok()
+    rest.split_whitespace().nth(n)
+}
+
+/// The parent pid in a /proc/PID/stat line (field 4).
+fn parent_pid(stat: &str) -> Option<i32> {
+    stat_field(stat, 1)?.parse().ok()
 }
 
 /// How long the processes the runtime left behind may take to end on their own

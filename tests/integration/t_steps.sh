@@ -169,7 +169,8 @@ user_namespace = "podman"'
     wait
     srun -n2 sh -c "sleep \$((SLURM_PROCID * 2)); echo task \$SLURM_PROCID"
     echo "steps done"')
-  wait_job_process alice 'sleep 3'
+  # The container's own sleep (srun's argv on the host names it too, before any step).
+  wait_job_process alice ' sleep 3$'
   bed exec pgrep -u alice -f '^/usr/sbin/tre-spank launch ' >/dev/null || fail "no supervisor"
   ! bed exec pgrep -u alice -f '^/usr/sbin/tre-spank launch .* --user-namespace --' >/dev/null ||
     fail "the supervisor was asked to make the namespace"
@@ -195,14 +196,17 @@ user_namespace = "podman"'
 # after the step) and leaves nothing. With the guard off, conmon runs podman's own
 # clean-up, as by hand.
 podman_major() { bed exec podman --version | sed -n 's/^podman version \([0-9]*\)\..*/\1/p'; }
-conmon_args_of_the_job() {  # U: the args of U's running conmon (<= 15 s), a word per line
-  local pid i
+conmon_args_of_the_job() {  # U JOB: the args of JOB's running conmon (<= 15 s), a word per line
+  local pid i args
+  # Only JOB's: its conmon names the job's run root (another job of U may still be ending).
   for ((i = 0; i < 75; i++)); do
-    pid=$(bed exec pgrep -n -u "$1" -x conmon) && break
+    for pid in $(bed exec pgrep -u "$1" -x conmon); do
+      args=$(bed exec cat "/proc/$pid/cmdline" 2>/dev/null | tr '\0' '\n') || continue
+      grep -q "/jobs/job-$2/" <<<"$args" && { printf '%s\n' "$args"; return 0; }
+    done
     sleep 0.2
   done
-  [ -n "$pid" ] || fail "no conmon of $1"
-  bed exec cat "/proc/$pid/cmdline" | tr '\0' '\n'
+  fail "no conmon of $1's job $2"
 }
 test_the_exit_guard_replaces_conmons_exit_command_and_the_container_is_still_removed() {
   local job out args
@@ -212,7 +216,7 @@ test_the_exit_guard_replaces_conmons_exit_command_and_the_container_is_still_rem
       ls "$d/overlay-containers" 2>/dev/null; done | grep -v -e "^containers.lock$" -e "^volatile-containers.json$" -e "^containers.json$" || echo "no container left"
     srun sh -c "echo step-two"')
   wait_job_process alice 'sleep 3'
-  args=$(conmon_args_of_the_job alice)
+  args=$(conmon_args_of_the_job alice "$job")
   if [ "$(podman_major)" -ge 5 ]; then
     assert_line "$args" "exit-guard"
     assert_eq "$(sed -n '/^--exit-command$/{n;p;q}' <<<"$args")" /usr/sbin/tre-spank "conmon's exit command"
@@ -237,7 +241,7 @@ test_with_the_exit_guard_off_conmon_runs_podmans_own_clean_up() {
 exit_guard = false'
   job=$(submit alice --tre-container=$IMAGE --wrap 'sleep 3; echo done-off')
   wait_job_process alice 'sleep 3'
-  args=$(conmon_args_of_the_job alice)
+  args=$(conmon_args_of_the_job alice "$job")
   assert_eq "$(sed -n '/^--exit-command$/{n;p;q}' <<<"$args")" /usr/bin/podman "conmon's exit command"
   ! grep -qx 'exit-guard' <<<"$args" || fail "the guard is there with exit_guard = false"
   wait_job "$job"
